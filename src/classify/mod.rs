@@ -1,0 +1,274 @@
+//! Classification of a request: task, complexity, operator tags, prompt-size estimate.
+//!
+//! Everything is decided by cheap heuristics over the already-parsed body:
+//! [`ClassifierPlan::compile`] precompiles the tag regexes and warms the word
+//! index once per configuration; [`ClassifierPlan::classify`] borrows the
+//! prompt text from the body (no copies), scans the last user message and the
+//! system prompt once (long texts only at their ends), and matches the tag
+//! regex sets. It never panics, whatever the body's shape: what cannot be read
+//! is skipped.
+//!
+//! * Text extraction per endpoint: `text.rs`.
+//! * Word lists: `lexicon.rs`.
+//! * Task and complexity rules and weights: `heuristics.rs`.
+//! * Operator tags: `tags.rs`.
+
+mod heuristics;
+mod lexicon;
+mod tags;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::error::ConfigError;
+use crate::endpoint::Endpoint;
+
+pub use tags::{MAX_TAGS, TAG_REGEX_DFA_SIZE_LIMIT, TAG_REGEX_SIZE_LIMIT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Coding,
+    Reasoning,
+    Math,
+    Vision,
+    Summarization,
+    Extraction,
+    Embedding,
+    General,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub task: Task,
+    pub complexity: Complexity,
+    /// Names of the operator tags that matched, in configuration order.
+    pub tags: Vec<String>,
+    /// See [`ClassifierPlan::classify`] for the formula.
+    pub estimated_prompt_tokens: u64,
+    pub has_tools: bool,
+    pub has_images: bool,
+    pub stream: bool,
+}
+
+/// The `classifier` section of the plugin configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Operator-defined tags, matched against the prompt text.
+    #[serde(default)]
+    pub tags: Vec<TagRule>,
+    /// Score cut-offs of the complexity levels.
+    #[serde(default)]
+    pub complexity: ComplexityThresholds,
+}
+
+/// Complexity score cut-offs: a score `>= medium` is Medium, `>= high` High,
+/// `>= xhigh` Xhigh, anything lower Low. They must satisfy
+/// `1 <= medium < high < xhigh`. Omitted fields keep their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplexityThresholds {
+    /// Default 2.
+    pub medium: u32,
+    /// Default 5.
+    pub high: u32,
+    /// Default 9.
+    pub xhigh: u32,
+}
+
+impl Default for ComplexityThresholds {
+    fn default() -> Self {
+        ComplexityThresholds {
+            medium: 2,
+            high: 5,
+            xhigh: 9,
+        }
+    }
+}
+
+/// An operator tag: attached to the classification when any keyword or regex
+/// matches the text in `scope`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagRule {
+    /// Unique, `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// Case-insensitive whole-word matches (see [`TagScope`] for where). Trimmed;
+    /// word boundaries apply at keyword edges that are ASCII letters, digits or
+    /// `_`, so `c++` or CJK keywords work too.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Rust `regex` syntax, used as written (case-sensitive unless `(?i)`).
+    /// Each compiled program is limited to [`TAG_REGEX_SIZE_LIMIT`] bytes.
+    #[serde(default)]
+    pub regex: Vec<String>,
+    #[serde(default)]
+    pub scope: TagScope,
+}
+
+/// Which text a tag looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagScope {
+    /// The last message holding user-written text (the default).
+    #[default]
+    LastUser,
+    /// Every user message.
+    User,
+    /// System / developer prompt, user and assistant text (never tool results
+    /// or tool-call arguments).
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifierPlan {
+    tags: Vec<tags::CompiledTag>,
+    thresholds: ComplexityThresholds,
+}
+
+/// Token estimate of each chat-style message's framing (role, separators).
+pub const TOKENS_PER_MESSAGE: u64 = 4;
+
+impl ClassifierPlan {
+    /// Validates `cfg` (the config section at JSON path `field`) and
+    /// precompiles everything `classify` needs.
+    pub fn compile(cfg: &ClassifierConfig, field: &str) -> Result<ClassifierPlan, ConfigError> {
+        let t = cfg.complexity;
+        if t.medium < 1 {
+            return Err(ConfigError::new(
+                format!("{field}.complexity.medium"),
+                "must be at least 1 (a score of 0 is always low)",
+            ));
+        }
+        if t.high <= t.medium {
+            return Err(ConfigError::new(
+                format!("{field}.complexity.high"),
+                format!(
+                    "must be greater than complexity.medium ({}), got {}",
+                    t.medium, t.high
+                ),
+            ));
+        }
+        if t.xhigh <= t.high {
+            return Err(ConfigError::new(
+                format!("{field}.complexity.xhigh"),
+                format!(
+                    "must be greater than complexity.high ({}), got {}",
+                    t.high, t.xhigh
+                ),
+            ));
+        }
+        let tags = tags::compile(&cfg.tags, field)?;
+        lexicon::Lexicon::get();
+        Ok(ClassifierPlan {
+            tags,
+            thresholds: t,
+        })
+    }
+
+    /// Names of the configured tags, in configuration order.
+    pub fn tag_names(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|t| t.name.as_str())
+    }
+
+    /// Classifies a request body sent to `endpoint`.
+    ///
+    /// * `task`: `embedding` for the embeddings endpoint; else `vision` if any
+    ///   image part is present; else the text heuristics (`heuristics.rs`),
+    ///   scored on the last user message (double weight) and the system
+    ///   prompt, plus `response_format`, forced `tool_choice` and reasoning
+    ///   effort.
+    /// * `complexity`: see `heuristics.rs` and [`ComplexityThresholds`].
+    /// * `estimated_prompt_tokens` =
+    ///   `ceil(chars / 4) + 4 × messages + ceil(json_bytes / 4) + token_ids`, where
+    ///   `chars` counts the characters (not bytes) of all prompt text (system,
+    ///   user, assistant, tool results, tool-call names and arguments),
+    ///   `messages` counts chat-style messages (the separate system prompt /
+    ///   instructions counts as one; completions and embeddings inputs have
+    ///   no per-message overhead), `json_bytes` is the compact JSON size of
+    ///   `tools` / `functions` and of Anthropic `tool_use` inputs, and
+    ///   `token_ids` counts prompts given as token arrays. Images are not
+    ///   counted.
+    /// * `has_tools`: non-empty `tools` (or legacy `functions`) array.
+    /// * `has_images`: any image part anywhere in the prompt (`image_url`,
+    ///   `input_image`, Anthropic `image`, also inside `tool_result`).
+    /// * `stream`: `stream` is `true`.
+    pub fn classify(&self, body: &Value, endpoint: Endpoint) -> Classification {
+        let ex = text::extract(body, endpoint);
+        let req = heuristics::RequestSignals::read(body);
+
+        let text_tokens = ex.text_chars.div_ceil(4);
+        let json_tokens = ex.json_bytes.saturating_add(req.tool_def_bytes).div_ceil(4);
+        let tokens = text_tokens
+            .saturating_add(TOKENS_PER_MESSAGE.saturating_mul(u64::from(ex.messages)))
+            .saturating_add(json_tokens)
+            .saturating_add(ex.raw_tokens);
+
+        let has_images = ex.images > 0;
+        let (text_task, user, system) = if endpoint == Endpoint::Embeddings {
+            (None, Default::default(), Default::default())
+        } else {
+            let mut user = heuristics::Scanner::new();
+            for t in ex.last_user_texts() {
+                user.scan(t);
+            }
+            let mut system = heuristics::Scanner::new();
+            for t in ex.texts_of(&[text::Role::System]) {
+                system.scan(t);
+            }
+            let (user, system) = (user.finish(), system.finish());
+            let task = heuristics::pick_task(&user, &system, &req);
+            (Some(task), user, system)
+        };
+        let task = match (endpoint, text_task) {
+            (Endpoint::Embeddings, _) => Task::Embedding,
+            _ if has_images => Task::Vision,
+            (_, Some(task)) => task,
+            (_, None) => Task::General,
+        };
+
+        let inputs = heuristics::ComplexityInputs {
+            tokens,
+            turns: ex.turns,
+            multi_step: user.multi_step.saturating_add(system.multi_step / 2),
+            rigor: user.rigor.saturating_add(system.rigor / 2),
+            has_tools: req.has_tools,
+            structured_output: req.structured_output,
+            max_output_tokens: req.max_output_tokens,
+            task: text_task,
+            effort: req.effort,
+        };
+        let complexity = heuristics::complexity(&inputs, &self.thresholds);
+
+        let tags = self
+            .tags
+            .iter()
+            .filter(|t| t.matches(&ex))
+            .map(|t| t.name.clone())
+            .collect();
+
+        Classification {
+            task,
+            complexity,
+            tags,
+            estimated_prompt_tokens: tokens,
+            has_tools: req.has_tools,
+            has_images,
+            stream: req.stream,
+        }
+    }
+}

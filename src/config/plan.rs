@@ -1,0 +1,641 @@
+//! The compiled configuration: validated once in `on_configure`, then only read by requests.
+//! Names are resolved to indices, globs parsed, regexes built, keys read from the environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use regex::Regex;
+
+use super::error::ConfigError;
+use super::raw::{
+    AuthKind, RawAction, RawConfig, RawHeaderMatch, RawMatch, RawTarget, RawUpstream, Strategy,
+    UnknownModel,
+};
+use crate::classify::{ClassifierPlan, Complexity, Task};
+use crate::endpoint::Endpoint;
+use crate::glob::Glob;
+
+/// Compiled regexes are capped so that a hostile or careless config cannot exhaust VM memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct Plan {
+    pub upstreams: Vec<Upstream>,
+    /// Public model names (aliases) and where they go.
+    pub aliases: HashMap<String, Action>,
+    pub rules: Vec<Rule>,
+    pub default: Option<Action>,
+    pub unknown_model: UnknownModel,
+    pub passthrough_upstream: Option<usize>,
+    pub classifier: ClassifierPlan,
+    pub max_body_bytes: usize,
+    pub cluster_header: String,
+    pub response_headers: bool,
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub cluster: String,
+    pub authority: Option<String>,
+    /// Without a trailing slash; replaces the request path's leading `/v1`.
+    pub path_prefix: String,
+    pub auth: Option<Auth>,
+    /// Set when the upstream wants a key but its environment variable is unset or empty:
+    /// the upstream is then skipped, with this variable named in the reason.
+    pub missing_key_env: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The credential header for an upstream. The value is a secret: `Debug` never prints it.
+pub struct Auth {
+    pub header: &'static str,
+    pub value: String,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("path_prefix", &self.path_prefix)
+            .field("auth", &self.auth.as_ref().map(|a| a.header))
+            .field("missing_key_env", &self.missing_key_env)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Per one million input tokens.
+    pub input: f64,
+    /// Per one million output tokens.
+    pub output: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub upstream: usize,
+    pub model: String,
+    pub weight: u32,
+    pub price: Option<Price>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Stable name used in diagnostics and as the round-robin counter key.
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub strategy: Strategy,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Matcher,
+    pub action: Action,
+}
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    /// `None`: the rule applies only to `auto` / omitted-model requests.
+    pub models: Option<ModelMatch>,
+    pub tasks: Option<Vec<Task>>,
+    pub complexities: Option<Vec<Complexity>>,
+    pub tags: Option<Vec<String>>,
+    pub endpoints: Option<Vec<Endpoint>>,
+    pub headers: Vec<HeaderMatcher>,
+    pub stream: Option<bool>,
+    pub tools: Option<bool>,
+    pub images: Option<bool>,
+    pub min_prompt_tokens: Option<u64>,
+    pub max_prompt_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct ModelMatch {
+    pub auto: bool,
+    pub globs: Vec<Glob>,
+}
+
+#[derive(Debug)]
+pub struct HeaderMatcher {
+    /// Lower case.
+    pub name: String,
+    pub test: HeaderTest,
+}
+
+#[derive(Debug)]
+pub enum HeaderTest {
+    Exact(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+impl Plan {
+    pub fn upstream(&self, index: usize) -> Option<&Upstream> {
+        self.upstreams.get(index)
+    }
+}
+
+/// Parses and validates the plugin configuration. `env` reads an environment variable
+/// (in Envoy: those listed in `vm_config.environment_variables`).
+pub fn compile(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    compile_raw(&raw, env)
+}
+
+pub fn compile_raw(
+    raw: &RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    if raw.upstreams.is_empty() {
+        return Err(ConfigError::new(
+            "upstreams",
+            "at least one upstream is required",
+        ));
+    }
+    let mut upstreams = Vec::with_capacity(raw.upstreams.len());
+    let mut upstream_index = HashMap::new();
+    for (name, up) in &raw.upstreams {
+        let field = format!("upstreams.{name}");
+        upstream_index.insert(name.clone(), upstreams.len());
+        upstreams.push(compile_upstream(name, up, &field, env)?);
+    }
+
+    let classifier = ClassifierPlan::compile(&raw.classifier, "classifier")?;
+    let tag_names: Vec<&str> = classifier.tag_names().collect();
+
+    let mut aliases = HashMap::with_capacity(raw.models.len());
+    for (alias, action) in &raw.models {
+        let field = format!("models.{alias}");
+        check_name(alias, &field)?;
+        if alias == "auto" {
+            return Err(ConfigError::new(
+                field,
+                "`auto` is reserved: it asks the router to choose",
+            ));
+        }
+        if action.use_model.is_some() {
+            return Err(ConfigError::new(
+                format!("{field}.use_model"),
+                "a model alias lists its own targets; use_model is for rules and default",
+            ));
+        }
+        let compiled = compile_action(action, alias, &field, &upstream_index, &BTreeMap::new())?;
+        aliases.insert(alias.clone(), compiled);
+    }
+    let raw_aliases: BTreeMap<&str, &RawAction> =
+        raw.models.iter().map(|(k, v)| (k.as_str(), v)).collect();
+
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (i, rule) in raw.rules.iter().enumerate() {
+        let field = format!("rules[{i}]");
+        check_name(&rule.name, &format!("{field}.name"))?;
+        if raw.rules[..i].iter().any(|r| r.name == rule.name) {
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("duplicate rule name `{}`", rule.name),
+            ));
+        }
+        let matcher = compile_match(&rule.matcher, &format!("{field}.match"), &tag_names)?;
+        let action = compile_action(
+            &rule.action(),
+            &format!("rule:{}", rule.name),
+            &field,
+            &upstream_index,
+            &raw_aliases,
+        )?;
+        rules.push(Rule {
+            name: rule.name.clone(),
+            matcher,
+            action,
+        });
+    }
+
+    let default = match &raw.default {
+        Some(action) => Some(compile_action(
+            action,
+            "default",
+            "default",
+            &upstream_index,
+            &raw_aliases,
+        )?),
+        None => None,
+    };
+
+    let passthrough_upstream = match (&raw.passthrough_upstream, raw.unknown_model) {
+        (Some(name), _) => Some(*upstream_index.get(name).ok_or_else(|| {
+            ConfigError::new("passthrough_upstream", format!("unknown upstream `{name}`"))
+        })?),
+        (None, UnknownModel::Passthrough) => {
+            return Err(ConfigError::new(
+                "passthrough_upstream",
+                "required when unknown_model is `passthrough`",
+            ))
+        }
+        (None, UnknownModel::Reject) => None,
+    };
+
+    if raw.max_body_bytes < 1024 || raw.max_body_bytes > 256 * 1024 * 1024 {
+        return Err(ConfigError::new(
+            "max_body_bytes",
+            "must be between 1024 and 268435456",
+        ));
+    }
+    let cluster_header = raw.cluster_header.to_ascii_lowercase();
+    check_header_name(&cluster_header, "cluster_header")?;
+
+    Ok(Plan {
+        upstreams,
+        aliases,
+        rules,
+        default,
+        unknown_model: raw.unknown_model,
+        passthrough_upstream,
+        classifier,
+        max_body_bytes: raw.max_body_bytes,
+        cluster_header,
+        response_headers: raw.response_headers,
+    })
+}
+
+fn compile_upstream(
+    name: &str,
+    up: &RawUpstream,
+    field: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Upstream, ConfigError> {
+    check_name(name, field)?;
+    let cluster = up.cluster.clone().unwrap_or_else(|| name.to_owned());
+    if cluster.is_empty() || !cluster.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            format!("{field}.cluster"),
+            "must be a non-empty Envoy cluster name without spaces or control characters",
+        ));
+    }
+    if let Some(host) = &up.host {
+        let ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+        if !ok {
+            return Err(ConfigError::new(
+                format!("{field}.host"),
+                "must be a host name, optionally with :port",
+            ));
+        }
+    }
+    let prefix = up.path_prefix.trim_end_matches('/');
+    if !up.path_prefix.starts_with('/')
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
+        return Err(ConfigError::new(
+            format!("{field}.path_prefix"),
+            "must start with `/` and contain no spaces, `?` or `#`",
+        ));
+    }
+    let mut auth = None;
+    let mut missing_key_env = None;
+    if let Some(raw_auth) = &up.auth {
+        let var = &raw_auth.key_env;
+        if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError::new(
+                format!("{field}.auth.key_env"),
+                "must be an environment variable name ([A-Za-z0-9_]+)",
+            ));
+        }
+        match env(var).filter(|k| !k.trim().is_empty()) {
+            Some(key) => {
+                let key = key.trim();
+                if !is_header_value_safe(key) {
+                    // Never echo the key itself.
+                    return Err(ConfigError::new(
+                        format!("{field}.auth.key_env"),
+                        format!("the value of {var} contains characters not allowed in a header"),
+                    ));
+                }
+                let (header, value) = match raw_auth.kind {
+                    AuthKind::Bearer => ("authorization", format!("Bearer {key}")),
+                    AuthKind::XApiKey => ("x-api-key", key.to_owned()),
+                    AuthKind::ApiKey => ("api-key", key.to_owned()),
+                };
+                auth = Some(Auth { header, value });
+            }
+            None => missing_key_env = Some(var.clone()),
+        }
+    }
+    let mut headers = Vec::with_capacity(up.headers.len());
+    for (hname, hvalue) in &up.headers {
+        let hfield = format!("{field}.headers.{hname}");
+        let lower = hname.to_ascii_lowercase();
+        check_header_name(&lower, &hfield)?;
+        if matches!(
+            lower.as_str(),
+            "content-length" | "host" | "transfer-encoding" | "connection"
+        ) {
+            return Err(ConfigError::new(
+                hfield,
+                "this header is managed by the router or Envoy",
+            ));
+        }
+        if !is_header_value_safe(hvalue) {
+            return Err(ConfigError::new(
+                hfield,
+                "value contains control characters",
+            ));
+        }
+        headers.push((lower, hvalue.clone()));
+    }
+    Ok(Upstream {
+        name: name.to_owned(),
+        cluster,
+        authority: up.host.clone(),
+        path_prefix: prefix.to_owned(),
+        auth,
+        missing_key_env,
+        headers,
+    })
+}
+
+fn compile_action(
+    action: &RawAction,
+    name: &str,
+    field: &str,
+    upstreams: &HashMap<String, usize>,
+    aliases: &BTreeMap<&str, &RawAction>,
+) -> Result<Action, ConfigError> {
+    let (targets, strategy, targets_field): (&[RawTarget], Strategy, String) =
+        match (&action.use_model, action.targets.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    format!("{field}.use_model"),
+                    "give either targets or use_model, not both",
+                ))
+            }
+            (Some(alias), true) => {
+                let aliased = aliases.get(alias.as_str()).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{field}.use_model"),
+                        format!("unknown model alias `{alias}` (not in `models`)"),
+                    )
+                })?;
+                (
+                    &aliased.targets,
+                    action.strategy.or(aliased.strategy).unwrap_or_default(),
+                    format!("models.{alias}.targets"),
+                )
+            }
+            (None, true) => {
+                return Err(ConfigError::new(
+                    format!("{field}.targets"),
+                    "at least one target (or use_model) is required",
+                ))
+            }
+            (None, false) => (
+                &action.targets,
+                action.strategy.unwrap_or_default(),
+                format!("{field}.targets"),
+            ),
+        };
+    let mut compiled = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        let tfield = format!("{targets_field}[{i}]");
+        let upstream = *upstreams.get(&t.upstream).ok_or_else(|| {
+            ConfigError::new(
+                format!("{tfield}.upstream"),
+                format!("unknown upstream `{}`", t.upstream),
+            )
+        })?;
+        if t.model.is_empty() || !is_header_value_safe(&t.model) {
+            return Err(ConfigError::new(
+                format!("{tfield}.model"),
+                "must be a non-empty model id without control characters",
+            ));
+        }
+        let price = match t.price {
+            Some(p) => {
+                if !(p.input.is_finite()
+                    && p.input >= 0.0
+                    && p.output.is_finite()
+                    && p.output >= 0.0)
+                {
+                    return Err(ConfigError::new(
+                        format!("{tfield}.price"),
+                        "input and output must be finite, non-negative numbers",
+                    ));
+                }
+                Some(Price {
+                    input: p.input,
+                    output: p.output,
+                })
+            }
+            None => None,
+        };
+        if strategy == Strategy::Cheapest && price.is_none() {
+            return Err(ConfigError::new(
+                format!("{tfield}.price"),
+                "strategy `cheapest` needs a price on every target",
+            ));
+        }
+        if strategy == Strategy::Weighted && t.weight == 0 {
+            return Err(ConfigError::new(
+                format!("{tfield}.weight"),
+                "strategy `weighted` needs a weight of at least 1",
+            ));
+        }
+        compiled.push(Target {
+            upstream,
+            model: t.model.clone(),
+            weight: t.weight,
+            price,
+        });
+    }
+    Ok(Action {
+        name: name.to_owned(),
+        targets: compiled,
+        strategy,
+    })
+}
+
+fn compile_match(m: &RawMatch, field: &str, tag_names: &[&str]) -> Result<Matcher, ConfigError> {
+    let models = match &m.model {
+        Some(list) => {
+            non_empty(list, &format!("{field}.model"))?;
+            let mut mm = ModelMatch::default();
+            for (i, pattern) in list.iter().enumerate() {
+                if pattern.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{field}.model[{i}]"),
+                        "empty model pattern",
+                    ));
+                }
+                if pattern == "auto" {
+                    mm.auto = true;
+                } else {
+                    mm.globs.push(Glob::new(pattern));
+                }
+            }
+            Some(mm)
+        }
+        None => None,
+    };
+    if let Some(list) = &m.task {
+        non_empty(list, &format!("{field}.task"))?;
+    }
+    if let Some(list) = &m.complexity {
+        non_empty(list, &format!("{field}.complexity"))?;
+    }
+    if let Some(tags) = &m.tags {
+        non_empty(tags, &format!("{field}.tags"))?;
+        for (i, tag) in tags.iter().enumerate() {
+            if !tag_names.contains(&tag.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{field}.tags[{i}]"),
+                    format!("unknown tag `{tag}` (define it in classifier.tags)"),
+                ));
+            }
+        }
+    }
+    let endpoints = match &m.path {
+        Some(paths) => {
+            non_empty(paths, &format!("{field}.path"))?;
+            let mut out = Vec::with_capacity(paths.len());
+            for (i, p) in paths.iter().enumerate() {
+                let e = ENDPOINT_NAMES
+                    .iter()
+                    .find(|(n, _)| n == p)
+                    .map(|(_, e)| *e)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{field}.path[{i}]"),
+                            format!(
+                                "unknown endpoint `{p}`; expected one of chat, completions, responses, embeddings, messages"
+                            ),
+                        )
+                    })?;
+                out.push(e);
+            }
+            Some(out)
+        }
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().flatten().enumerate() {
+        headers.push(compile_header_match(h, &format!("{field}.headers[{i}]"))?);
+    }
+    if let (Some(min), Some(max)) = (m.min_prompt_tokens, m.max_prompt_tokens) {
+        if min > max {
+            return Err(ConfigError::new(
+                format!("{field}.min_prompt_tokens"),
+                "must not be greater than max_prompt_tokens",
+            ));
+        }
+    }
+    Ok(Matcher {
+        models,
+        tasks: m.task.clone(),
+        complexities: m.complexity.clone(),
+        tags: m.tags.clone(),
+        endpoints,
+        headers,
+        stream: m.stream,
+        tools: m.tools,
+        images: m.images,
+        min_prompt_tokens: m.min_prompt_tokens,
+        max_prompt_tokens: m.max_prompt_tokens,
+    })
+}
+
+const ENDPOINT_NAMES: [(&str, Endpoint); 5] = [
+    ("chat", Endpoint::ChatCompletions),
+    ("completions", Endpoint::Completions),
+    ("responses", Endpoint::Responses),
+    ("embeddings", Endpoint::Embeddings),
+    ("messages", Endpoint::AnthropicMessages),
+];
+
+fn compile_header_match(h: &RawHeaderMatch, field: &str) -> Result<HeaderMatcher, ConfigError> {
+    let name = h.name.to_ascii_lowercase();
+    if name.is_empty() || !name.bytes().all(is_token_byte) && !name.starts_with(':') {
+        return Err(ConfigError::new(
+            format!("{field}.name"),
+            "not a header name",
+        ));
+    }
+    let test = match (&h.exact, &h.regex, h.present) {
+        (Some(v), None, None) => HeaderTest::Exact(v.clone()),
+        (None, Some(r), None) => HeaderTest::Regex(
+            regex::RegexBuilder::new(r)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    ConfigError::new(format!("{field}.regex"), format!("invalid regex: {e}"))
+                })?,
+        ),
+        (None, None, Some(p)) => HeaderTest::Present(p),
+        _ => {
+            return Err(ConfigError::new(
+                field,
+                "give exactly one of exact, regex or present",
+            ))
+        }
+    };
+    Ok(HeaderMatcher { name, test })
+}
+
+fn non_empty<T>(list: &[T], field: &str) -> Result<(), ConfigError> {
+    if list.is_empty() {
+        Err(ConfigError::new(
+            field,
+            "must not be an empty list (omit it to match anything)",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Names of upstreams, aliases and rules: they appear in headers and stats.
+fn check_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a valid name: use 1-128 of A-Z a-z 0-9 - _ . : / @"),
+        ))
+    }
+}
+
+fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
+    if !name.is_empty() && name.bytes().all(is_token_byte) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a valid header name"),
+        ))
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// True when `v` may be sent as a header value: visible ASCII, spaces and tabs only.
+pub fn is_header_value_safe(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}

@@ -1,0 +1,223 @@
+//! The plugin configuration exactly as operators write it (JSON). Every struct refuses
+//! unknown fields, so a typo is an error at load rather than a silently ignored setting.
+//! `plan.rs` turns this into the immutable `Plan` that requests walk.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::classify::{ClassifierConfig, Complexity, Task};
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-llm-router-cluster";
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_cluster_header() -> String {
+    DEFAULT_CLUSTER_HEADER.to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_path_prefix() -> String {
+    "/v1".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Providers, by the name rules and targets refer to.
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Public model names (aliases) that clients may ask for.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawAction>,
+    /// Ordered routing rules; the first that matches decides.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Where `model: "auto"` (or no model) goes when no rule matched.
+    #[serde(default)]
+    pub default: Option<RawAction>,
+    /// What happens to an explicit model that is neither an alias nor matched by a rule.
+    #[serde(default)]
+    pub unknown_model: UnknownModel,
+    /// Upstream for `unknown_model: "passthrough"`.
+    #[serde(default)]
+    pub passthrough_upstream: Option<String>,
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The request header that the Envoy route table reads with `cluster_header`.
+    #[serde(default = "default_cluster_header")]
+    pub cluster_header: String,
+    /// Whether responses carry the `x-llm-router-*` diagnostic headers.
+    #[serde(default = "default_true")]
+    pub response_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownModel {
+    #[default]
+    Reject,
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Envoy cluster name; defaults to the upstream's name.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Value for `:authority` (the provider's host name) when it differs from the client's.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Replaces the leading `/v1` of the request path, e.g. `/openai/v1` for Groq.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    /// Extra request headers sent to this upstream (e.g. `anthropic-version`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    /// Name of the environment variable (handed to the VM by `vm_config.environment_variables`)
+    /// that holds the key.
+    pub key_env: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthKind {
+    /// `Authorization: Bearer <key>` (OpenAI and most compatible providers).
+    #[serde(rename = "bearer")]
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    #[serde(rename = "x-api-key")]
+    XApiKey,
+    /// `api-key: <key>` (Azure OpenAI).
+    #[serde(rename = "api-key")]
+    ApiKey,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub upstream: String,
+    /// The model id the upstream knows.
+    pub model: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub price: Option<RawPrice>,
+}
+
+/// Price in currency units per one million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Priority,
+    Weighted,
+    RoundRobin,
+    Cheapest,
+    LeastBusy,
+    LowestLatency,
+}
+
+/// What a rule, an alias or the default does: pick among targets, or use an alias's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Instead of `targets`: use this alias's targets (and its strategy unless one is given).
+    #[serde(default)]
+    pub use_model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub use_model: Option<String>,
+}
+
+impl RawRule {
+    pub fn action(&self) -> RawAction {
+        RawAction {
+            targets: self.targets.clone(),
+            strategy: self.strategy,
+            use_model: self.use_model.clone(),
+        }
+    }
+}
+
+/// Conditions of a rule; all given ones must hold. Lists match when any element matches.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Requested model: exact names, globs, or `auto` (which also matches an omitted model).
+    #[serde(default)]
+    pub model: Option<Vec<String>>,
+    #[serde(default)]
+    pub task: Option<Vec<Task>>,
+    #[serde(default)]
+    pub complexity: Option<Vec<Complexity>>,
+    /// Any of these operator tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Endpoint names: `chat`, `completions`, `responses`, `embeddings`, `messages`.
+    #[serde(default)]
+    pub path: Option<Vec<String>>,
+    /// Request headers; all must match.
+    #[serde(default)]
+    pub headers: Option<Vec<RawHeaderMatch>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub tools: Option<bool>,
+    #[serde(default)]
+    pub images: Option<bool>,
+    #[serde(default)]
+    pub min_prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+}

@@ -1,0 +1,121 @@
+//! OpenAI-shaped errors that the filter itself answers with.
+
+use serde::Serialize;
+
+/// An error reply: status plus the OpenAI error object
+/// `{"error":{"message","type","param","code"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u32,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<&'static str>,
+    pub code: &'static str,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn invalid_request(
+        message: impl Into<String>,
+        param: Option<&'static str>,
+        code: &'static str,
+    ) -> Self {
+        ApiError {
+            status: 400,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code,
+        }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        ApiError {
+            status: 404,
+            message: format!(
+                "The model '{model}' does not exist or is not routed by this gateway."
+            ),
+            kind: "invalid_request_error",
+            param: Some("model"),
+            code: "model_not_found",
+        }
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        ApiError {
+            status: 413,
+            message: format!("Request body is larger than the {limit} bytes this gateway accepts."),
+            kind: "invalid_request_error",
+            param: None,
+            code: "request_too_large",
+        }
+    }
+
+    pub fn no_candidate(reason: impl Into<String>) -> Self {
+        ApiError {
+            status: 503,
+            message: reason.into(),
+            kind: "service_unavailable_error",
+            param: None,
+            code: "no_available_target",
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: 500,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: "internal_error",
+        }
+    }
+
+    /// The JSON body of the reply.
+    pub fn body(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
+        // Serialising plain strings cannot fail; fall back to a fixed body rather than trap.
+        serde_json::to_vec(&envelope).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}"#.to_vec()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let e = ApiError::invalid_request("bad \"model\"", Some("model"), "invalid_type");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"model\"");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["code"], "invalid_type");
+        let e = ApiError::no_candidate("none");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["param"], serde_json::Value::Null);
+        assert_eq!(e.status, 503);
+    }
+}

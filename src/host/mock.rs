@@ -1,0 +1,140 @@
+//! An in-memory `Host` for native tests of the request flow.
+
+use std::collections::HashMap;
+
+use super::{Host, HostError, HostResult};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct MockHost {
+    pub request_headers: Vec<(String, String)>,
+    pub request_body: Vec<u8>,
+    pub response_headers: Vec<(String, String)>,
+    pub shared: HashMap<String, (Vec<u8>, u32)>,
+    pub local_reply: Option<LocalReply>,
+    /// Fixed clock.
+    pub now_nanos: u64,
+    /// Simulates other workers: this many upcoming CAS writes find the value bumped by one.
+    pub cas_conflicts: usize,
+    /// Once set, header edits fail as they do in Envoy after the headers went upstream.
+    pub headers_sent: bool,
+}
+
+impl MockHost {
+    pub fn with_request(headers: &[(&str, &str)], body: &[u8]) -> MockHost {
+        MockHost {
+            request_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+                .collect(),
+            request_body: body.to_vec(),
+            ..MockHost::default()
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.request_headers, name)
+    }
+
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        find(&self.response_headers, name)
+    }
+}
+
+fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn set(headers: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    if let Some(v) = value {
+        headers.push((name.to_owned(), v.to_owned()));
+    }
+}
+
+impl Host for MockHost {
+    fn request_header(&self, name: &str) -> HostResult<Option<String>> {
+        Ok(self.header(name).map(str::to_owned))
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        if self.headers_sent {
+            return Err(HostError::Status("headers already sent".to_owned()));
+        }
+        set(&mut self.request_headers, name, value);
+        Ok(())
+    }
+
+    fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        let len = len.min(self.request_body.len());
+        Ok(self.request_body.get(..len).map(<[u8]>::to_vec))
+    }
+
+    fn replace_request_body(&mut self, _current_len: usize, body: &[u8]) -> HostResult<()> {
+        self.request_body = body.to_vec();
+        Ok(())
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        set(&mut self.response_headers, name, value);
+        Ok(())
+    }
+
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        Ok(match self.shared.get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        if self.cas_conflicts > 0 {
+            self.cas_conflicts -= 1;
+            // Another worker got there first: bump the stored counter and the token.
+            let entry = self.shared.entry(key.to_owned()).or_insert((vec![0; 8], 0));
+            let n = <[u8; 8]>::try_from(entry.0.as_slice())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            entry.0 = (n + 1).to_le_bytes().to_vec();
+            entry.1 += 1;
+            return Err(HostError::CasMismatch);
+        }
+        let current = self.shared.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return Err(HostError::CasMismatch);
+        }
+        let next = current.map_or(1, |c| c + 1);
+        self.shared.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HostResult<()> {
+        self.local_reply = Some(LocalReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.now_nanos
+    }
+}

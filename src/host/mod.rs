@@ -1,0 +1,93 @@
+//! The narrow seam between the pure core and the proxy: everything the filter asks of Envoy
+//! goes through `Host`, so the whole request flow runs natively against `MockHost` in tests.
+//! The proxy-wasm implementation lives in `crate::wasm` and is only compiled for wasm32.
+
+pub mod mock;
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// Shared data changed since it was read (compare-and-swap lost).
+    CasMismatch,
+    /// Any other status the host returned, with the call that failed.
+    Status(String),
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostError::CasMismatch => write!(f, "shared data CAS mismatch"),
+            HostError::Status(s) => write!(f, "host call failed: {s}"),
+        }
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+pub trait Host {
+    /// A request header by lower-case name (first value).
+    fn request_header(&self, name: &str) -> HostResult<Option<String>>;
+    /// Sets (`Some`) or removes (`None`) a request header. Only valid before the headers
+    /// were let through.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()>;
+    /// The first `len` bytes of the buffered request body.
+    fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>>;
+    /// Replaces the whole buffered request body (of current length `current_len`).
+    fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()>;
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()>;
+    /// Shared data (all workers of one `vm_id`): value and its CAS token.
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)>;
+    /// Stores shared data if `cas` still matches; `Err(CasMismatch)` otherwise.
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()>;
+    /// Answers the client directly; the request goes no further.
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HostResult<()>;
+    /// Wall-clock time in nanoseconds since the Unix epoch.
+    fn now_nanos(&self) -> u64;
+}
+
+/// How many times a shared-data update re-reads and retries after losing a CAS race.
+pub const CAS_RETRIES: usize = 16;
+
+/// Atomically increments the u64 counter at `key` and returns its previous value.
+/// Retries a bounded number of times on CAS mismatch; `None` if it never won.
+pub fn shared_increment(host: &mut dyn Host, key: &str) -> Option<u64> {
+    for _ in 0..CAS_RETRIES {
+        let (value, cas) = host.shared_data(key).ok()?;
+        let current = value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        match host.set_shared_data(key, &current.wrapping_add(1).to_le_bytes(), cas) {
+            Ok(()) => return Some(current),
+            Err(HostError::CasMismatch) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mock::MockHost;
+    use super::*;
+
+    #[test]
+    fn increments_and_survives_cas_races() {
+        let mut host = MockHost::default();
+        assert_eq!(shared_increment(&mut host, "k"), Some(0));
+        assert_eq!(shared_increment(&mut host, "k"), Some(1));
+        // Another worker writes between our read and our write, three times in a row.
+        host.cas_conflicts = 3;
+        assert_eq!(shared_increment(&mut host, "k"), Some(5));
+        assert_eq!(shared_increment(&mut host, "k"), Some(6));
+        // A host that always loses gives up after a bounded number of tries.
+        host.cas_conflicts = usize::MAX;
+        assert_eq!(shared_increment(&mut host, "k"), None);
+    }
+}

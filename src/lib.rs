@@ -1,0 +1,18 @@
+//! llm-router: an Envoy HTTP filter that classifies and routes OpenAI-style LLM requests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod classify;
+pub mod config;
+pub mod endpoint;
+pub mod errors;
+pub mod glob;
+pub mod host;
+pub mod pipeline;
+pub mod rewrite;
+pub mod route;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

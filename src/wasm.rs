@@ -1,0 +1,175 @@
+//! The thin binding to the proxy-wasm host: the root context compiles the configuration once,
+//! each HTTP context hands bytes between Envoy and `RequestFlow`. Host statuses are handled
+//! (never unwrapped), so an unexpected status cannot trap the VM.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+
+use crate::config::{self, Plan};
+use crate::host::{Host, HostError, HostResult};
+use crate::pipeline::{Flow, RequestFlow};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("llm-router panicked: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
+}}
+
+#[derive(Default)]
+struct RouterRoot {
+    plan: Option<Rc<Plan>>,
+    /// Distinguishes the requests of this worker when seeding random choices.
+    requests: u64,
+}
+
+impl Context for RouterRoot {}
+
+impl RootContext for RouterRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => Vec::new(),
+            Err(status) => {
+                log::error!("llm-router: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        match config::compile(&raw, &|name| std::env::var(name).ok()) {
+            Ok(plan) => {
+                for up in &plan.upstreams {
+                    if let Some(var) = &up.missing_key_env {
+                        log::warn!(
+                            "llm-router: upstream `{}` is skipped: environment variable {var} is not set",
+                            up.name
+                        );
+                    }
+                }
+                log::info!(
+                    "llm-router: configuration loaded: {} upstreams, {} model aliases, {} rules",
+                    plan.upstreams.len(),
+                    plan.aliases.len(),
+                    plan.rules.len()
+                );
+                self.plan = Some(Rc::new(plan));
+                true
+            }
+            Err(e) => {
+                log::error!("llm-router: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let plan = self.plan.clone()?;
+        let now = WasmHost.now_nanos();
+        let seed = now ^ (u64::from(context_id) << 32) ^ self.requests.wrapping_mul(0x9E37_79B9);
+        Some(Box::new(RouterHttp {
+            flow: RequestFlow::new(plan, seed),
+            host: WasmHost,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct RouterHttp {
+    flow: RequestFlow,
+    host: WasmHost,
+}
+
+impl Context for RouterHttp {}
+
+impl HttpContext for RouterHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        to_action(self.flow.on_request_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        to_action(
+            self.flow
+                .on_request_body(&mut self.host, body_size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        to_action(self.flow.on_response_headers(&mut self.host))
+    }
+}
+
+fn to_action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+/// `Host` over the proxy-wasm ABI of the current context.
+struct WasmHost;
+
+fn status(call: &str, s: Status) -> HostError {
+    match s {
+        Status::CasMismatch => HostError::CasMismatch,
+        other => HostError::Status(format!("{call}: {other:?}")),
+    }
+}
+
+impl Host for WasmHost {
+    fn request_header(&self, name: &str) -> HostResult<Option<String>> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .map_err(|s| status("get_map_value", s))
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
+            .map_err(|s| status("set_map_value", s))
+    }
+
+    fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len)
+            .map_err(|s| status("get_buffer", s))
+    }
+
+    fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, current_len, body)
+            .map_err(|s| status("set_buffer", s))
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
+            .map_err(|s| status("set_map_value", s))
+    }
+
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        hostcalls::get_shared_data(key).map_err(|s| status("get_shared_data", s))
+    }
+
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|s| status("set_shared_data", s))
+    }
+
+    fn send_local_reply(
+        &mut self,
+        status_code: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HostResult<()> {
+        hostcalls::send_http_response(status_code, headers.to_vec(), Some(body))
+            .map_err(|s| status("send_http_response", s))
+    }
+
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+}
