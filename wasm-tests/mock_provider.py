@@ -1,0 +1,807 @@
+#!/usr/bin/env python3
+"""Mock OpenAI-compatible (and Anthropic-compatible) LLM provider.
+
+Standard library only (Python 3.11). Used as an upstream behind Envoy in the
+llm-router wasm tests, in two ways:
+
+Program::
+
+    python3 wasm-tests/mock_provider.py --name mock-a --port 18081 \
+        [--host 127.0.0.1] [--latency-ms 0] [--stream-delay-ms 0] [--verbose]
+
+prints ``mock-provider mock-a listening on 127.0.0.1:18081`` once ready and
+serves until SIGTERM/SIGINT (exit status 0).
+
+Library::
+
+    from mock_provider import MockProvider
+    p = MockProvider(name="mock-a", port=0).start()   # port 0 -> ephemeral
+    ... p.port, p.url, p.requests, p.wait_for_requests(1), p.clear()
+    p.set_response(status=500, body={"error": "boom"}); p.reset_response()
+    p.stop()
+
+Every request is recorded (method, path, headers in received order, exact body
+bytes) before it is answered. Answers always name the mock, the model and the
+path received, both in the body text and in ``x-mock-*`` response headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+__all__ = ["MockProvider", "RecordedRequest", "main"]
+
+
+# --------------------------------------------------------------------------
+# Recorded requests
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the mock received it."""
+
+    method: str
+    path: str  # raw request target, including any query string
+    headers: list[tuple[str, str]] = field(default_factory=list)  # received order, original case
+    body: bytes = b""  # exact bytes (de-chunked if it came chunked)
+
+    def header(self, name: str) -> Optional[str]:
+        """First value of header ``name`` (case-insensitive), or None."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        """All values of header ``name`` (case-insensitive), in received order."""
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises ValueError if it is not JSON)."""
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _sanitize(value: str, limit: int = 512) -> str:
+    """Printable ASCII only (safe as a header value)."""
+    out = "".join(ch for ch in value if 0x20 <= ord(ch) < 0x7F).strip()
+    return out[:limit]
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _model_text(model: Any) -> str:
+    if isinstance(model, str):
+        return model
+    if model is None:
+        return ""
+    return _dumps(model)
+
+
+def _split_words(text: str) -> list[str]:
+    """Split text into pieces that concatenate back to ``text`` (one word each)."""
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+class _BadRequest(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# HTTP server
+# --------------------------------------------------------------------------
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address, handler, provider: "MockProvider"):
+        self.provider = provider
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind does socket.getfqdn() (a reverse DNS lookup); skip it.
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
+
+    def process_request(self, request, client_address):
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self):
+        """Abort all open (keep-alive) client connections."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        if self.provider.verbose:
+            super().handle_error(request, client_address)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-provider/1.0"
+    # Headers and body are separate small writes: without TCP_NODELAY, Nagle +
+    # delayed ACK adds ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
+
+    def version_string(self):
+        return self.server_version
+
+    # ---- quiet, no reverse DNS ------------------------------------------------
+    def address_string(self):
+        return str(self.client_address[0])
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        if self.server.provider.verbose:
+            sys.stderr.write(
+                "[%s] %s - %s\n" % (self.server.provider.name, self.address_string(), format % args)
+            )
+
+    # ---- dispatch ------------------------------------------------------------
+    def do_GET(self):
+        self._handle()
+
+    def do_HEAD(self):
+        self._handle()
+
+    def do_POST(self):
+        self._handle()
+
+    def do_PUT(self):
+        self._handle()
+
+    def do_PATCH(self):
+        self._handle()
+
+    def do_DELETE(self):
+        self._handle()
+
+    def do_OPTIONS(self):
+        self._handle()
+
+    # ---- body reading --------------------------------------------------------
+    def _read_body(self) -> bytes:
+        te = ",".join(self.headers.get_all("Transfer-Encoding") or []).lower()
+        if "chunked" in te:
+            return self._read_chunked()
+        cl = self.headers.get("Content-Length")
+        if cl is None:
+            return b""
+        try:
+            n = int(cl.strip())
+        except ValueError:
+            raise _BadRequest("bad Content-Length %r" % cl)
+        if n < 0:
+            raise _BadRequest("negative Content-Length")
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise _BadRequest("short body: %d of %d bytes" % (len(data), n))
+        return data
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                raise _BadRequest("connection closed inside chunked body")
+            size_s = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_s, 16)
+            except ValueError:
+                raise _BadRequest("bad chunk size line %r" % line)
+            if size == 0:
+                # trailers until an empty line
+                while True:
+                    t = self.rfile.readline(65537)
+                    if t in (b"\r\n", b"\n", b""):
+                        break
+                return b"".join(parts)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                raise _BadRequest("short chunk")
+            parts.append(chunk)
+            crlf = self.rfile.readline(65537)
+            if crlf not in (b"\r\n", b"\n"):
+                raise _BadRequest("missing CRLF after chunk")
+
+    # ---- answering -----------------------------------------------------------
+    def _handle(self):
+        p: MockProvider = self.server.provider
+        try:
+            body = self._read_body()
+        except _BadRequest as e:
+            self.close_connection = True
+            self._send_json(400, {"mock": p.name, "error": str(e)}, extra={"Connection": "close"})
+            return
+        rec = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers=[(k, v) for k, v in self.headers.items()],
+            body=body,
+        )
+        n = p._record(rec)
+        if p.latency_ms > 0:
+            time.sleep(p.latency_ms / 1000.0)
+        try:
+            override = p._take_override()
+            if override is not None:
+                status, obody, oheaders = override
+                hdrs = [("x-mock-upstream", _sanitize(p.name))]
+                names = {k.lower() for k, _ in oheaders}
+                if "content-type" not in names:
+                    hdrs.append(("content-type", "application/json"))
+                hdrs.extend(oheaders)
+                self._send_bytes(status, obody, hdrs)
+                return
+            self._answer(p, rec, n)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # never die on odd input
+            if p.verbose:
+                import traceback
+
+                traceback.print_exc()
+            try:
+                self._send_json(500, {"mock": p.name, "error": "mock internal error: %s" % e})
+            except OSError:
+                self.close_connection = True
+
+    def _send_bytes(self, status: int, data: bytes, headers: Iterable[tuple[str, str]]):
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() in ("content-length", "transfer-encoding"):
+                continue
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_json(self, status: int, obj: Any, extra: Optional[dict] = None):
+        hdrs = [("content-type", "application/json"), ("x-mock-upstream", _sanitize(self.server.provider.name))]
+        if extra:
+            hdrs.extend(extra.items())
+        self._send_bytes(status, _dumps(obj).encode("utf-8"), hdrs)
+
+    def _mock_headers(self, p: "MockProvider", model: Any, n: int) -> list[tuple[str, str]]:
+        return [
+            ("x-mock-upstream", _sanitize(p.name)),
+            ("x-mock-model", _sanitize(_model_text(model))),
+            ("x-mock-path", _sanitize(self.path, 2048)),
+            ("x-mock-request-n", str(n)),
+        ]
+
+    def _answer(self, p: "MockProvider", rec: RecordedRequest, n: int):
+        path_only = rec.path.split("?", 1)[0].rstrip("/")
+        if self.command in ("GET", "HEAD"):
+            self._send_bytes(
+                200,
+                _dumps({"mock": p.name, "method": self.command, "path": rec.path}).encode(),
+                [("content-type", "application/json")] + self._mock_headers(p, None, n),
+            )
+            return
+
+        try:
+            data = json.loads(rec.body) if rec.body else None
+            is_json = rec.body != b""
+        except (ValueError, UnicodeDecodeError):
+            data, is_json = None, False
+        if not is_json:
+            self._send_bytes(
+                200,
+                _dumps({"mock": p.name, "note": "body was not JSON", "bytes": len(rec.body),
+                        "method": self.command, "path": rec.path}).encode(),
+                [("content-type", "application/json")] + self._mock_headers(p, None, n),
+            )
+            return
+        if not isinstance(data, dict):
+            data = {}
+
+        model = data.get("model")
+        text = "%s received model=%s path=%s" % (p.name, _model_text(model), rec.path)
+        prompt_tokens = (len(rec.body) + 3) // 4
+        completion_tokens = len(text.split())
+        stream = data.get("stream") is True
+        so = data.get("stream_options")
+        include_usage = isinstance(so, dict) and so.get("include_usage") is True
+        hdrs = self._mock_headers(p, model, n)
+        now = int(time.time())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+        if path_only.endswith("/chat/completions"):
+            if stream:
+                self._stream_chat(p, n, model, text, usage, include_usage, now, hdrs, chat=True)
+                return
+            obj = {
+                "id": "chatcmpl-mock-%d" % n,
+                "object": "chat.completion",
+                "created": now,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        elif path_only.endswith("/completions"):
+            if stream:
+                self._stream_chat(p, n, model, text, usage, include_usage, now, hdrs, chat=False)
+                return
+            obj = {
+                "id": "cmpl-mock-%d" % n,
+                "object": "text_completion",
+                "created": now,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        elif path_only.endswith("/responses"):
+            obj = self._responses_obj(n, model, text, prompt_tokens, completion_tokens, now, "completed")
+            if stream:
+                self._stream_responses(p, n, model, text, obj, hdrs)
+                return
+        elif path_only.endswith("/embeddings"):
+            inp = data.get("input")
+            if isinstance(inp, list) and inp and not all(isinstance(x, int) for x in inp):
+                count = len(inp)
+            else:
+                count = 1
+            obj = {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+                "mock": p.name,
+                "note": text,
+            }
+        elif path_only.endswith("/messages"):
+            if stream:
+                self._stream_anthropic(p, n, model, text, prompt_tokens, completion_tokens, hdrs)
+                return
+            obj = {
+                "id": "msg_mock_%d" % n,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+            }
+        else:
+            obj = {
+                "mock": p.name,
+                "method": self.command,
+                "path": rec.path,
+                "model": model,
+                "bytes": len(rec.body),
+                "note": text,
+            }
+        self._send_bytes(200, _dumps(obj).encode("utf-8"), [("content-type", "application/json")] + hdrs)
+
+    # ---- streaming -------------------------------------------------------------
+    def _start_stream(self, hdrs: list[tuple[str, str]]):
+        self._chunked = self.request_version != "HTTP/1.0"
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        for k, v in hdrs:
+            self.send_header(k, v)
+        if self._chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+
+    def _write_chunk(self, data: bytes):
+        if not data:
+            return
+        if self._chunked:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.wfile.write(data)
+        self.wfile.flush()
+
+    def _end_stream(self):
+        if self._chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _emit(self, p: "MockProvider", first: bool, payload: str, event: Optional[str] = None):
+        if not first and p.stream_delay_ms > 0:
+            time.sleep(p.stream_delay_ms / 1000.0)
+        s = ("event: %s\n" % event if event else "") + "data: %s\n\n" % payload
+        self._write_chunk(s.encode("utf-8"))
+
+    def _stream_chat(self, p, n, model, text, usage, include_usage, now, hdrs, chat: bool):
+        self._start_stream(hdrs)
+        cid = ("chatcmpl-mock-%d" if chat else "cmpl-mock-%d") % n
+        obj_name = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(choices):
+            c = {"id": cid, "object": obj_name, "created": now, "model": model, "choices": choices}
+            if include_usage:
+                c["usage"] = None
+            return _dumps(c)
+
+        events = []
+        if chat:
+            events.append(chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                  "logprobs": None, "finish_reason": None}]))
+            for w in _split_words(text):
+                events.append(chunk([{"index": 0, "delta": {"content": w}, "logprobs": None,
+                                      "finish_reason": None}]))
+            events.append(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
+        else:
+            for w in _split_words(text):
+                events.append(chunk([{"index": 0, "text": w, "logprobs": None, "finish_reason": None}]))
+            events.append(chunk([{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}]))
+        if include_usage:
+            events.append(_dumps({"id": cid, "object": obj_name, "created": now, "model": model,
+                                  "choices": [], "usage": usage}))
+        events.append("[DONE]")
+        for i, e in enumerate(events):
+            self._emit(p, i == 0, e)
+        self._end_stream()
+
+    def _responses_obj(self, n, model, text, inp, out, now, status):
+        return {
+            "id": "resp_mock_%d" % n,
+            "object": "response",
+            "created_at": now,
+            "status": status,
+            "model": model,
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_mock_%d" % n,
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            ],
+            "output_text": text,
+            "usage": {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out},
+        }
+
+    def _stream_responses(self, p, n, model, text, final, hdrs):
+        self._start_stream(hdrs)
+        created = dict(final, status="in_progress", output=[], usage=None)
+        created.pop("output_text", None)
+        item_id = "msg_mock_%d" % n
+        seq = 0
+        events = [("response.created", {"type": "response.created", "response": created})]
+        for w in _split_words(text):
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "item_id": item_id,
+                "output_index": 0, "content_index": 0, "delta": w}))
+        events.append(("response.output_text.done", {
+            "type": "response.output_text.done", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "text": text}))
+        events.append(("response.completed", {"type": "response.completed", "response": final}))
+        for i, (ev, obj) in enumerate(events):
+            obj["sequence_number"] = seq
+            seq += 1
+            self._emit(p, i == 0, _dumps(obj), event=ev)
+        self._end_stream()
+
+    def _stream_anthropic(self, p, n, model, text, inp, out, hdrs):
+        self._start_stream(hdrs)
+        events = [
+            ("message_start", {"type": "message_start", "message": {
+                "id": "msg_mock_%d" % n, "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": inp, "output_tokens": 1}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+        ]
+        for w in _split_words(text):
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                   "delta": {"type": "text_delta", "text": w}}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                         "usage": {"output_tokens": out}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        for i, (ev, obj) in enumerate(events):
+            self._emit(p, i == 0, _dumps(obj), event=ev)
+        self._end_stream()
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+class MockProvider:
+    """A mock LLM provider serving on a background daemon thread.
+
+    Args:
+        name: shown in every answer (content text, ``x-mock-upstream`` header).
+        port: TCP port; 0 picks an ephemeral one (read it back from ``.port``).
+        host: bind address (default 127.0.0.1).
+        latency_ms: delay before answering each request (after recording it).
+        stream_delay_ms: delay between SSE events of a streamed answer.
+        verbose: log each request to stderr.
+
+    ``latency_ms`` / ``stream_delay_ms`` are plain attributes and may be changed
+    while running.
+    """
+
+    def __init__(
+        self,
+        name: str = "mock",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        latency_ms: float = 0,
+        stream_delay_ms: float = 0,
+        verbose: bool = False,
+    ):
+        self.name = name
+        self.host = host
+        self._requested_port = port
+        self.latency_ms = latency_ms
+        self.stream_delay_ms = stream_delay_ms
+        self.verbose = verbose
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._requests: list[RecordedRequest] = []
+        self._counter = 0
+        self._override: Optional[tuple[int, bytes, list[tuple[str, str]]]] = None
+        self._override_left: Optional[int] = None
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # ---- lifecycle -----------------------------------------------------------
+    def start(self) -> "MockProvider":
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self._requested_port), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="mock-provider-%s" % self.name,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and abort any open keep-alive connections."""
+        srv, self._server = self._server, None
+        if srv is None:
+            return
+        srv.shutdown()
+        srv.close_connections()
+        srv.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "MockProvider":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self._requested_port
+        return self._server.server_address[1]
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (IPv6 hosts bracketed)."""
+        h = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s:%d" % (h, self.port)
+
+    @property
+    def url(self) -> str:
+        return "http://%s" % self.address
+
+    # ---- recorded requests ---------------------------------------------------
+    def _record(self, rec: RecordedRequest) -> int:
+        with self._cond:
+            self._counter += 1
+            self._requests.append(rec)
+            self._cond.notify_all()
+            return self._counter
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot (a new list) of all recorded requests, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def last_request(self) -> Optional[RecordedRequest]:
+        with self._lock:
+            return self._requests[-1] if self._requests else None
+
+    def clear(self) -> None:
+        """Forget recorded requests (the id counter keeps going)."""
+        with self._lock:
+            self._requests.clear()
+
+    def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until at least ``count`` requests are recorded; return the snapshot.
+
+        Raises TimeoutError if they do not arrive in time.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        "%s: expected %d requests, got %d" % (self.name, count, len(self._requests))
+                    )
+                self._cond.wait(left)
+            return list(self._requests)
+
+    # ---- response override ---------------------------------------------------
+    def set_response(
+        self,
+        status: int = 200,
+        body: Any = b"",
+        headers: Any = None,
+        times: Optional[int] = None,
+    ) -> None:
+        """Answer every following request with a fixed status/body/headers.
+
+        body: bytes, str (UTF-8 encoded), or any other value (JSON-encoded).
+        headers: dict or list of (name, value); content-type defaults to
+            application/json; Content-Length is always computed.
+        times: apply only to the next ``times`` requests, then revert to normal
+            behaviour (None = until reset_response()).
+        Requests are still recorded.
+        """
+        if isinstance(body, bytes):
+            data = body
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
+        else:
+            data = _dumps(body).encode("utf-8")
+        if headers is None:
+            hdrs: list[tuple[str, str]] = []
+        elif isinstance(headers, dict):
+            hdrs = [(str(k), str(v)) for k, v in headers.items()]
+        else:
+            hdrs = [(str(k), str(v)) for k, v in headers]
+        with self._lock:
+            self._override = (int(status), data, hdrs)
+            self._override_left = times
+
+    def reset_response(self) -> None:
+        """Back to normal (mock LLM) answers."""
+        with self._lock:
+            self._override = None
+            self._override_left = None
+
+    def _take_override(self):
+        with self._lock:
+            ov = self._override
+            if ov is None:
+                return None
+            if self._override_left is not None:
+                self._override_left -= 1
+                if self._override_left <= 0:
+                    self._override = None
+                    self._override_left = None
+            return ov
+
+    def __repr__(self) -> str:
+        return "MockProvider(name=%r, address=%r, running=%r)" % (self.name, self.address, self.running)
+
+
+# --------------------------------------------------------------------------
+# Program mode
+# --------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="Mock OpenAI/Anthropic-compatible LLM provider")
+    ap.add_argument("--name", default="mock", help="name shown in answers (default: mock)")
+    ap.add_argument("--port", type=int, default=0, help="port (0 = ephemeral; default 0)")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ap.add_argument("--latency-ms", type=float, default=0, help="delay before each answer")
+    ap.add_argument("--stream-delay-ms", type=float, default=0, help="delay between SSE events")
+    ap.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    args = ap.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    p = MockProvider(
+        name=args.name,
+        port=args.port,
+        host=args.host,
+        latency_ms=args.latency_ms,
+        stream_delay_ms=args.stream_delay_ms,
+        verbose=args.verbose,
+    )
+    try:
+        p.start()
+    except OSError as e:
+        print("mock-provider %s: cannot listen on %s:%d: %s" % (args.name, args.host, args.port, e),
+              file=sys.stderr, flush=True)
+        return 1
+    print("mock-provider %s listening on %s" % (args.name, p.address), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        p.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
