@@ -23,8 +23,6 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct RouterRoot {
     plan: Option<Rc<Plan>>,
-    /// Distinguishes the requests of this worker when seeding random choices.
-    requests: u64,
 }
 
 impl Context for RouterRoot {}
@@ -67,8 +65,8 @@ impl RootContext for RouterRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plan = self.plan.clone()?;
-        let now = WasmHost.now_nanos();
-        let seed = now ^ (u64::from(context_id) << 32) ^ self.requests.wrapping_mul(0x9E37_79B9);
+        // Context ids are unique per worker; the clock tells workers apart.
+        let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
         Some(Box::new(RouterHttp {
             flow: RequestFlow::new(plan, seed),
             host: WasmHost,

@@ -7,4 +7,4 @@ pub use error::ConfigError;
 pub use plan::{compile, Plan};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

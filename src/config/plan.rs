@@ -143,11 +143,13 @@ impl Plan {
 /// (in Envoy: those listed in `vm_config.environment_variables`).
 pub fn compile(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
     let de = &mut serde_json::Deserializer::from_slice(json);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
         ConfigError::new(field, e.into_inner().to_string())
     })?;
+    // Only whitespace may follow the object: a second document would otherwise be ignored.
+    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
     compile_raw(&raw, env)
 }
 
@@ -251,6 +253,20 @@ pub fn compile_raw(
     }
     let cluster_header = raw.cluster_header.to_ascii_lowercase();
     check_header_name(&cluster_header, "cluster_header")?;
+    // The router sets or removes these itself; sharing a name would lose the cluster.
+    let reserved = matches!(
+        cluster_header.as_str(),
+        "authorization" | "x-api-key" | "api-key" | "content-length" | "host" | "content-type"
+    ) || cluster_header.starts_with(':')
+        || upstreams
+            .iter()
+            .any(|u| u.headers.iter().any(|(n, _)| *n == cluster_header));
+    if reserved {
+        return Err(ConfigError::new(
+            "cluster_header",
+            format!("{cluster_header:?} is a header the router already sets or removes; choose a name of its own"),
+        ));
+    }
 
     Ok(Plan {
         upstreams,
@@ -338,6 +354,12 @@ fn compile_upstream(
         let hfield = format!("{field}.headers.{hname}");
         let lower = hname.to_ascii_lowercase();
         check_header_name(&lower, &hfield)?;
+        if headers.iter().any(|(n, _)| *n == lower) {
+            return Err(ConfigError::new(
+                hfield,
+                "duplicate header (names are case-insensitive)",
+            ));
+        }
         if matches!(
             lower.as_str(),
             "content-length" | "host" | "transfer-encoding" | "connection"
@@ -565,7 +587,9 @@ const ENDPOINT_NAMES: [(&str, Endpoint); 5] = [
 
 fn compile_header_match(h: &RawHeaderMatch, field: &str) -> Result<HeaderMatcher, ConfigError> {
     let name = h.name.to_ascii_lowercase();
-    if name.is_empty() || !name.bytes().all(is_token_byte) && !name.starts_with(':') {
+    // A token, or a pseudo-header (`:authority`, `:path`, ...): `:` followed by a token.
+    let bare = name.strip_prefix(':').unwrap_or(&name);
+    if bare.is_empty() || !bare.bytes().all(is_token_byte) {
         return Err(ConfigError::new(
             format!("{field}.name"),
             "not a header name",

@@ -3,8 +3,11 @@
 //! `plan.rs` turns this into the immutable `Plan` that requests walk.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::classify::{ClassifierConfig, Complexity, Task};
 
@@ -27,13 +30,46 @@ fn default_path_prefix() -> String {
     "/v1".to_owned()
 }
 
+/// A JSON object as a map that refuses a repeated key: serde's own map impls silently keep
+/// the last value, which would hide a duplicated upstream, alias or header.
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format_args!("duplicate key `{key}`")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_map(UniqueKeys(PhantomData))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Providers, by the name rules and targets refer to.
+    #[serde(deserialize_with = "unique_keys")]
     pub upstreams: BTreeMap<String, RawUpstream>,
     /// Public model names (aliases) that clients may ask for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub models: BTreeMap<String, RawAction>,
     /// Ordered routing rules; the first that matches decides.
     #[serde(default)]
@@ -82,7 +118,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub auth: Option<RawAuth>,
     /// Extra request headers sent to this upstream (e.g. `anthropic-version`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub headers: BTreeMap<String, String>,
 }
 

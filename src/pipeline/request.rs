@@ -87,17 +87,10 @@ impl RequestFlow {
             return Flow::Continue;
         };
         if end_of_stream {
-            return self.reply(
-                host,
-                &ApiError::invalid_request(
-                    "Request body is required: send a JSON object.",
-                    None,
-                    "missing_body",
-                ),
-            );
+            return self.reply(host, &missing_body());
         }
         if let Ok(Some(encoding)) = host.request_header("content-encoding") {
-            if !encoding.eq_ignore_ascii_case("identity") {
+            if !encoding.trim().eq_ignore_ascii_case("identity") {
                 return self.reply(
                     host,
                     &ApiError {
@@ -158,15 +151,13 @@ impl RequestFlow {
         }
         if let Some(r) = &self.report {
             let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
-            if let Some(model) = &r.model {
-                let _ = host.set_response_header(HEADER_MODEL, Some(model));
-            }
+            // `None` also removes a value the upstream sent: diagnostics are the router's own.
+            let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
             let _ = host.set_response_header(HEADER_TASK, Some(r.task));
             let _ = host.set_response_header(HEADER_COMPLEXITY, Some(r.complexity));
             let _ = host.set_response_header(HEADER_RULE, Some(&r.rule));
-            if !r.tags.is_empty() {
-                let _ = host.set_response_header(HEADER_TAGS, Some(&r.tags));
-            }
+            let tags = Some(r.tags.as_str()).filter(|t| !t.is_empty());
+            let _ = host.set_response_header(HEADER_TAGS, tags);
         }
         Flow::Continue
     }
@@ -193,6 +184,10 @@ impl RequestFlow {
             .request_body(body_size)
             .map_err(|e| ApiError::internal(format!("could not read the request body: {e}")))?
             .unwrap_or_default();
+        if body.is_empty() {
+            // E.g. HTTP/2 headers without END_STREAM followed by an empty final DATA frame.
+            return Err(missing_body());
+        }
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
             ApiError::invalid_request(
                 format!("Request body is not valid JSON: {e}."),
@@ -320,6 +315,14 @@ impl RequestFlow {
             &classification,
         ))
     }
+}
+
+fn missing_body() -> ApiError {
+    ApiError::invalid_request(
+        "Request body is required: send a JSON object.",
+        None,
+        "missing_body",
+    )
 }
 
 fn report(source: &str, upstream: &str, model: &str, c: &Classification) -> Report {

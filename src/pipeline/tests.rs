@@ -1,1 +1,1260 @@
-//! Native tests of the pipeline module.
+//! Native tests of the pipeline module: one request through `RequestFlow` against `MockHost`
+//! (passthrough, pausing and buffering, every local reply, the rewrite of headers and body,
+//! the diagnostic response headers), and the shared-data counter behind round robin.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::request::{
+    HEADER_COMPLEXITY, HEADER_MODEL, HEADER_RULE, HEADER_TAGS, HEADER_TASK, HEADER_UPSTREAM,
+};
+use super::{Flow, RequestFlow};
+use crate::config::plan::{compile, Plan};
+use crate::host::mock::MockHost;
+use crate::host::{shared_increment, Host, HostError, HostResult, CAS_RETRIES};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+const CHAT: &str = "/v1/chat/completions";
+
+/// The plugin configuration of `envoy/envoy.yaml`.
+const BUNDLED: &str = crate::config::tests::BUNDLED;
+
+fn plan_json(v: &Value) -> Plan {
+    plan_str(&v.to_string())
+}
+
+fn plan_str(json: &str) -> Plan {
+    let env = |name: &str| match name {
+        "MISSING_KEY" => None,
+        other => Some(format!("key-{other}")),
+    };
+    match compile(json.as_bytes(), &env) {
+        Ok(plan) => plan,
+        Err(e) => panic!("test configuration does not compile: {e}"),
+    }
+}
+
+/// Upstreams for every kind of rewrite, aliases over them, and a default.
+fn test_config() -> Value {
+    json!({
+        "upstreams": {
+            "openai": {"cluster": "openai-cluster", "host": "api.openai.com",
+                       "auth": {"type": "bearer", "key_env": "OPENAI_API_KEY"}},
+            "anthropic": {"host": "api.anthropic.com",
+                          "auth": {"type": "x-api-key", "key_env": "ANTHROPIC_API_KEY"},
+                          "headers": {"anthropic-version": "2023-06-01"}},
+            "azure": {"host": "my.openai.azure.com", "path_prefix": "/openai/deployments/gpt4o",
+                      "auth": {"type": "api-key", "key_env": "AZURE_KEY"},
+                      "headers": {"X-Extra": "1"}},
+            "local": {"cluster": "vllm"},
+            "nokey": {"auth": {"type": "bearer", "key_env": "MISSING_KEY"}}
+        },
+        "models": {
+            "gpt-4o": {"targets": [{"upstream": "openai", "model": "gpt-4o"}]},
+            "smart": {"targets": [{"upstream": "azure", "model": "gpt-4o-2024"}]},
+            "claude": {"targets": [{"upstream": "anthropic", "model": "claude-sonnet-4-5"}]},
+            "local": {"targets": [{"upstream": "local", "model": "qwen2.5-7b"}]},
+            "broken": {"targets": [{"upstream": "nokey", "model": "x"}]},
+            "budget": {"strategy": "cheapest", "targets": [
+                {"upstream": "openai", "model": "in-cheap", "price": {"input": 1, "output": 10}},
+                {"upstream": "local", "model": "out-cheap", "price": {"input": 10, "output": 1}}]},
+            "spread": {"strategy": "round_robin", "targets": [
+                {"upstream": "openai", "model": "rr-1"},
+                {"upstream": "local", "model": "rr-2"}]},
+            "coin": {"strategy": "weighted", "targets": [
+                {"upstream": "openai", "model": "w-1"},
+                {"upstream": "local", "model": "w-2"}]}
+        },
+        "classifier": {"tags": [{"name": "legal", "keywords": ["contract"]}]},
+        "rules": [
+            {"name": "team-x", "match": {"headers": [{"name": "x-team", "exact": "research"}]},
+             "use_model": "claude"}
+        ],
+        "default": {"use_model": "gpt-4o"}
+    })
+}
+
+fn test_plan() -> Plan {
+    plan_json(&test_config())
+}
+
+fn flow_for(plan: Plan) -> RequestFlow {
+    RequestFlow::new(Rc::new(plan), 7)
+}
+
+/// A routed POST with `content-length`, a client credential and a client-sent cluster header.
+fn post(path: &str, body: &str) -> MockHost {
+    let len = body.len().to_string();
+    MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "router.local"),
+            ("content-type", "application/json"),
+            ("content-length", &len),
+            ("authorization", "Bearer client-secret"),
+            ("x-api-key", "client-secret-2"),
+            ("api-key", "client-secret-3"),
+            ("x-llm-router-cluster", "attacker-choice"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+fn chat(body: &str) -> MockHost {
+    post(CHAT, body)
+}
+
+/// Headers (not end of stream), then the whole body at once; returns both flows.
+fn run(flow: &mut RequestFlow, host: &mut MockHost) -> (Flow, Flow) {
+    let headers = flow.on_request_headers(host, false);
+    if headers == Flow::Continue || host.local_reply.is_some() {
+        // Passed through, or answered already: the body would not be looked at.
+        return (headers, headers);
+    }
+    let len = host.request_body.len();
+    let body = flow.on_request_body(host, len, true);
+    (headers, body)
+}
+
+/// Routes `host` through a fresh flow of `plan` and expects it routed.
+fn routed(plan: Plan, mut host: MockHost) -> (RequestFlow, MockHost) {
+    let mut flow = flow_for(plan);
+    let flows = run(&mut flow, &mut host);
+    assert_eq!(
+        flows,
+        (Flow::Pause, Flow::Continue),
+        "expected the request to be routed; local reply: {:?}",
+        host.local_reply
+            .as_ref()
+            .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
+    );
+    assert!(host.local_reply.is_none());
+    (flow, host)
+}
+
+/// The local reply's status and JSON body; checks the OpenAI error shape.
+fn reply(host: &MockHost) -> (u32, Value) {
+    let r = host.local_reply.as_ref().expect("a local reply was sent");
+    assert_eq!(
+        r.headers,
+        [("content-type".to_owned(), "application/json".to_owned())]
+    );
+    let v: Value = serde_json::from_slice(&r.body).expect("the reply body is JSON");
+    let err = v
+        .get("error")
+        .and_then(Value::as_object)
+        .expect("an `error` object");
+    let mut keys: Vec<&str> = err.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "message", "param", "type"], "{v}");
+    assert!(err["message"].is_string() && err["type"].is_string() && err["code"].is_string());
+    assert!(err["param"].is_null() || err["param"].is_string());
+    (r.status, v)
+}
+
+/// Runs `host` through a fresh flow of `plan` and expects a local reply.
+fn refused(plan: Plan, mut host: MockHost) -> (u32, Value, RequestFlow, MockHost) {
+    let mut flow = flow_for(plan);
+    let (_, last) = run(&mut flow, &mut host);
+    assert_eq!(last, Flow::Pause, "a local reply stops the stream");
+    let (status, v) = reply(&host);
+    (status, v, flow, host)
+}
+
+fn body_str(host: &MockHost) -> &str {
+    std::str::from_utf8(&host.request_body).expect("UTF-8 body")
+}
+
+fn no_router_headers(host: &MockHost) -> bool {
+    !host
+        .response_headers
+        .iter()
+        .any(|(k, _)| k.starts_with("x-llm-router-"))
+}
+
+// ---------------------------------------------------------------------------------------
+// What the filter leaves alone
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn non_post_passes_through() {
+    for method in ["GET", "PUT", "OPTIONS", "post"] {
+        let body = r#"{"model":"auto"}"#;
+        let mut host = chat(body);
+        host.request_headers.retain(|(k, _)| k != ":method");
+        host.request_headers
+            .push((":method".to_owned(), method.to_owned()));
+        let mut flow = flow_for(test_plan());
+        assert_eq!(
+            flow.on_request_headers(&mut host, false),
+            Flow::Continue,
+            "{method}"
+        );
+        assert_eq!(
+            flow.on_request_body(&mut host, body.len(), true),
+            Flow::Continue
+        );
+        assert_eq!(body_str(&host), body, "body untouched");
+        assert_eq!(host.header("authorization"), Some("Bearer client-secret"));
+        assert_eq!(host.header(":path"), Some(CHAT));
+        assert!(host.local_reply.is_none());
+        assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+        assert!(no_router_headers(&host));
+    }
+}
+
+#[test]
+fn other_paths_pass_through() {
+    for path in [
+        "/v1/models",
+        "/v2/chat/completions",
+        "/",
+        "/v1/chat/completionsx",
+        "/health",
+    ] {
+        let body = r#"{"model":"auto"}"#;
+        let mut host = post(path, body);
+        let mut flow = flow_for(test_plan());
+        assert_eq!(
+            flow.on_request_headers(&mut host, false),
+            Flow::Continue,
+            "{path}"
+        );
+        assert_eq!(
+            flow.on_request_body(&mut host, body.len(), true),
+            Flow::Continue
+        );
+        assert_eq!(body_str(&host), body);
+        assert_eq!(host.header(":path"), Some(path));
+        assert_eq!(host.header("x-api-key"), Some("client-secret-2"));
+        assert!(host.local_reply.is_none());
+    }
+    // Even an empty body on another path is none of our business.
+    let mut host = post("/v1/models", "");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, true), Flow::Continue);
+    assert!(host.local_reply.is_none());
+}
+
+#[test]
+fn missing_pseudo_headers_pass_through() {
+    let mut host = MockHost::with_request(&[(":method", "POST")], b"{}");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
+    let mut host = MockHost::with_request(&[(":path", CHAT)], b"{}");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
+}
+
+#[test]
+fn client_cluster_header_is_removed_even_on_passthrough() {
+    let mut host = post("/v1/models", "");
+    host.request_headers.retain(|(k, _)| k != ":method");
+    host.request_headers
+        .push((":method".to_owned(), "GET".to_owned()));
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, true), Flow::Continue);
+    assert_eq!(host.header("x-llm-router-cluster"), None);
+
+    // ... also under a configured name, case-insensitively.
+    let mut config = test_config();
+    config["cluster_header"] = json!("X-Route-Cluster");
+    let mut host = MockHost::with_request(
+        &[
+            (":method", "GET"),
+            (":path", "/v1/models"),
+            ("X-Route-Cluster", "attacker"),
+            ("x-llm-router-cluster", "not-ours"),
+        ],
+        b"",
+    );
+    let mut flow = flow_for(plan_json(&config));
+    assert_eq!(flow.on_request_headers(&mut host, true), Flow::Continue);
+    assert_eq!(host.header("x-route-cluster"), None);
+    assert_eq!(host.header("x-llm-router-cluster"), Some("not-ours"));
+}
+
+#[test]
+fn client_cluster_header_is_removed_before_a_local_reply() {
+    let (_, _, _, host) = refused(test_plan(), chat("not json"));
+    assert_eq!(host.header("x-llm-router-cluster"), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pausing and buffering
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn headers_pause_then_body_is_buffered_until_the_end() {
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = chat(body);
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    // Nothing is decided while the body is still arriving.
+    assert_eq!(flow.on_request_body(&mut host, 10, false), Flow::Pause);
+    assert_eq!(flow.on_request_body(&mut host, 30, false), Flow::Pause);
+    assert_eq!(host.header("x-llm-router-cluster"), None);
+    assert_eq!(body_str(&host), body);
+    assert_eq!(
+        flow.on_request_body(&mut host, body.len(), true),
+        Flow::Continue
+    );
+    assert_eq!(host.header("x-llm-router-cluster"), Some("openai-cluster"));
+    // Later body callbacks (trailers, retries of the callback) change nothing.
+    let after = host.request_body.clone();
+    assert_eq!(
+        flow.on_request_body(&mut host, after.len(), true),
+        Flow::Continue
+    );
+    assert_eq!(host.request_body, after);
+}
+
+#[test]
+fn body_callback_without_headers_passes() {
+    let mut host = chat("{}");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_body(&mut host, 2, true), Flow::Continue);
+    assert!(host.local_reply.is_none());
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+}
+
+// ---------------------------------------------------------------------------------------
+// Local replies
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn headers_only_request_gets_400_missing_body() {
+    let mut host = chat("");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, true), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "missing_body");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["param"], Value::Null);
+    // Once answered, the stream stays stopped and the response is not stamped.
+    assert_eq!(flow.on_request_body(&mut host, 0, true), Flow::Pause);
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+    // Client credentials are irrelevant here but must not have been replaced by ours.
+    assert_eq!(host.header("authorization"), Some("Bearer client-secret"));
+}
+
+#[test]
+fn empty_body_gets_400_missing_body() {
+    let mut host = chat("");
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(flow.on_request_body(&mut host, 0, true), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "missing_body");
+}
+
+#[test]
+fn compressed_body_gets_415() {
+    for encoding in ["gzip", "br", "deflate", "gzip, identity"] {
+        let mut host = chat(r#"{"model":"auto"}"#);
+        host.request_headers
+            .push(("content-encoding".to_owned(), encoding.to_owned()));
+        let mut flow = flow_for(test_plan());
+        assert_eq!(
+            flow.on_request_headers(&mut host, false),
+            Flow::Pause,
+            "{encoding}"
+        );
+        let (status, v) = reply(&host);
+        assert_eq!(status, 415, "{encoding}");
+        assert_eq!(v["error"]["code"], "unsupported_content_encoding");
+        assert_eq!(flow.on_request_body(&mut host, 16, true), Flow::Pause);
+    }
+    for encoding in ["identity", "Identity"] {
+        let mut host = chat(r#"{"model":"auto"}"#);
+        host.request_headers
+            .push(("content-encoding".to_owned(), encoding.to_owned()));
+        routed(test_plan(), host);
+    }
+}
+
+fn small_limit_plan() -> Plan {
+    let mut config = test_config();
+    config["max_body_bytes"] = json!(1024);
+    plan_json(&config)
+}
+
+#[test]
+fn declared_content_length_over_the_limit_gets_413_at_headers() {
+    let mut host = chat("{}");
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    host.request_headers
+        .push(("content-length".to_owned(), "1025".to_owned()));
+    let mut flow = flow_for(small_limit_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(status, 413);
+    assert_eq!(v["error"]["code"], "request_too_large");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1024")),
+        "{v}"
+    );
+    assert_eq!(flow.on_request_body(&mut host, 100, false), Flow::Pause);
+}
+
+#[test]
+fn content_length_at_the_limit_is_accepted() {
+    let prefix = r#"{"model":"auto","pad":""#;
+    let pad = "x".repeat(1024 - prefix.len() - 2);
+    let body = format!("{prefix}{pad}\"}}");
+    assert_eq!(body.len(), 1024);
+    let (_, host) = routed(small_limit_plan(), chat(&body));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("openai-cluster"));
+}
+
+#[test]
+fn unparsable_content_length_is_left_to_the_body_check() {
+    let mut host = chat(r#"{"model":"auto"}"#);
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    host.request_headers
+        .push(("content-length".to_owned(), "lots".to_owned()));
+    let mut flow = flow_for(small_limit_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert!(host.local_reply.is_none());
+}
+
+#[test]
+fn chunked_body_growing_over_the_limit_gets_413() {
+    let mut host = chat("");
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    host.request_headers
+        .push(("transfer-encoding".to_owned(), "chunked".to_owned()));
+    host.request_body = vec![b' '; 1500];
+    let mut flow = flow_for(small_limit_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(flow.on_request_body(&mut host, 600, false), Flow::Pause);
+    assert!(host.local_reply.is_none());
+    assert_eq!(flow.on_request_body(&mut host, 1024, false), Flow::Pause);
+    assert!(host.local_reply.is_none(), "exactly the limit is fine");
+    assert_eq!(flow.on_request_body(&mut host, 1025, false), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(status, 413);
+    assert_eq!(v["error"]["code"], "request_too_large");
+    // The stream stays stopped afterwards.
+    assert_eq!(flow.on_request_body(&mut host, 1500, true), Flow::Pause);
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+}
+
+#[test]
+fn body_over_the_limit_at_end_of_stream_gets_413() {
+    let mut host = chat("");
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    host.request_body = vec![b' '; 2000];
+    let mut flow = flow_for(small_limit_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(flow.on_request_body(&mut host, 2000, true), Flow::Pause);
+    assert_eq!(reply(&host).0, 413);
+}
+
+#[test]
+fn invalid_json_gets_400() {
+    for body in [
+        "not json",
+        "{\"model\":",
+        "{\"model\":\"auto\"} extra",
+        "\u{feff}{}",
+    ] {
+        let (status, v, _, _) = refused(test_plan(), chat(body));
+        assert_eq!(status, 400, "{body:?}");
+        assert_eq!(v["error"]["code"], "invalid_json", "{body:?}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], Value::Null);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Request body is not valid JSON")),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn non_object_json_gets_400_invalid_body() {
+    for body in ["[]", "\"auto\"", "42", "null", "[{\"model\":\"auto\"}]"] {
+        let (status, v, _, _) = refused(test_plan(), chat(body));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(v["error"]["code"], "invalid_body", "{body}");
+    }
+}
+
+#[test]
+fn bad_model_field_gets_400_naming_it() {
+    for (body, code) in [
+        (r#"{"model": 4}"#, "invalid_type"),
+        (r#"{"model": ["gpt-4o"]}"#, "invalid_type"),
+        (r#"{"model": {"id": "x"}}"#, "invalid_type"),
+        (r#"{"model": ""}"#, "invalid_value"),
+    ] {
+        let (status, v, _, _) = refused(test_plan(), chat(body));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        assert_eq!(v["error"]["param"], "model", "{body}");
+    }
+}
+
+#[test]
+fn bad_preferences_get_400_naming_them() {
+    for (body, param) in [
+        (
+            r#"{"model":"auto","allowed_models":"gpt-*"}"#,
+            "allowed_models",
+        ),
+        (r#"{"model":"auto","provider":"openai"}"#, "provider"),
+        (
+            r#"{"model":"auto","provider":{"sort":"fastest"}}"#,
+            "provider.sort",
+        ),
+        (
+            r#"{"model":"auto","provider":{"allow_fallbacks":1}}"#,
+            "provider.allow_fallbacks",
+        ),
+    ] {
+        let (status, v, _, _) = refused(test_plan(), chat(body));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(v["error"]["param"], param, "{body}");
+    }
+}
+
+#[test]
+fn unknown_model_gets_404() {
+    let (status, v, mut flow, mut host) =
+        refused(test_plan(), chat(r#"{"model":"gpt-5","messages":[]}"#));
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert_eq!(v["error"]["param"], "model");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'gpt-5'")),
+        "{v}"
+    );
+    // Not routed: no cluster, the client's request untouched otherwise.
+    assert_eq!(host.header("x-llm-router-cluster"), None);
+    assert_eq!(body_str(&host), r#"{"model":"gpt-5","messages":[]}"#);
+    // The local reply's response headers are not stamped.
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+}
+
+#[test]
+fn unknown_model_passthrough_forwards_it_unchanged() {
+    let mut config = test_config();
+    config["unknown_model"] = json!("passthrough");
+    config["passthrough_upstream"] = json!("local");
+    let body = r#"{"model":"my-fine-tune","messages":[]}"#;
+    let (mut flow, mut host) = routed(plan_json(&config), chat(body));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("vllm"));
+    assert_eq!(body_str(&host), body, "model unchanged: body not rewritten");
+    assert_eq!(
+        host.header("content-length"),
+        Some(&*body.len().to_string())
+    );
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_RULE), Some("passthrough"));
+    assert_eq!(host.response_header(HEADER_MODEL), Some("my-fine-tune"));
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
+}
+
+#[test]
+fn passthrough_model_unsafe_for_a_header_is_not_echoed() {
+    let mut config = test_config();
+    config["unknown_model"] = json!("passthrough");
+    config["passthrough_upstream"] = json!("local");
+    let body = r#"{"model":"evil\r\nx-injected: 1","messages":[]}"#;
+    let (mut flow, mut host) = routed(plan_json(&config), chat(body));
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_MODEL), None);
+    assert_eq!(host.response_header("x-injected"), None);
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
+    assert_eq!(host.response_header(HEADER_RULE), Some("passthrough"));
+}
+
+#[test]
+fn no_available_target_gets_503_naming_the_variable() {
+    let (status, v, _, host) = refused(test_plan(), chat(r#"{"model":"broken"}"#));
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["code"], "no_available_target");
+    assert_eq!(v["error"]["type"], "service_unavailable_error");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MISSING_KEY"), "{message}");
+    assert!(message.contains("(model:broken)"), "{message}");
+    assert_eq!(host.header("x-llm-router-cluster"), None);
+}
+
+#[test]
+fn no_default_gets_503() {
+    let mut config = test_config();
+    config.as_object_mut().map(|o| o.remove("default"));
+    let (status, v, _, _) = refused(plan_json(&config), chat(r#"{"model":"auto"}"#));
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["code"], "no_available_target");
+}
+
+#[test]
+fn preferences_excluding_everything_get_503() {
+    let body = r#"{"model":"auto","allowed_models":["claude-*"]}"#;
+    let (status, v, _, _) = refused(test_plan(), chat(body));
+    assert_eq!(status, 503);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allowed_models")),
+        "{v}"
+    );
+}
+
+#[test]
+fn header_edit_failure_gets_500() {
+    let mut host = chat(r#"{"model":"auto"}"#);
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    host.headers_sent = true;
+    assert_eq!(flow.on_request_body(&mut host, 16, true), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(status, 500);
+    assert_eq!(v["error"]["type"], "server_error");
+    assert_eq!(v["error"]["code"], "internal_error");
+}
+
+// ---------------------------------------------------------------------------------------
+// Routed requests: the rewrite
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn success_rewrites_headers_and_body() {
+    let body = "{ \"model\" : \"smart\" ,\n  \"messages\": [{\"role\":\"user\",\"content\":\"Say \\u0068ello\"}],\n  \"allowed_models\": [\"gpt-*\"], \"temperature\": 0.70, \"provider\": {\"sort\": \"price\"} }";
+    let mut host = post("/v1/chat/completions?api-version=2024-06-01", body);
+    host.request_headers
+        .push(("x-custom".to_owned(), "kept".to_owned()));
+    let (_, host) = routed(test_plan(), host);
+
+    // Routing header: the upstream's cluster (the azure upstream has no explicit cluster).
+    assert_eq!(host.header("x-llm-router-cluster"), Some("azure"));
+    // The client's credentials are gone; the provider's is set.
+    assert_eq!(host.header("authorization"), None);
+    assert_eq!(host.header("x-api-key"), None);
+    assert_eq!(host.header("api-key"), Some("key-AZURE_KEY"));
+    // Provider headers, authority and path prefix (the query string is kept).
+    assert_eq!(host.header("x-extra"), Some("1"));
+    assert_eq!(host.header(":authority"), Some("my.openai.azure.com"));
+    assert_eq!(
+        host.header(":path"),
+        Some("/openai/deployments/gpt4o/chat/completions?api-version=2024-06-01")
+    );
+    assert_eq!(host.header("x-custom"), Some("kept"));
+    assert_eq!(host.header(":method"), Some("POST"));
+
+    // The body: only `model` changed and the router fields removed, byte for byte.
+    let expected = "{ \"model\" : \"gpt-4o-2024\" ,\n  \"messages\": [{\"role\":\"user\",\"content\":\"Say \\u0068ello\"}],\n  \"temperature\": 0.70 }";
+    assert_eq!(body_str(&host), expected);
+    assert_eq!(
+        host.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+}
+
+#[test]
+fn bearer_and_x_api_key_upstreams() {
+    let (_, host) = routed(test_plan(), chat(r#"{"model":"gpt-4o"}"#));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("openai-cluster"));
+    assert_eq!(
+        host.header("authorization"),
+        Some("Bearer key-OPENAI_API_KEY")
+    );
+    assert_eq!(host.header("x-api-key"), None);
+    assert_eq!(host.header("api-key"), None);
+    assert_eq!(host.header(":authority"), Some("api.openai.com"));
+    assert_eq!(
+        host.header(":path"),
+        Some(CHAT),
+        "default prefix /v1 keeps the path"
+    );
+
+    let (_, host) = routed(
+        test_plan(),
+        post(
+            "/v1/messages",
+            r#"{"model":"claude","max_tokens":10,"messages":[]}"#,
+        ),
+    );
+    assert_eq!(host.header("x-llm-router-cluster"), Some("anthropic"));
+    assert_eq!(host.header("x-api-key"), Some("key-ANTHROPIC_API_KEY"));
+    assert_eq!(host.header("authorization"), None);
+    assert_eq!(host.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(host.header(":authority"), Some("api.anthropic.com"));
+    assert_eq!(host.header(":path"), Some("/v1/messages"));
+    assert_eq!(
+        body_str(&host),
+        r#"{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}"#
+    );
+}
+
+#[test]
+fn upstream_without_auth_still_drops_client_credentials() {
+    let (_, host) = routed(test_plan(), chat(r#"{"model":"local"}"#));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("vllm"));
+    for name in ["authorization", "x-api-key", "api-key"] {
+        assert_eq!(host.header(name), None, "{name}");
+    }
+    assert_eq!(
+        host.header(":authority"),
+        Some("router.local"),
+        "no host: kept"
+    );
+}
+
+#[test]
+fn model_is_inserted_when_omitted() {
+    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, host) = routed(test_plan(), chat(body));
+    let expected = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(body_str(&host), expected);
+    assert_eq!(
+        host.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+    let (_, host) = routed(test_plan(), chat(r#"{"model":null}"#));
+    assert_eq!(body_str(&host), r#"{"model":"gpt-4o"}"#);
+}
+
+#[test]
+fn body_untouched_when_nothing_changes() {
+    // The alias `gpt-4o` maps to the model id `gpt-4o`.
+    let body = "{\"model\":\"gpt-4o\",  \"messages\":[] }";
+    let (_, host) = routed(test_plan(), chat(body));
+    assert_eq!(body_str(&host), body);
+    assert_eq!(
+        host.header("content-length"),
+        Some(&*body.len().to_string())
+    );
+}
+
+#[test]
+fn router_fields_are_removed_even_when_the_model_stays() {
+    let body = r#"{"provider":{"order":["openai"]},"model":"gpt-4o","allowed_models":["*"]}"#;
+    let (_, host) = routed(test_plan(), chat(body));
+    assert_eq!(body_str(&host), r#"{"model":"gpt-4o"}"#);
+    assert_eq!(host.header("content-length"), Some("18"));
+}
+
+#[test]
+fn content_length_is_not_added_to_a_chunked_request() {
+    let mut host = chat(r#"{"model":"smart","stream":true}"#);
+    host.request_headers.retain(|(k, _)| k != "content-length");
+    let (_, host) = routed(test_plan(), host);
+    assert_eq!(host.header("content-length"), None);
+    assert_eq!(body_str(&host), r#"{"model":"gpt-4o-2024","stream":true}"#);
+}
+
+#[test]
+fn content_length_follows_a_longer_and_a_shorter_body() {
+    // Longer: `local` → `qwen2.5-7b`.
+    let (_, host) = routed(test_plan(), chat(r#"{"model":"local"}"#));
+    assert_eq!(body_str(&host), r#"{"model":"qwen2.5-7b"}"#);
+    assert_eq!(host.header("content-length"), Some("22"));
+    // Shorter: the router fields go.
+    let body = r#"{"model":"gpt-4o","allowed_models":["gpt-4o","o1","o3"],"x":1}"#;
+    let (_, host) = routed(test_plan(), chat(body));
+    assert_eq!(body_str(&host), r#"{"model":"gpt-4o","x":1}"#);
+    assert_eq!(host.header("content-length"), Some("24"));
+}
+
+#[test]
+fn non_ascii_body_is_preserved_byte_for_byte() {
+    let body =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"héllo 世界 🦀\"}],\"model\":\"auto\"}";
+    let (_, host) = routed(test_plan(), chat(body));
+    let expected =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"héllo 世界 🦀\"}],\"model\":\"gpt-4o\"}";
+    assert_eq!(body_str(&host), expected);
+    assert_eq!(
+        host.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+}
+
+#[test]
+fn every_routed_endpoint() {
+    for path in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/chat/completions/",
+    ] {
+        let (_, host) = routed(test_plan(), post(path, r#"{"model":"smart","input":"x"}"#));
+        let want = format!(
+            "/openai/deployments/gpt4o{}",
+            path.strip_prefix("/v1").unwrap_or(path)
+        );
+        assert_eq!(host.header(":path"), Some(want.as_str()), "{path}");
+    }
+}
+
+#[test]
+fn rule_header_conditions_read_request_headers() {
+    let mut host = chat(r#"{"model":"auto"}"#);
+    host.request_headers
+        .push(("x-team".to_owned(), "research".to_owned()));
+    let (mut flow, mut host) = routed(test_plan(), host);
+    assert_eq!(host.header("x-llm-router-cluster"), Some("anthropic"));
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_RULE), Some("rule:team-x"));
+
+    let mut host = chat(r#"{"model":"auto"}"#);
+    host.request_headers
+        .push(("x-team".to_owned(), "other".to_owned()));
+    let (_, host) = routed(test_plan(), host);
+    assert_eq!(host.header("x-llm-router-cluster"), Some("openai-cluster"));
+}
+
+#[test]
+fn cheapest_reads_the_output_token_limit_from_the_body() {
+    // `in-cheap` costs p + 10·o, `out-cheap` 10·p + o (per million tokens). A prompt of
+    // 4000 characters is estimated at about 1000 tokens.
+    let prompt = "word ".repeat(800);
+    let model_of = |limit: &str| {
+        let body = format!(r#"{{"model":"budget","prompt":"{prompt}"{limit}}}"#);
+        let (_, host) = routed(test_plan(), post("/v1/completions", &body));
+        let v: Value = serde_json::from_slice(&host.request_body).expect("JSON");
+        v["model"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(model_of(r#","max_tokens":1"#), "in-cheap");
+    assert_eq!(model_of(r#","max_tokens":100000"#), "out-cheap");
+    assert_eq!(model_of(r#","max_completion_tokens":100000"#), "out-cheap");
+    assert_eq!(model_of(r#","max_output_tokens":100000"#), "out-cheap");
+    // Without a limit, 512 output tokens are assumed: ~6100 against ~10500.
+    assert_eq!(model_of(""), "in-cheap");
+    // A tiny prompt with the assumed 512 output tokens favours `out-cheap`.
+    let (_, host) = routed(test_plan(), chat(r#"{"model":"budget"}"#));
+    assert_eq!(body_str(&host), r#"{"model":"out-cheap"}"#);
+}
+
+#[test]
+fn provider_preferences_apply() {
+    let body = r#"{"model":"spread","provider":{"order":["local"],"allow_fallbacks":false}}"#;
+    let (_, host) = routed(test_plan(), chat(body));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("vllm"));
+    assert_eq!(body_str(&host), r#"{"model":"rr-2"}"#);
+    let body = r#"{"model":"budget","provider":{"ignore":["OpenAI"]}}"#;
+    let (_, host) = routed(test_plan(), chat(body));
+    assert_eq!(body_str(&host), r#"{"model":"out-cheap"}"#);
+}
+
+#[test]
+fn round_robin_turns_are_shared_between_requests() {
+    let plan = Rc::new(test_plan());
+    let mut shared = std::collections::HashMap::new();
+    let mut models = Vec::new();
+    for _ in 0..5 {
+        let mut host = chat(r#"{"model":"spread"}"#);
+        host.shared = shared;
+        let mut flow = RequestFlow::new(Rc::clone(&plan), 1);
+        assert_eq!(run(&mut flow, &mut host), (Flow::Pause, Flow::Continue));
+        let v: Value = serde_json::from_slice(&host.request_body).expect("JSON");
+        models.push(v["model"].as_str().unwrap_or_default().to_owned());
+        shared = std::mem::take(&mut host.shared);
+    }
+    assert_eq!(models, ["rr-1", "rr-2", "rr-1", "rr-2", "rr-1"]);
+    let (value, _) = shared
+        .get("llm_router.rr.spread")
+        .expect("the turn counter lives in shared data");
+    assert_eq!(value.as_slice(), 5u64.to_le_bytes());
+}
+
+#[test]
+fn round_robin_survives_a_failing_shared_store() {
+    let mut host = chat(r#"{"model":"spread"}"#);
+    host.cas_conflicts = usize::MAX;
+    let (_, host) = routed(test_plan(), host);
+    let v: Value = serde_json::from_slice(&host.request_body).expect("JSON");
+    assert!(matches!(v["model"].as_str(), Some("rr-1" | "rr-2")), "{v}");
+}
+
+#[test]
+fn weighted_choice_comes_from_the_seed() {
+    let plan = Rc::new(test_plan());
+    let choose = |seed: u64| {
+        let mut host = chat(r#"{"model":"coin"}"#);
+        let mut flow = RequestFlow::new(Rc::clone(&plan), seed);
+        assert_eq!(run(&mut flow, &mut host), (Flow::Pause, Flow::Continue));
+        let v: Value = serde_json::from_slice(&host.request_body).expect("JSON");
+        v["model"].as_str().unwrap_or_default().to_owned()
+    };
+    // Deterministic for a seed ...
+    for seed in 0..20 {
+        assert_eq!(choose(seed), choose(seed));
+    }
+    // ... and both targets are chosen across seeds, roughly evenly.
+    let w1 = (0..200).filter(|s| choose(*s) == "w-1").count();
+    assert!((60..=140).contains(&w1), "w-1 chosen {w1} of 200 times");
+}
+
+// ---------------------------------------------------------------------------------------
+// Response headers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn response_headers_are_stamped() {
+    let (mut flow, mut host) = routed(test_plan(), chat(r#"{"model":"smart","messages":[]}"#));
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("azure"));
+    assert_eq!(host.response_header(HEADER_MODEL), Some("gpt-4o-2024"));
+    assert_eq!(host.response_header(HEADER_RULE), Some("model:smart"));
+    let task = host.response_header(HEADER_TASK).expect("task header");
+    assert!(
+        [
+            "coding",
+            "reasoning",
+            "math",
+            "vision",
+            "summarization",
+            "extraction",
+            "embedding",
+            "general"
+        ]
+        .contains(&task),
+        "{task}"
+    );
+    let complexity = host.response_header(HEADER_COMPLEXITY).expect("complexity");
+    assert!(
+        ["low", "medium", "high", "xhigh"].contains(&complexity),
+        "{complexity}"
+    );
+    assert_eq!(host.response_header(HEADER_TAGS), None, "no tag matched");
+}
+
+#[test]
+fn upstream_sent_diagnostics_are_replaced_or_removed() {
+    let mut config = test_config();
+    config["unknown_model"] = json!("passthrough");
+    config["passthrough_upstream"] = json!("local");
+    let body = r#"{"model":"bad\u0001model"}"#;
+    let (mut flow, mut host) = routed(plan_json(&config), chat(body));
+    for (name, value) in [
+        (HEADER_UPSTREAM, "spoofed"),
+        (HEADER_MODEL, "spoofed"),
+        (HEADER_RULE, "spoofed"),
+        (HEADER_TAGS, "spoofed"),
+    ] {
+        host.response_headers
+            .push((name.to_owned(), value.to_owned()));
+    }
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
+    assert_eq!(host.response_header(HEADER_RULE), Some("passthrough"));
+    assert_eq!(
+        host.response_header(HEADER_MODEL),
+        None,
+        "unsafe model: removed"
+    );
+    assert_eq!(host.response_header(HEADER_TAGS), None, "no tags: removed");
+}
+
+#[test]
+fn header_names_are_the_documented_ones() {
+    assert_eq!(HEADER_UPSTREAM, "x-llm-router-upstream");
+    assert_eq!(HEADER_MODEL, "x-llm-router-model");
+    assert_eq!(HEADER_TASK, "x-llm-router-task");
+    assert_eq!(HEADER_COMPLEXITY, "x-llm-router-complexity");
+    assert_eq!(HEADER_RULE, "x-llm-router-rule");
+    assert_eq!(HEADER_TAGS, "x-llm-router-tags");
+}
+
+#[test]
+fn tags_and_default_are_reported() {
+    let body =
+        r#"{"model":"auto","messages":[{"role":"user","content":"Please review this contract."}]}"#;
+    let (mut flow, mut host) = routed(test_plan(), chat(body));
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_TAGS), Some("legal"));
+    assert_eq!(host.response_header(HEADER_RULE), Some("default"));
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("openai"));
+    assert_eq!(host.response_header(HEADER_MODEL), Some("gpt-4o"));
+}
+
+#[test]
+fn embeddings_report_the_embedding_task() {
+    let (mut flow, mut host) = routed(
+        test_plan(),
+        post("/v1/embeddings", r#"{"model":"local","input":"hello"}"#),
+    );
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_TASK), Some("embedding"));
+}
+
+#[test]
+fn response_headers_can_be_turned_off() {
+    let mut config = test_config();
+    config["response_headers"] = json!(false);
+    let (mut flow, mut host) = routed(plan_json(&config), chat(r#"{"model":"smart"}"#));
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+    // Routing itself is unaffected.
+    assert_eq!(host.header("x-llm-router-cluster"), Some("azure"));
+}
+
+#[test]
+fn passthrough_requests_are_not_stamped() {
+    let mut host = post("/v1/models", "");
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, true), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert!(no_router_headers(&host));
+}
+
+// ---------------------------------------------------------------------------------------
+// The bundled configuration, as the README shows it
+// ---------------------------------------------------------------------------------------
+
+fn bundled_plan() -> Plan {
+    plan_str(BUNDLED)
+}
+
+#[test]
+fn bundled_hello_goes_to_the_default() {
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"Say hello"}]}"#;
+    let (mut flow, mut host) = routed(bundled_plan(), chat(body));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("mock-a"));
+    assert_eq!(
+        host.header("authorization"),
+        Some("Bearer key-MOCK_API_KEY")
+    );
+    assert_eq!(host.header(":path"), Some(CHAT));
+    assert_eq!(
+        body_str(&host),
+        r#"{"model":"mock-small","messages":[{"role":"user","content":"Say hello"}]}"#
+    );
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("mock-a"));
+    assert_eq!(host.response_header(HEADER_MODEL), Some("mock-small"));
+    assert_eq!(host.response_header(HEADER_TASK), Some("general"));
+    assert_eq!(host.response_header(HEADER_COMPLEXITY), Some("low"));
+    assert_eq!(host.response_header(HEADER_RULE), Some("default"));
+    assert_eq!(host.response_header(HEADER_TAGS), None);
+}
+
+#[test]
+fn bundled_code_question_goes_to_mock_b() {
+    let body = "{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"Fix this:\\n```python\\ndef f(:\\n```\"}]}";
+    let (mut flow, mut host) = routed(bundled_plan(), chat(body));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("mock-b"));
+    assert_eq!(host.header(":path"), Some("/openai/v1/chat/completions"));
+    assert_eq!(host.header("x-api-key"), Some("key-MOCK_API_KEY"));
+    assert_eq!(host.header("authorization"), None);
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_MODEL), Some("mock-large"));
+    let rule = host.response_header(HEADER_RULE).unwrap_or_default();
+    assert!(rule.starts_with("rule:"), "{rule}");
+}
+
+#[test]
+fn bundled_legal_tag_goes_to_smart() {
+    let body =
+        r#"{"model":"auto","messages":[{"role":"user","content":"Is this lawsuit worth it?"}]}"#;
+    let (mut flow, mut host) = routed(bundled_plan(), chat(body));
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header(HEADER_TAGS), Some("legal"));
+    assert_eq!(host.response_header(HEADER_UPSTREAM), Some("mock-b"));
+}
+
+#[test]
+fn bundled_skips_upstreams_without_keys() {
+    let plan = match compile(BUNDLED.as_bytes(), &|name| {
+        (name == "MOCK_API_KEY").then(|| "m".to_owned())
+    }) {
+        Ok(plan) => plan,
+        Err(e) => panic!("{e}"),
+    };
+    let (status, v, _, _) = refused(plan, chat(r#"{"model":"claude-sonnet"}"#));
+    assert_eq!(status, 503);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ANTHROPIC_API_KEY")),
+        "{v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared-data counter (host::shared_increment)
+// ---------------------------------------------------------------------------------------
+
+/// Wraps `MockHost` to count shared-data calls and inject host failures.
+#[derive(Default)]
+struct CountingHost {
+    inner: MockHost,
+    writes: usize,
+    fail_reads: bool,
+    fail_writes: Option<HostError>,
+}
+
+impl Host for CountingHost {
+    fn request_header(&self, name: &str) -> HostResult<Option<String>> {
+        self.inner.request_header(name)
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.inner.set_request_header(name, value)
+    }
+    fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        self.inner.request_body(len)
+    }
+    fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        self.inner.replace_request_body(current_len, body)
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.inner.set_response_header(name, value)
+    }
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        if self.fail_reads {
+            return Err(HostError::Status(
+                "get_shared_data: InternalFailure".to_owned(),
+            ));
+        }
+        self.inner.shared_data(key)
+    }
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        self.writes += 1;
+        if let Some(e) = &self.fail_writes {
+            return Err(e.clone());
+        }
+        self.inner.set_shared_data(key, value, cas)
+    }
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HostResult<()> {
+        self.inner.send_local_reply(status, headers, body)
+    }
+    fn now_nanos(&self) -> u64 {
+        self.inner.now_nanos()
+    }
+}
+
+fn counter(host: &MockHost, key: &str) -> Option<u64> {
+    host.shared
+        .get(key)
+        .and_then(|(v, _)| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_le_bytes)
+}
+
+#[test]
+fn shared_increment_counts_from_zero_per_key() {
+    let mut host = MockHost::default();
+    assert_eq!(shared_increment(&mut host, "a"), Some(0));
+    assert_eq!(shared_increment(&mut host, "a"), Some(1));
+    assert_eq!(shared_increment(&mut host, "b"), Some(0));
+    assert_eq!(shared_increment(&mut host, "a"), Some(2));
+    assert_eq!(counter(&host, "a"), Some(3));
+    assert_eq!(counter(&host, "b"), Some(1));
+    // Stored as 8 little-endian bytes.
+    assert_eq!(host.shared["a"].0, 3u64.to_le_bytes());
+}
+
+#[test]
+fn shared_increment_reads_existing_values() {
+    let mut host = MockHost::default();
+    host.shared
+        .insert("k".to_owned(), (41u64.to_le_bytes().to_vec(), 9));
+    assert_eq!(shared_increment(&mut host, "k"), Some(41));
+    assert_eq!(counter(&host, "k"), Some(42));
+    assert_eq!(host.shared["k"].1, 10, "the CAS token moved on");
+    // A value of another shape counts as zero and is replaced.
+    host.shared.insert("odd".to_owned(), (b"abc".to_vec(), 1));
+    assert_eq!(shared_increment(&mut host, "odd"), Some(0));
+    assert_eq!(counter(&host, "odd"), Some(1));
+    // The counter wraps rather than overflowing.
+    host.shared
+        .insert("max".to_owned(), (u64::MAX.to_le_bytes().to_vec(), 1));
+    assert_eq!(shared_increment(&mut host, "max"), Some(u64::MAX));
+    assert_eq!(counter(&host, "max"), Some(0));
+}
+
+#[test]
+fn mock_host_refuses_a_stale_cas() {
+    let mut host = MockHost::default();
+    host.set_shared_data("k", b"x", None).expect("first write");
+    let (_, cas) = host.shared_data("k").expect("read");
+    host.set_shared_data("k", b"y", cas).expect("current token");
+    assert_eq!(
+        host.set_shared_data("k", b"z", cas),
+        Err(HostError::CasMismatch)
+    );
+    assert_eq!(host.shared["k"].0, b"y");
+}
+
+#[test]
+fn shared_increment_retries_lost_cas_races() {
+    let mut host = MockHost::default();
+    assert_eq!(shared_increment(&mut host, "k"), Some(0));
+    // Other workers bump the counter between our read and our write, three times: the
+    // increment re-reads each time and counts after theirs.
+    host.cas_conflicts = 3;
+    assert_eq!(shared_increment(&mut host, "k"), Some(4));
+    assert_eq!(host.cas_conflicts, 0);
+    assert_eq!(counter(&host, "k"), Some(5));
+}
+
+#[test]
+fn shared_increment_gives_up_after_a_bounded_number_of_tries() {
+    assert_eq!(CAS_RETRIES, 16);
+    // One race fewer than the budget still succeeds ...
+    let mut host = CountingHost::default();
+    host.inner.cas_conflicts = CAS_RETRIES - 1;
+    assert_eq!(
+        shared_increment(&mut host, "k"),
+        Some(CAS_RETRIES as u64 - 1)
+    );
+    assert_eq!(host.writes, CAS_RETRIES);
+    // ... as many races as the budget does not, and stops trying.
+    let mut host = CountingHost::default();
+    host.inner.cas_conflicts = CAS_RETRIES;
+    assert_eq!(shared_increment(&mut host, "k"), None);
+    assert_eq!(host.writes, CAS_RETRIES);
+    // A host that always loses is not retried forever.
+    let mut host = CountingHost::default();
+    host.inner.cas_conflicts = usize::MAX;
+    assert_eq!(shared_increment(&mut host, "k"), None);
+    assert_eq!(host.writes, CAS_RETRIES);
+    assert_eq!(host.inner.cas_conflicts, usize::MAX - CAS_RETRIES);
+}
+
+#[test]
+fn shared_increment_does_not_retry_other_failures() {
+    let mut host = CountingHost {
+        fail_writes: Some(HostError::Status(
+            "set_shared_data: InternalFailure".to_owned(),
+        )),
+        ..CountingHost::default()
+    };
+    assert_eq!(shared_increment(&mut host, "k"), None);
+    assert_eq!(host.writes, 1);
+
+    let mut host = CountingHost {
+        fail_reads: true,
+        ..CountingHost::default()
+    };
+    assert_eq!(shared_increment(&mut host, "k"), None);
+    assert_eq!(host.writes, 0);
+}

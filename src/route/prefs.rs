@@ -181,7 +181,7 @@ impl ClientPrefs {
 fn string_list(v: &Value, param: &'static str) -> Result<Vec<String>, ApiError> {
     let bad = || {
         ApiError::invalid_request(
-            format!("`{param}` must be an array of at most {MAX_LIST} non-empty strings of at most {MAX_ITEM_LEN} characters."),
+            format!("`{param}` must be an array of at most {MAX_LIST} non-empty strings of at most {MAX_ITEM_LEN} bytes."),
             Some(param),
             "invalid_type",
         )
