@@ -31,6 +31,9 @@ pub const HEADER_COMPLEXITY: &str = "x-llm-router-complexity";
 pub const HEADER_RULE: &str = "x-llm-router-rule";
 pub const HEADER_TAGS: &str = "x-llm-router-tags";
 
+/// Longest client-given model name echoed in `x-llm-router-model`.
+pub const MAX_ECHOED_MODEL_BYTES: usize = 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Start,
@@ -328,8 +331,10 @@ fn missing_body() -> ApiError {
 fn report(source: &str, upstream: &str, model: &str, c: &Classification) -> Report {
     Report {
         upstream: upstream.to_owned(),
-        // A passthrough model comes from the client: it only reaches a header if it is safe.
-        model: is_header_value_safe(model).then(|| model.to_owned()),
+        // A passthrough model comes from the client: it only reaches a header if it is safe
+        // and short (an oversized header block would break the client's HTTP/2 stream).
+        model: (model.len() <= MAX_ECHOED_MODEL_BYTES && is_header_value_safe(model))
+            .then(|| model.to_owned()),
         task: task_name(c),
         complexity: complexity_name(c),
         rule: source.to_owned(),
