@@ -56,7 +56,9 @@ run: build venv
 	$(VPY) wasm-tests/run_local.py
 
 bench: build venv
-	$(VPY) wasm-tests/bench.py
+	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
+	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
