@@ -9,6 +9,7 @@ pub mod config;
 pub mod endpoint;
 pub mod errors;
 pub mod glob;
+pub mod health;
 pub mod host;
 pub mod pipeline;
 pub mod rewrite;
