@@ -29,7 +29,6 @@ most 50 us above plain for the 3 KiB body.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -39,23 +38,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import yaml  # noqa: E402
-
-from harness import REPO, WASM, build_config, envoy_binary  # noqa: E402
+from harness import REPO, WASM, EnvoyError, EnvoyRouter, build_config, envoy_binary  # noqa: E402
 
 LISTENER = "llm_ingress"
 UPSTREAM_LISTENER = "bench_upstream"
 PATH = "/v1/chat/completions"
-READY_TIMEOUT = 60.0
+#: A path the filter does not route (it continues at the request headers).
+FLOOR_PATH = "/v1/files"
 TARGET_RPS_RATIO = 0.95
 TARGET_P50_DELTA_US = 50.0
 API_KEY = "bench-key"
@@ -237,104 +233,29 @@ def router_config(upstream_port: int, with_filter: bool) -> dict:
 # ---------------------------------------------------------------------------
 
 
-class Envoy:
-    """One Envoy process on loopback with a given config (ports read back from admin)."""
+class Envoy(EnvoyRouter):
+    """One Envoy process on loopback running ``doc``, with ``--concurrency 1``."""
 
     def __init__(self, name: str, doc: dict, listener: str, env: Optional[dict] = None):
-        self.name = name
+        super().__init__(env=env, concurrency=1, name=name)
         self.doc = doc
-        self.listener = listener
-        self.env = env or {}
-        self.proc: Optional[subprocess.Popen] = None
-        self.workdir = tempfile.mkdtemp(prefix="llm-router-bench-%s-" % name)
-        self.log_path = os.path.join(self.workdir, "envoy.log")
-        self.port = 0
-        self.admin_port = 0
+        self.listener_name = listener
+
+    def config_doc(self) -> dict:
+        return self.doc
 
     def start(self) -> "Envoy":
-        cfg = os.path.join(self.workdir, "envoy.yaml")
-        with open(cfg, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.doc, f, sort_keys=False)
-        admin_path = os.path.join(self.workdir, "admin-address")
-        env = {k: v for k, v in os.environ.items() if k not in ("MOCK_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
-        env.update(self.env)
-        with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(
-                [envoy_binary(), "-c", cfg, "--concurrency", "1", "--disable-hot-restart",
-                 "--admin-address-path", admin_path, "--log-level", "warn"],
-                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise self.fail("exited with status %s during startup" % self.proc.returncode)
-            if time.monotonic() > deadline:
-                raise self.fail("not ready after %.0f s" % READY_TIMEOUT)
-            if not self.admin_port:
-                try:
-                    with open(admin_path, encoding="utf-8") as f:
-                        addr = f.read().strip()
-                    if addr:
-                        self.admin_port = int(addr.rsplit(":", 1)[1])
-                except (OSError, ValueError):
-                    pass
-            if self.admin_port:
-                try:
-                    status, body = self.admin_get("/ready")
-                    if status == 200 and body.strip() == "LIVE":
-                        status, body = self.admin_get("/listeners?format=json")
-                        for ls in json.loads(body).get("listener_statuses", []):
-                            if ls.get("name") == self.listener:
-                                self.port = int(ls["local_address"]["socket_address"]["port_value"])
-                        if self.port:
-                            return self
-                except OSError:
-                    pass
-            time.sleep(0.05)
-
-    def fail(self, why: str) -> SystemExit:
         try:
-            with open(self.log_path, "rb") as f:
-                tail = "\n".join(f.read().decode("utf-8", "replace").splitlines()[-40:])
-        except OSError:
-            tail = "(no log)"
-        return SystemExit("envoy %s: %s\n--- log tail ---\n%s" % (self.name, why, tail))
-
-    def admin_get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.admin_port, path), timeout=5) as r:
-                return r.status, r.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode("utf-8", "replace")
-
-    def counters(self, prefix: str) -> dict:
-        status, body = self.admin_get("/stats?usedonly&filter=" + urllib.parse.quote("^" + re.escape(prefix)))
-        out = {}
-        if status == 200:
-            for line in body.splitlines():
-                k, _, v = line.partition(": ")
-                if v.strip().isdigit():
-                    out[k.strip()] = int(v)
-        return out
+            super().start()
+        except EnvoyError as e:
+            raise SystemExit(str(e))
+        return self
 
     def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise self.fail("is not running")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if os.environ.get("KEEP_ENVOY_LOGS"):
-            print("kept %s" % self.workdir, file=sys.stderr)
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            self.assert_alive()
+        except EnvoyError as e:
+            raise SystemExit(str(e))
 
 
 def post(port: int, body: bytes) -> tuple[int, dict, bytes]:
@@ -430,9 +351,9 @@ class Wrk:
             self.scripts[label] = lua
         return self.scripts[label]
 
-    def run(self, port: int, label: str, body: bytes, duration: float, connections: int) -> dict:
+    def run(self, port: int, label: str, body: bytes, duration: float, connections: int, path: str = PATH) -> dict:
         cmd = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % max(1, round(duration)), "--latency",
-               "--timeout", "5s", "-s", self.script(label, body), "http://127.0.0.1:%d%s" % (port, PATH)]
+               "--timeout", "5s", "-s", self.script(label, body), "http://127.0.0.1:%d%s" % (port, path)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         try:
@@ -463,9 +384,10 @@ def downstream_counts(envoy: Envoy) -> dict:
     return {k: c.get("http.%s.downstream_rq_%s" % (LISTENER, k), 0) for k in RQ_CLASSES}
 
 
-def measure(envoy: Envoy, wrk: Wrk, label: str, body: bytes, duration: float, connections: int) -> dict:
+def measure(envoy: Envoy, wrk: Wrk, label: str, body: bytes, duration: float, connections: int,
+            path: str = PATH) -> dict:
     before = downstream_counts(envoy)
-    res = wrk.run(envoy.port, label, body, duration, connections)
+    res = wrk.run(envoy.port, label, body, duration, connections, path)
     envoy.check_alive()
     after = downstream_counts(envoy)
     delta = {k: after[k] - before[k] for k in RQ_CLASSES}
@@ -529,6 +451,8 @@ def main() -> int:
     ap.add_argument("--latency-duration", type=float, default=3,
                     help="seconds per run of the one-connection latency phase (default 3; 0 skips it)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the floor load (3 KiB to a path the filter passes through)")
     args = ap.parse_args()
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         ap.error("--duration >= 1, --rounds >= 1, --connections >= 1, --warmup >= 0")
@@ -549,6 +473,9 @@ def main() -> int:
     signal.signal(signal.SIGHUP, interrupted)
 
     bodies = [("3 KiB", chat_body_3k()), ("64 KiB", chat_body_64k())]
+    # The floor: the same 3 KiB POST to a path the filter lets through at the request headers
+    # (no body buffering, no routing), i.e. what merely having a wasm filter costs.
+    floor = ("floor", bodies[0][1], FLOOR_PATH)
     workdir = tempfile.mkdtemp(prefix="llm-router-bench-")
     wrk = Wrk(workdir)
     envoys: list[Envoy] = []
@@ -588,15 +515,18 @@ def main() -> int:
         phases = [("throughput", args.connections, args.duration)]
         if args.latency_duration:
             phases.append(("latency", 1, args.latency_duration))
-        runs: dict = {ph: {label: {"plain": [], "filter": []} for label, _ in bodies} for ph, _, _ in phases}
-        for label, body in bodies:
+        loads = [(label, body, PATH) for label, body in bodies]
+        if not args.no_floor:
+            loads.append(floor)
+        runs = {ph: {label: {"plain": [], "filter": []} for label, _, _ in loads} for ph, _, _ in phases}
+        for label, body, path in loads:
             if args.warmup > 0:
                 for envoy in (plain, filt):
-                    measure(envoy, wrk, label, body, args.warmup, args.connections)
+                    measure(envoy, wrk, label, body, args.warmup, args.connections, path)
             for r in range(args.rounds):
                 for phase, conns, secs in phases:
                     for envoy in (plain, filt):
-                        res = measure(envoy, wrk, label, body, secs, conns)
+                        res = measure(envoy, wrk, label, body, secs, conns, path)
                         runs[phase][label][envoy.name].append(res)
                         print("  %-6s round %d  -c%-3d %-6s %8.0f rps  p50 %8s  p99 %8s" % (
                             label, r + 1, conns, envoy.name, res["rps"], fmt_us(res["p50_us"]),
@@ -620,7 +550,7 @@ def main() -> int:
                 "body", "config", "rps", "p50", "p99", "rps ratio", "p50 delta", "p99 delta")
             print(head)
             print("-" * len(head))
-            for label, _ in bodies:
+            for label, _, _ in loads:
                 p, f = med[phase][label]["plain"], med[phase][label]["filter"]
                 print("%-7s %-7s %9.0f %9s %9s" % (
                     label, "plain", p["rps"], fmt_us(p["p50_us"]), fmt_us(p["p99_us"])))
@@ -646,6 +576,13 @@ def main() -> int:
             print("  (the p50 target is judged at -c1: at saturation p50 is about connections / rps, so the")
             print("   -c%d p50 delta mostly restates the throughput difference; it is shown above as well)"
                   % args.connections)
+        if not args.no_floor:
+            print("  floor: the 3 KiB POST to %s, which the filter passes through at the request headers"
+                  % FLOOR_PATH)
+            print("  (no body buffering or routing): throughput %.3f x plain, p50 %+.0f us. This is what"
+                  % (med["throughput"]["floor"]["filter"]["rps"] / med["throughput"]["floor"]["plain"]["rps"],
+                     med[lat_phase]["floor"]["filter"]["p50_us"] - med[lat_phase]["floor"]["plain"]["p50_us"]))
+            print("  a proxy-wasm filter in Envoy's V8 costs before it does any work of its own.")
         print("note: %d CPUs shared by wrk, the upstream, the router and whatever else runs here; the"
               % (os.cpu_count() or 0))
         print("      figures are indicative. Compare ratios, not absolute numbers; on a quiet machine use a")

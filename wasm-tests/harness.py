@@ -27,12 +27,14 @@ import copy
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Iterable, Mapping, Optional
 
@@ -215,12 +217,19 @@ class EnvoyRouter:
         self.port = 0
         self.admin_port = 0
 
+    #: The listener whose port ``start`` reads back (the bundled one).
+    listener_name = "llm_ingress"
+
     # ---- lifecycle ----------------------------------------------------------
+    def config_doc(self) -> dict:
+        """The bootstrap to run; subclasses may build another (``self.workdir`` exists)."""
+        return build_config(self.plugin_config, self.cluster_ports, self.extra_env_keys)
+
     def start(self) -> "EnvoyRouter":
         if not os.path.exists(WASM):
             raise EnvoyError("%s is missing: run `make build`" % WASM)
         self.workdir = tempfile.mkdtemp(prefix="llm-router-%s-" % self.name)
-        doc = build_config(self.plugin_config, self.cluster_ports, self.extra_env_keys)
+        doc = self.config_doc()
         cfg_path = os.path.join(self.workdir, "envoy.yaml")
         with open(cfg_path, "w", encoding="utf-8") as f:
             yaml.safe_dump(doc, f, sort_keys=False)
@@ -291,7 +300,7 @@ class EnvoyRouter:
         if status != 200:
             return 0
         for ls in json.loads(body).get("listener_statuses", []):
-            if ls.get("name") == "llm_ingress":
+            if ls.get("name") == self.listener_name:
                 return int(ls["local_address"]["socket_address"]["port_value"])
         return 0
 
@@ -329,6 +338,17 @@ class EnvoyRouter:
                 return r.status, r.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", errors="replace")
+
+    def counters(self, prefix: str) -> dict:
+        """Envoy's used stats whose names start with ``prefix``, as integers."""
+        status, body = self.admin_get("/stats?usedonly&filter=" + urllib.parse.quote("^" + re.escape(prefix)))
+        out = {}
+        if status == 200:
+            for line in body.splitlines():
+                k, _, v = line.partition(": ")
+                if v.strip().isdigit():
+                    out[k.strip()] = int(v)
+        return out
 
     def log_tail(self, lines: int = 60) -> str:
         return _tail(self.log_path, lines)

@@ -561,11 +561,7 @@ class LdsRouter(EnvoyRouter):
             harness.yaml.safe_dump({"resources": [listener]}, f, sort_keys=False)
         os.rename(tmp, os.path.join(self.lds_dir, "lds.yaml"))  # atomic: Envoy sees the move
 
-    def start(self) -> "LdsRouter":
-        import subprocess
-        import tempfile
-
-        self.workdir = tempfile.mkdtemp(prefix="llm-router-lds-")
+    def config_doc(self) -> dict:
         self.lds_dir = os.path.join(self.workdir, "lds")
         os.mkdir(self.lds_dir)
         with socket.socket() as s:  # a fixed port, so that listener updates keep the address
@@ -577,24 +573,7 @@ class LdsRouter(EnvoyRouter):
         doc["node"] = {"id": "llm-router-test", "cluster": "llm-router-test"}
         doc["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
             "path": os.path.join(self.lds_dir, "lds.yaml"), "watched_directory": {"path": self.lds_dir}}}}
-        cfg_path = os.path.join(self.workdir, "envoy.yaml")
-        with open(cfg_path, "w", encoding="utf-8") as f:
-            harness.yaml.safe_dump(doc, f, sort_keys=False)
-        admin_path = os.path.join(self.workdir, "admin-address")
-        self.log_path = os.path.join(self.workdir, "envoy.log")
-        with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(
-                [harness.envoy_binary(), "-c", cfg_path, "--concurrency", str(self.concurrency),
-                 "--disable-hot-restart", "--admin-address-path", admin_path, "--log-level", "warn",
-                 "--component-log-level", "wasm:info"],
-                cwd=harness.REPO, env=harness._envoy_env(self.env), stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self._wait_ready(admin_path)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return doc
 
     def lds_stat(self, name: str) -> int:
         status, body = self.admin_get("/stats?filter=^listener_manager\\.lds\\." + name + "$")
