@@ -9,6 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::{self, Plan};
+use crate::health::HealthBoard;
 use crate::host::{Host, HostError, HostResult};
 use crate::pipeline::{Flow, RequestFlow};
 
@@ -53,6 +54,9 @@ impl RootContext for RouterRoot {
                     plan.aliases.len(),
                     plan.rules.len()
                 );
+                if plan.health.enabled {
+                    ensure_health_keys(&plan);
+                }
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -100,6 +104,37 @@ impl HttpContext for RouterHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         to_action(self.flow.on_response_headers(&mut self.host))
     }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        to_action(
+            self.flow
+                .on_response_body(&mut self.host, body_size, end_of_stream),
+        )
+    }
+
+    fn on_log(&mut self) {
+        self.flow.on_log(&mut self.host);
+    }
+}
+
+/// Creates the health-board key of every configured target ahead of traffic, so that the
+/// first requests of several workers never race to create one. Failures are only logged:
+/// updates create missing keys as well.
+fn ensure_health_keys(plan: &Plan) {
+    let board = HealthBoard::default();
+    let mut host = WasmHost;
+    let actions = plan
+        .aliases
+        .values()
+        .chain(plan.rules.iter().map(|r| &r.action))
+        .chain(plan.default.iter());
+    for action in actions {
+        for target in &action.targets {
+            if let Err(e) = board.ensure(&mut host, &target.key) {
+                log::warn!("llm-router: health key {}: {e}", target.key);
+            }
+        }
+    }
 }
 
 fn to_action(flow: Flow) -> Action {
@@ -143,6 +178,24 @@ impl Host for WasmHost {
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
         hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
             .map_err(|s| status("set_map_value", s))
+    }
+
+    fn response_header(&self, name: &str) -> HostResult<Option<String>> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            .map_err(|s| status("get_map_value", s))
+    }
+
+    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
+        hostcalls::get_map(MapType::HttpResponseHeaders).map_err(|s| status("get_map", s))
+    }
+
+    fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len)
+            .map_err(|s| status("get_buffer", s))
+    }
+
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        hostcalls::get_property(path.to_vec()).map_err(|s| status("get_property", s))
     }
 
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {

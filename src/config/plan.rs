@@ -8,12 +8,13 @@ use regex::Regex;
 
 use super::error::ConfigError;
 use super::raw::{
-    AuthKind, RawAction, RawConfig, RawHeaderMatch, RawMatch, RawTarget, RawUpstream, Strategy,
-    UnknownModel,
+    AuthKind, RawAction, RawConfig, RawHeaderMatch, RawHealth, RawMatch, RawTarget, RawUpstream,
+    Strategy, UnknownModel, WhenAllUnhealthy,
 };
 use crate::classify::{ClassifierPlan, Complexity, Task};
 use crate::endpoint::Endpoint;
 use crate::glob::Glob;
+use crate::health::{Budget, HealthBoard, HealthPolicy};
 
 /// Compiled regexes are capped so that a hostile or careless config cannot exhaust VM memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -31,6 +32,26 @@ pub struct Plan {
     pub max_body_bytes: usize,
     pub cluster_header: String,
     pub response_headers: bool,
+    pub health: HealthPlan,
+}
+
+/// The compiled `health` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthPlan {
+    /// Track health in shared data and skip unhealthy targets.
+    pub enabled: bool,
+    pub policy: HealthPolicy,
+    pub when_all_unhealthy: WhenAllUnhealthy,
+}
+
+impl Default for HealthPlan {
+    fn default() -> HealthPlan {
+        HealthPlan {
+            enabled: true,
+            policy: HealthPolicy::default(),
+            when_all_unhealthy: WhenAllUnhealthy::Soonest,
+        }
+    }
 }
 
 pub struct Upstream {
@@ -80,6 +101,10 @@ pub struct Target {
     pub model: String,
     pub weight: u32,
     pub price: Option<Price>,
+    /// Requests / tokens per minute; unlimited by default.
+    pub budget: Budget,
+    /// The target's key on the health board (`HealthBoard::key`).
+    pub key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +188,7 @@ pub fn compile_raw(
             "at least one upstream is required",
         ));
     }
+    let health = compile_health(&raw.health)?;
     let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     let mut upstream_index = HashMap::new();
     for (name, up) in &raw.upstreams {
@@ -190,7 +216,14 @@ pub fn compile_raw(
                 "a model alias lists its own targets; use_model is for rules and default",
             ));
         }
-        let compiled = compile_action(action, alias, &field, &upstream_index, &BTreeMap::new())?;
+        let compiled = compile_action(
+            action,
+            alias,
+            &field,
+            &upstream_index,
+            &BTreeMap::new(),
+            &upstreams,
+        )?;
         aliases.insert(alias.clone(), compiled);
     }
     let raw_aliases: BTreeMap<&str, &RawAction> =
@@ -213,6 +246,7 @@ pub fn compile_raw(
             &field,
             &upstream_index,
             &raw_aliases,
+            &upstreams,
         )?;
         rules.push(Rule {
             name: rule.name.clone(),
@@ -228,6 +262,7 @@ pub fn compile_raw(
             "default",
             &upstream_index,
             &raw_aliases,
+            &upstreams,
         )?),
         None => None,
     };
@@ -279,6 +314,94 @@ pub fn compile_raw(
         max_body_bytes: raw.max_body_bytes,
         cluster_header,
         response_headers: raw.response_headers,
+        health,
+    })
+}
+
+const DAY_SECONDS: f64 = 86_400.0;
+
+/// Seconds (finite, within `min ..= max`) to whole milliseconds; `min_exclusive` refuses `min`.
+fn seconds_ms(
+    value: f64,
+    field: &str,
+    min: f64,
+    min_exclusive: bool,
+    max: f64,
+) -> Result<u64, ConfigError> {
+    let low_ok = if min_exclusive {
+        value > min
+    } else {
+        value >= min
+    };
+    if !(value.is_finite() && low_ok && value <= max) {
+        let low = if min_exclusive {
+            format!("greater than {min}")
+        } else {
+            format!("at least {min}")
+        };
+        return Err(ConfigError::new(
+            field,
+            format!("must be a number of seconds {low} and at most {max}"),
+        ));
+    }
+    // In range 0 ..= 86400000 after the check, so the cast is exact.
+    Ok((value * 1000.0).round() as u64)
+}
+
+fn compile_health(raw: &RawHealth) -> Result<HealthPlan, ConfigError> {
+    let mut policy = HealthPolicy::default();
+    if let Some(n) = raw.allowed_fails {
+        if n > 1_000_000 {
+            return Err(ConfigError::new(
+                "health.allowed_fails",
+                "must be at most 1000000",
+            ));
+        }
+        policy.allowed_fails = n;
+    }
+    if let Some(s) = raw.cooldown_seconds {
+        policy.cooldown_ms = seconds_ms(s, "health.cooldown_seconds", 0.0, false, DAY_SECONDS)?;
+    }
+    match raw.failure_rate {
+        None => {}
+        Some(None) => policy.failure_rate_threshold = None,
+        Some(Some(fr)) => {
+            if !(fr.threshold.is_finite() && fr.threshold > 0.0 && fr.threshold <= 1.0) {
+                return Err(ConfigError::new(
+                    "health.failure_rate.threshold",
+                    "must be a fraction greater than 0 and at most 1",
+                ));
+            }
+            policy.failure_rate_threshold = Some(fr.threshold);
+            if let Some(w) = fr.window_seconds {
+                policy.failure_window_ms =
+                    seconds_ms(w, "health.failure_rate.window_seconds", 1.0, false, 3600.0)?;
+            }
+            if let Some(n) = fr.min_requests {
+                if n == 0 {
+                    return Err(ConfigError::new(
+                        "health.failure_rate.min_requests",
+                        "must be at least 1",
+                    ));
+                }
+                policy.min_requests = n;
+            }
+        }
+    }
+    if let Some(s) = raw.probe_timeout_seconds {
+        policy.probe_timeout_ms =
+            seconds_ms(s, "health.probe_timeout_seconds", 0.0, true, DAY_SECONDS)?.max(1);
+    }
+    if let Some(s) = raw.max_retry_after_seconds {
+        policy.max_rate_limit_cooldown_ms =
+            seconds_ms(s, "health.max_retry_after_seconds", 0.0, true, DAY_SECONDS)?.max(1);
+    }
+    // The policy's own range checks, as a backstop (their names are internal ones).
+    policy.validate("health")?;
+    Ok(HealthPlan {
+        enabled: raw.enabled.unwrap_or(true),
+        policy,
+        when_all_unhealthy: raw.when_all_unhealthy,
     })
 }
 
@@ -394,6 +517,7 @@ fn compile_action(
     field: &str,
     upstreams: &HashMap<String, usize>,
     aliases: &BTreeMap<&str, &RawAction>,
+    compiled_upstreams: &[Upstream],
 ) -> Result<Action, ConfigError> {
     let (targets, strategy, targets_field): (&[RawTarget], Strategy, String) =
         match (&action.use_model, action.targets.is_empty()) {
@@ -474,11 +598,28 @@ fn compile_action(
                 "strategy `weighted` needs a weight of at least 1",
             ));
         }
+        let budget = match t.budget {
+            Some(b) => {
+                let budget = Budget {
+                    rpm: b.rpm,
+                    tpm: b.tpm,
+                };
+                budget.validate(&format!("{tfield}.budget"))?;
+                budget
+            }
+            None => Budget::default(),
+        };
+        let upstream_name = compiled_upstreams
+            .get(upstream)
+            .map(|u| u.name.as_str())
+            .unwrap_or(t.upstream.as_str());
         compiled.push(Target {
             upstream,
             model: t.model.clone(),
             weight: t.weight,
             price,
+            budget,
+            key: HealthBoard::key(upstream_name, &t.model),
         });
     }
     Ok(Action {

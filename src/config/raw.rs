@@ -93,6 +93,75 @@ pub struct RawConfig {
     /// Whether responses carry the `x-llm-router-*` diagnostic headers.
     #[serde(default = "default_true")]
     pub response_headers: bool,
+    /// Health tracking and cooldown of targets; on with defaults when omitted.
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// `health`: when a target is skipped, and what happens when every candidate is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// `false` turns health tracking off (no shared-data counters, no skipping).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Consecutive failures tolerated; one more cools the target down.
+    #[serde(default)]
+    pub allowed_fails: Option<u32>,
+    #[serde(default)]
+    pub cooldown_seconds: Option<f64>,
+    /// Absent: the default trigger; `null`: no failure-rate trigger.
+    #[serde(default, deserialize_with = "present")]
+    pub failure_rate: Option<Option<RawFailureRate>>,
+    #[serde(default)]
+    pub probe_timeout_seconds: Option<f64>,
+    #[serde(default)]
+    pub max_retry_after_seconds: Option<f64>,
+    #[serde(default)]
+    pub when_all_unhealthy: WhenAllUnhealthy,
+}
+
+/// `Some(value)` for a member that is present, even as `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailureRate {
+    /// Failure fraction (0, 1] that cools the target down.
+    pub threshold: f64,
+    #[serde(default)]
+    pub window_seconds: Option<f64>,
+    #[serde(default)]
+    pub min_requests: Option<u32>,
+}
+
+/// What a request gets when every candidate is cooling down or out of budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllUnhealthy {
+    /// Send it to the candidate that recovers soonest.
+    #[default]
+    Soonest,
+    /// Answer 503 with `Retry-After`.
+    Reject,
+}
+
+/// A target's budget over a sliding minute.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -155,6 +224,8 @@ pub struct RawTarget {
     pub weight: u32,
     #[serde(default)]
     pub price: Option<RawPrice>,
+    #[serde(default)]
+    pub budget: Option<RawBudget>,
 }
 
 /// Price in currency units per one million tokens.

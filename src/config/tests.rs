@@ -1373,3 +1373,167 @@ fn first_error_wins_in_document_order_of_sections() {
     set_at(&mut v, "/default/use_model", json!("nope"));
     assert_eq!(err(v).field, "rules[0].use_model");
 }
+
+// ---------------------------------------------------------------------------------------
+// Health and budgets
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn health_defaults_match_the_readme() {
+    use super::raw::WhenAllUnhealthy;
+    let plan = ok(base());
+    let h = &plan.health;
+    assert!(h.enabled, "health tracking is on by default");
+    assert_eq!(h.when_all_unhealthy, WhenAllUnhealthy::Soonest);
+    assert_eq!(h.policy.allowed_fails, 3);
+    assert_eq!(h.policy.cooldown_ms, 30_000);
+    assert_eq!(h.policy.failure_rate_threshold, Some(0.5));
+    assert_eq!(h.policy.failure_window_ms, 60_000);
+    assert_eq!(h.policy.min_requests, 10);
+    assert_eq!(h.policy.probe_timeout_ms, 30_000);
+    assert_eq!(h.policy.max_rate_limit_cooldown_ms, 3_600_000);
+    let fast = &plan.aliases["fast"].targets[0];
+    assert_eq!(fast.budget, crate::health::Budget::default());
+    assert_eq!(fast.key, "llm_router.h.a/a-small");
+    assert_eq!(ok(patched("/health", json!({}))).health, plan.health);
+}
+
+#[test]
+fn health_settings_are_read() {
+    use super::raw::WhenAllUnhealthy;
+    let plan = ok(patched(
+        "/health",
+        json!({"allowed_fails": 0, "cooldown_seconds": 2, "probe_timeout_seconds": 0.5,
+               "max_retry_after_seconds": 60, "when_all_unhealthy": "reject",
+               "failure_rate": {"threshold": 0.25, "window_seconds": 10, "min_requests": 4}}),
+    ));
+    let p = &plan.health.policy;
+    assert_eq!(p.allowed_fails, 0);
+    assert_eq!(p.cooldown_ms, 2_000);
+    assert_eq!(p.probe_timeout_ms, 500);
+    assert_eq!(p.max_rate_limit_cooldown_ms, 60_000);
+    assert_eq!(p.failure_rate_threshold, Some(0.25));
+    assert_eq!(p.failure_window_ms, 10_000);
+    assert_eq!(p.min_requests, 4);
+    assert_eq!(plan.health.when_all_unhealthy, WhenAllUnhealthy::Reject);
+    assert!(plan.health.enabled);
+    // `null` turns the failure-rate trigger off; `enabled: false` turns tracking off.
+    let plan = ok(patched(
+        "/health",
+        json!({"failure_rate": null, "enabled": false}),
+    ));
+    assert_eq!(plan.health.policy.failure_rate_threshold, None);
+    assert!(!plan.health.enabled);
+    // Only the threshold is required.
+    let plan = ok(patched(
+        "/health",
+        json!({"failure_rate": {"threshold": 1}}),
+    ));
+    assert_eq!(plan.health.policy.failure_rate_threshold, Some(1.0));
+    assert_eq!(plan.health.policy.min_requests, 10);
+}
+
+#[test]
+fn budgets_are_read_per_target() {
+    let plan = ok(patched(
+        "/models/fast/targets/0/budget",
+        json!({"rpm": 10, "tpm": 5000}),
+    ));
+    let t = &plan.aliases["fast"].targets[0];
+    assert_eq!(t.budget.rpm, Some(10));
+    assert_eq!(t.budget.tpm, Some(5000));
+    let plan = ok(patched("/models/fast/targets/0/budget", json!({"rpm": 1})));
+    assert_eq!(plan.aliases["fast"].targets[0].budget.tpm, None);
+}
+
+#[test]
+fn bad_health_values_name_the_field() {
+    let cases: &[(Value, &str, &str)] = &[
+        (
+            json!({"cooldown_seconds": -1}),
+            "health.cooldown_seconds",
+            "seconds",
+        ),
+        (
+            json!({"cooldown_seconds": 86401}),
+            "health.cooldown_seconds",
+            "at most",
+        ),
+        (
+            json!({"allowed_fails": 2000000}),
+            "health.allowed_fails",
+            "at most",
+        ),
+        (
+            json!({"failure_rate": {"threshold": 0}}),
+            "health.failure_rate.threshold",
+            "fraction",
+        ),
+        (
+            json!({"failure_rate": {"threshold": 1.5}}),
+            "health.failure_rate.threshold",
+            "fraction",
+        ),
+        (
+            json!({"failure_rate": {"threshold": 0.5, "window_seconds": 0.5}}),
+            "health.failure_rate.window_seconds",
+            "at least 1",
+        ),
+        (
+            json!({"failure_rate": {"threshold": 0.5, "window_seconds": 7200}}),
+            "health.failure_rate.window_seconds",
+            "at most 3600",
+        ),
+        (
+            json!({"failure_rate": {"threshold": 0.5, "min_requests": 0}}),
+            "health.failure_rate.min_requests",
+            "at least 1",
+        ),
+        (
+            json!({"probe_timeout_seconds": 0}),
+            "health.probe_timeout_seconds",
+            "greater than 0",
+        ),
+        (
+            json!({"max_retry_after_seconds": 0}),
+            "health.max_retry_after_seconds",
+            "greater than 0",
+        ),
+    ];
+    for (health, field, needle) in cases {
+        assert_refused(patched("/health", health.clone()), field, needle);
+    }
+}
+
+#[test]
+fn bad_health_shapes_name_the_field() {
+    let e = err(patched("/health", json!({"cooldown": 2})));
+    assert!(e.field.starts_with("health"), "{e}");
+    assert!(e.message.contains("unknown field"), "{e}");
+    let e = err(patched("/health", json!({"when_all_unhealthy": "wait"})));
+    assert_eq!(e.field, "health.when_all_unhealthy", "{e}");
+    let e = err(patched(
+        "/health",
+        json!({"failure_rate": {"window_seconds": 5}}),
+    ));
+    assert!(e.field.starts_with("health.failure_rate"), "{e}");
+    assert!(e.message.contains("threshold"), "{e}");
+    let e = err(patched("/health", json!({"allowed_fails": -1})));
+    assert_eq!(e.field, "health.allowed_fails", "{e}");
+}
+
+#[test]
+fn bad_budgets_name_the_field() {
+    assert_refused(
+        patched("/models/fast/targets/0/budget", json!({"rpm": 0})),
+        "models.fast.targets[0].budget.rpm",
+        "at least 1",
+    );
+    assert_refused(
+        patched("/models/smart/targets/1/budget", json!({"tpm": 0})),
+        "models.smart.targets[1].budget.tpm",
+        "at least 1",
+    );
+    let e = err(patched("/models/fast/targets/0/budget", json!({"rpd": 5})));
+    assert!(e.field.starts_with("models.fast.targets[0].budget"), "{e}");
+}

@@ -16,6 +16,8 @@ pub struct MockHost {
     pub request_headers: Vec<(String, String)>,
     pub request_body: Vec<u8>,
     pub response_headers: Vec<(String, String)>,
+    /// The current response body chunk.
+    pub response_body: Vec<u8>,
     pub shared: HashMap<String, (Vec<u8>, u32)>,
     pub local_reply: Option<LocalReply>,
     /// Fixed clock.
@@ -24,6 +26,10 @@ pub struct MockHost {
     pub cas_conflicts: usize,
     /// Once set, header edits fail as they do in Envoy after the headers went upstream.
     pub headers_sent: bool,
+    /// Stream properties by path joined with `.` (e.g. `response.code`).
+    pub properties: HashMap<String, Vec<u8>>,
+    /// Makes every shared-data call fail (a host without shared data).
+    pub shared_data_fails: bool,
 }
 
 impl MockHost {
@@ -44,6 +50,12 @@ impl MockHost {
 
     pub fn response_header(&self, name: &str) -> Option<&str> {
         find(&self.response_headers, name)
+    }
+
+    /// Sets an integer property as Envoy encodes it (8 bytes, little endian).
+    pub fn set_int_property(&mut self, path: &str, value: i64) {
+        self.properties
+            .insert(path.to_owned(), value.to_le_bytes().to_vec());
     }
 }
 
@@ -89,7 +101,31 @@ impl Host for MockHost {
         Ok(())
     }
 
+    fn response_header(&self, name: &str) -> HostResult<Option<String>> {
+        Ok(find(&self.response_headers, name).map(str::to_owned))
+    }
+
+    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
+        Ok(self
+            .response_headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect())
+    }
+
+    fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        let len = len.min(self.response_body.len());
+        Ok(self.response_body.get(..len).map(<[u8]>::to_vec))
+    }
+
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        Ok(self.properties.get(&path.join(".")).cloned())
+    }
+
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        if self.shared_data_fails {
+            return Err(HostError::Status("get_shared_data: NotFound".to_owned()));
+        }
         Ok(match self.shared.get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
@@ -97,6 +133,11 @@ impl Host for MockHost {
     }
 
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        if self.shared_data_fails {
+            return Err(HostError::Status(
+                "set_shared_data: InternalFailure".to_owned(),
+            ));
+        }
         if self.cas_conflicts > 0 {
             self.cas_conflicts -= 1;
             // Another worker got there first: bump the stored counter and the token.

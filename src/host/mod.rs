@@ -36,6 +36,23 @@ pub trait Host {
     /// Replaces the whole buffered request body (of current length `current_len`).
     fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()>;
+    /// A response header by lower-case name (first value), e.g. `:status` or `retry-after`.
+    fn response_header(&self, _name: &str) -> HostResult<Option<String>> {
+        Ok(None)
+    }
+    /// All response headers (one host call; names in lower case).
+    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    /// The first `len` bytes of the current response body chunk.
+    fn response_body(&self, _len: usize) -> HostResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// A stream property (Envoy attribute) by path, e.g. `["response", "code"]`; `None` when
+    /// the host does not know it.
+    fn property(&self, _path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// Shared data (all workers of one `vm_id`): value and its CAS token.
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)>;
     /// Stores shared data if `cas` still matches; `Err(CasMismatch)` otherwise.

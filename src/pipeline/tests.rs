@@ -1258,3 +1258,534 @@ fn shared_increment_does_not_retry_other_failures() {
     assert_eq!(shared_increment(&mut host, "k"), None);
     assert_eq!(host.writes, 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Health: admission, outcomes, cooldown, probe, budgets
+// ---------------------------------------------------------------------------------------
+
+mod health {
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use serde_json::{json, Value};
+
+    use super::{chat, plan_json, reply, run};
+    use crate::config::plan::Plan;
+    use crate::health::{Circuit, HealthBoard, TargetHealth};
+    use crate::host::mock::MockHost;
+    use crate::pipeline::request::response_flags;
+    use crate::pipeline::{Flow, RequestFlow};
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    /// Shared data and a clock that outlive single requests, as Envoy's do.
+    struct World {
+        plan: Rc<Plan>,
+        shared: HashMap<String, (Vec<u8>, u32)>,
+        now_ms: u64,
+    }
+
+    /// One request in progress.
+    struct Req {
+        flow: RequestFlow,
+        host: MockHost,
+    }
+
+    fn world(health: Value) -> World {
+        let mut v = json!({
+            "upstreams": {"a": {}, "b": {}},
+            "models": {
+                "x": {"targets": [{"upstream": "a", "model": "m-a"},
+                                  {"upstream": "b", "model": "m-b"}]},
+                "capped": {"targets": [{"upstream": "a", "model": "m-a", "budget": {"rpm": 2}},
+                                       {"upstream": "b", "model": "m-b"}]}
+            }
+        });
+        v["health"] = health;
+        World {
+            plan: Rc::new(plan_json(&v)),
+            shared: HashMap::new(),
+            now_ms: T0_MS,
+        }
+    }
+
+    fn default_world() -> World {
+        world(json!({"allowed_fails": 1, "cooldown_seconds": 2, "failure_rate": null}))
+    }
+
+    const KEY_A: &str = "llm_router.h.a/m-a";
+    const KEY_B: &str = "llm_router.h.b/m-b";
+
+    impl World {
+        fn host(&mut self) -> MockHost {
+            let mut host = chat(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#);
+            host.shared = std::mem::take(&mut self.shared);
+            host.now_nanos = self.now_ms * 1_000_000;
+            host
+        }
+
+        /// Starts a request to `model`; returns it routed (or answered locally).
+        fn start_model(&mut self, model: &str) -> Req {
+            let mut host = self.host();
+            host.request_body =
+                format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)
+                    .into_bytes();
+            let mut flow = RequestFlow::new(Rc::clone(&self.plan), 3);
+            run(&mut flow, &mut host);
+            self.shared = std::mem::take(&mut host.shared);
+            Req { flow, host }
+        }
+
+        fn start(&mut self) -> Req {
+            self.start_model("x")
+        }
+
+        /// The response headers arrive `after_ms` later.
+        fn respond(&mut self, r: &mut Req, status: u32, headers: &[(&str, &str)], after_ms: u64) {
+            self.now_ms += after_ms;
+            r.host.shared = std::mem::take(&mut self.shared);
+            r.host.now_nanos = self.now_ms * 1_000_000;
+            r.host.response_headers = vec![(":status".to_owned(), status.to_string())];
+            for (k, v) in headers {
+                r.host
+                    .response_headers
+                    .push(((*k).to_owned(), (*v).to_owned()));
+            }
+            assert_eq!(r.flow.on_response_headers(&mut r.host), Flow::Continue);
+            self.shared = std::mem::take(&mut r.host.shared);
+        }
+
+        /// The stream ends `after_ms` later.
+        fn log(&mut self, r: &mut Req, after_ms: u64) {
+            self.now_ms += after_ms;
+            r.host.shared = std::mem::take(&mut self.shared);
+            r.host.now_nanos = self.now_ms * 1_000_000;
+            r.flow.on_log(&mut r.host);
+            self.shared = std::mem::take(&mut r.host.shared);
+        }
+
+        /// A whole request answered with `status`; returns the upstream it went to.
+        fn request(&mut self, status: u32, headers: &[(&str, &str)]) -> String {
+            let mut r = self.start();
+            let up = upstream_of(&r);
+            self.respond(&mut r, status, headers, 10);
+            self.log(&mut r, 5);
+            up
+        }
+
+        fn state(&self, key: &str) -> TargetHealth {
+            let host = MockHost {
+                shared: self.shared.clone(),
+                ..MockHost::default()
+            };
+            HealthBoard::default().read(&host, key).expect("read")
+        }
+    }
+
+    /// The upstream (cluster) a routed request goes to.
+    fn upstream_of(r: &Req) -> String {
+        r.host
+            .header("x-llm-router-cluster")
+            .unwrap_or("(not routed)")
+            .to_owned()
+    }
+
+    #[test]
+    fn a_success_is_admitted_then_finished_exactly_once() {
+        let mut w = default_world();
+        let mut r = w.start();
+        assert_eq!(upstream_of(&r), "a");
+        assert!(r.flow.is_tracked());
+        let s = w.state(KEY_A);
+        assert_eq!((s.requests, s.in_flight), (1, 1));
+        w.respond(&mut r, 200, &[], 40);
+        assert_eq!(
+            w.state(KEY_A).in_flight,
+            1,
+            "finished at the end of the stream"
+        );
+        w.log(&mut r, 60);
+        let s = w.state(KEY_A);
+        assert_eq!((s.requests, s.successes, s.in_flight), (1, 1, 0));
+        assert_eq!(s.latency_ms(), Some(100));
+        assert_eq!(s.ttfb_ms(), Some(40));
+        assert!(!r.flow.is_tracked());
+        // A second end-of-stream call changes nothing.
+        w.log(&mut r, 1);
+        assert_eq!(w.state(KEY_A), s);
+        assert_eq!(
+            w.state(KEY_B),
+            TargetHealth::default(),
+            "b was never touched"
+        );
+    }
+
+    #[test]
+    fn failures_cool_the_target_down_then_one_probe_brings_it_back() {
+        let mut w = default_world();
+        // allowed_fails 1: the second failure in a row trips it.
+        assert_eq!(w.request(503, &[]), "a");
+        assert_eq!(w.state(KEY_A).circuit, Circuit::Closed);
+        assert_eq!(w.request(500, &[]), "a");
+        let s = w.state(KEY_A);
+        assert_eq!(s.circuit, Circuit::Open);
+        assert_eq!((s.failures_5xx, s.in_flight), (2, 0));
+        // Cooling down: traffic goes to b.
+        assert_eq!(w.request(200, &[]), "b");
+        w.now_ms += 1_000;
+        assert_eq!(w.request(200, &[]), "b");
+        // After the cooldown, one probe goes to a; meanwhile others still go to b.
+        w.now_ms += 1_000;
+        let mut probe = w.start();
+        assert_eq!(upstream_of(&probe), "a");
+        assert!(probe.flow.is_probe());
+        assert_eq!(w.state(KEY_A).circuit, Circuit::HalfOpen);
+        let mut other = w.start();
+        assert_eq!(upstream_of(&other), "b");
+        assert!(!other.flow.is_probe());
+        w.respond(&mut probe, 200, &[], 10);
+        w.log(&mut probe, 10);
+        w.respond(&mut other, 200, &[], 0);
+        w.log(&mut other, 0);
+        assert_eq!(w.state(KEY_A).circuit, Circuit::Closed);
+        assert_eq!(w.request(200, &[]), "a", "trusted again");
+        assert_eq!(w.state(KEY_B).in_flight, 0);
+    }
+
+    #[test]
+    fn a_failed_probe_starts_a_new_cooldown() {
+        let mut w = default_world();
+        w.request(503, &[]);
+        w.request(503, &[]);
+        w.now_ms += 2_000;
+        let mut probe = w.start();
+        assert!(probe.flow.is_probe());
+        w.respond(&mut probe, 502, &[], 5);
+        w.log(&mut probe, 5);
+        let s = w.state(KEY_A);
+        assert_eq!(s.circuit, Circuit::Open);
+        assert_eq!(s.cooldown_until_ms, w.now_ms + 2_000);
+        assert_eq!(w.request(200, &[]), "b");
+    }
+
+    #[test]
+    fn retry_after_cools_the_target_down_at_the_response_headers() {
+        let mut w = default_world();
+        let mut r = w.start();
+        w.respond(&mut r, 429, &[("retry-after", "2")], 10);
+        let until = w.now_ms + 2_000;
+        assert_eq!(
+            w.state(KEY_A).cooldown_until_ms,
+            until,
+            "before the stream ended"
+        );
+        assert_eq!(w.request(200, &[]), "b");
+        w.log(&mut r, 5);
+        let s = w.state(KEY_A);
+        assert_eq!(
+            (s.failures_429, s.consecutive_failures, s.in_flight),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            s.circuit,
+            Circuit::Closed,
+            "a rate limit is not a circuit failure"
+        );
+        w.now_ms = until - 1;
+        assert_eq!(w.request(200, &[]), "b");
+        w.now_ms = until;
+        assert_eq!(w.request(200, &[]), "a");
+    }
+
+    #[test]
+    fn exhausted_rate_limit_headers_cool_down_even_on_success() {
+        let mut w = default_world();
+        w.request(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ],
+        );
+        let s = w.state(KEY_A);
+        assert_eq!(s.successes, 1);
+        assert!(s.cooldown_until_ms > w.now_ms);
+        assert_eq!(w.request(200, &[]), "b");
+    }
+
+    #[test]
+    fn client_errors_are_not_held_against_the_target() {
+        let mut w = default_world();
+        for status in [400, 401, 404, 413, 422] {
+            assert_eq!(w.request(status, &[]), "a");
+        }
+        let s = w.state(KEY_A);
+        assert_eq!(
+            (s.successes, s.failures(), s.consecutive_failures),
+            (5, 0, 0)
+        );
+        assert_eq!(s.circuit, Circuit::Closed);
+    }
+
+    #[test]
+    fn a_stream_without_response_is_classified_by_envoy_flags() {
+        let cases = [
+            (response_flags::UPSTREAM_CONNECTION_FAILURE, "connect"),
+            (response_flags::UPSTREAM_REMOTE_RESET, "connect"),
+            (response_flags::UPSTREAM_REQUEST_TIMEOUT, "timeout"),
+            (0x4000, "cancelled"), // downstream connection termination
+            (0, "cancelled"),
+        ];
+        for (flags, class) in cases {
+            let mut w = default_world();
+            let mut r = w.start();
+            r.host.set_int_property("response.flags", flags as i64);
+            w.log(&mut r, 30);
+            let s = w.state(KEY_A);
+            let got = (s.failures_connect, s.failures_timeout, s.cancelled);
+            let want = match class {
+                "connect" => (1, 0, 0),
+                "timeout" => (0, 1, 0),
+                _ => (0, 0, 1),
+            };
+            assert_eq!(got, want, "flags {flags:#x}");
+            assert_eq!(s.in_flight, 0);
+        }
+        // Only a response code (no headers seen): a 503 is a 5xx.
+        let mut w = default_world();
+        let mut r = w.start();
+        r.host.set_int_property("response.code", 503);
+        w.log(&mut r, 30);
+        assert_eq!(w.state(KEY_A).failures_5xx, 1);
+    }
+
+    #[test]
+    fn an_upstream_reset_after_the_headers_is_a_failure() {
+        let mut w = default_world();
+        let mut r = w.start();
+        w.respond(&mut r, 200, &[], 10);
+        r.host.set_int_property(
+            "response.flags",
+            response_flags::UPSTREAM_REMOTE_RESET as i64,
+        );
+        w.log(&mut r, 10);
+        let s = w.state(KEY_A);
+        assert_eq!((s.successes, s.failures_connect), (0, 1));
+    }
+
+    #[test]
+    fn a_cancelled_probe_lets_the_next_request_probe() {
+        let mut w = default_world();
+        w.request(503, &[]);
+        w.request(503, &[]);
+        w.now_ms += 2_000;
+        let mut probe = w.start();
+        assert!(probe.flow.is_probe());
+        w.log(&mut probe, 5);
+        let next = w.start();
+        assert!(next.flow.is_probe());
+        assert_eq!(upstream_of(&next), "a");
+    }
+
+    #[test]
+    fn everything_down_goes_to_the_soonest_back() {
+        let mut w = default_world();
+        w.request(503, &[]);
+        w.request(503, &[]);
+        w.now_ms += 500;
+        // b trips too, later: a is back sooner.
+        let mut r1 = w.start();
+        let mut r2 = w.start();
+        assert_eq!(
+            (upstream_of(&r1), upstream_of(&r2)),
+            ("b".into(), "b".into())
+        );
+        w.respond(&mut r1, 503, &[], 0);
+        w.respond(&mut r2, 503, &[], 0);
+        w.log(&mut r1, 0);
+        w.log(&mut r2, 0);
+        assert_eq!(w.state(KEY_B).circuit, Circuit::Open);
+        let r = w.start();
+        assert_eq!(upstream_of(&r), "a");
+        assert!(r.flow.is_tracked());
+        assert!(!r.flow.is_probe(), "its cooldown is not over");
+        assert_eq!(w.state(KEY_A).in_flight, 1);
+    }
+
+    #[test]
+    fn everything_down_is_refused_with_retry_after_when_configured() {
+        let mut w = world(json!({"allowed_fails": 0, "cooldown_seconds": 2,
+                                 "when_all_unhealthy": "reject"}));
+        w.request(503, &[]);
+        w.request(503, &[]);
+        assert_eq!(w.state(KEY_B).circuit, Circuit::Open);
+        w.now_ms += 500;
+        let r = w.start();
+        let local = r.host.local_reply.as_ref().expect("a local reply");
+        assert_eq!(local.status, 503);
+        assert!(local
+            .headers
+            .contains(&("retry-after".to_owned(), "2".to_owned())));
+        let v: Value = serde_json::from_slice(&local.body).expect("JSON");
+        assert_eq!(v["error"]["code"], "no_available_target");
+        assert!(!r.flow.is_tracked());
+        assert_eq!(w.state(KEY_A).in_flight + w.state(KEY_B).in_flight, 0);
+    }
+
+    #[test]
+    fn a_budget_caps_the_target_per_minute() {
+        let mut w = default_world();
+        let ups: Vec<String> = (0..4)
+            .map(|_| {
+                let mut r = w.start_model("capped");
+                let up = upstream_of(&r);
+                w.respond(&mut r, 200, &[], 1);
+                w.log(&mut r, 1);
+                up
+            })
+            .collect();
+        assert_eq!(ups, ["a", "a", "b", "b"]);
+        w.now_ms += 61_000;
+        let r = w.start_model("capped");
+        assert_eq!(upstream_of(&r), "a", "the window slid on");
+    }
+
+    #[test]
+    fn least_busy_sends_to_the_target_with_fewer_in_flight() {
+        let mut w = default_world();
+        let plan = json!({
+            "upstreams": {"a": {}, "b": {}},
+            "models": {"x": {"strategy": "least_busy",
+                             "targets": [{"upstream": "a", "model": "m-a"},
+                                         {"upstream": "b", "model": "m-b"}]}}
+        });
+        w.plan = Rc::new(plan_json(&plan));
+        let r1 = w.start();
+        let r2 = w.start();
+        let r3 = w.start();
+        assert_eq!(
+            [upstream_of(&r1), upstream_of(&r2), upstream_of(&r3)],
+            ["a", "b", "a"]
+        );
+    }
+
+    #[test]
+    fn health_off_touches_no_shared_data() {
+        let mut w = world(json!({"enabled": false}));
+        let mut r = w.start();
+        assert_eq!(upstream_of(&r), "a");
+        assert!(!r.flow.is_tracked());
+        w.respond(&mut r, 503, &[("retry-after", "5")], 1);
+        w.log(&mut r, 1);
+        assert!(w.shared.is_empty());
+    }
+
+    #[test]
+    fn failing_shared_data_never_fails_the_request() {
+        let plan = default_world().plan;
+        let mut host = chat(r#"{"model":"x"}"#);
+        host.shared_data_fails = true;
+        let mut flow = RequestFlow::new(plan, 1);
+        assert_eq!(run(&mut flow, &mut host), (Flow::Pause, Flow::Continue));
+        assert_eq!(host.header("x-llm-router-cluster"), Some("a"));
+        assert!(!flow.is_tracked());
+        host.response_headers = vec![
+            (":status".to_owned(), "429".to_owned()),
+            ("retry-after".to_owned(), "1".to_owned()),
+        ];
+        assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+        flow.on_log(&mut host);
+        assert!(host.local_reply.is_none());
+    }
+
+    #[test]
+    fn a_local_reply_after_admission_releases_the_target() {
+        let mut w = default_world();
+        let mut host = w.host();
+        let mut flow = RequestFlow::new(Rc::clone(&w.plan), 1);
+        assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+        host.headers_sent = true;
+        let len = host.request_body.len();
+        assert_eq!(flow.on_request_body(&mut host, len, true), Flow::Pause);
+        assert_eq!(reply(&host).0, 500);
+        flow.on_log(&mut host);
+        w.shared = std::mem::take(&mut host.shared);
+        let s = w.state(KEY_A);
+        assert_eq!((s.requests, s.in_flight, s.cancelled), (1, 0, 1));
+    }
+
+    #[test]
+    fn usage_is_read_from_the_end_of_the_body() {
+        use crate::pipeline::request::usage_tokens;
+        let cases: &[(&str, Option<u64>)] = &[
+            (
+                r#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#,
+                Some(18),
+            ),
+            (r#"{"usage":{"prompt_tokens":11,"completion_tokens":7}}"#, Some(18)),
+            (
+                r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":1}}"#,
+                Some(6),
+            ),
+            (r#"{"type":"message","usage":{"input_tokens":20,"output_tokens":4}}"#, Some(24)),
+            (
+                "data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
+                Some(5),
+            ),
+            (
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n",
+                Some(9),
+            ),
+            // The last usage wins.
+            (r#"{"usage":{"total_tokens":1}} {"usage":{"total_tokens":2}}"#, Some(2)),
+            (r#"{"usage":null}"#, None),
+            (r#"{"usage":{}}"#, None),
+            (r#"{"choices":[]}"#, None),
+            (r#"{"usage":{"total_tokens":"#, None),
+            ("", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(usage_tokens(body.as_bytes()), *want, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_token_budget_counts_the_reported_usage() {
+        let mut w = world(json!({}));
+        let plan = json!({
+            "upstreams": {"a": {}, "b": {}},
+            "models": {"x": {"targets": [
+                {"upstream": "a", "model": "m-a", "budget": {"tpm": 250}},
+                {"upstream": "b", "model": "m-b"}]}}
+        });
+        w.plan = Rc::new(plan_json(&plan));
+        let mut served = Vec::new();
+        for _ in 0..4 {
+            let mut r = w.start();
+            served.push(upstream_of(&r));
+            w.respond(&mut r, 200, &[], 1);
+            // The body arrives in two chunks, the usage in the second.
+            let body = format!(r#"{{"choices":[{{"text":"{}"}}],"#, "x".repeat(5000));
+            r.host.response_body = body.into_bytes();
+            let len = r.host.response_body.len();
+            assert_eq!(
+                r.flow.on_response_body(&mut r.host, len, false),
+                Flow::Continue
+            );
+            r.host.response_body = br#""usage":{"total_tokens":100}}"#.to_vec();
+            let len = r.host.response_body.len();
+            assert_eq!(
+                r.flow.on_response_body(&mut r.host, len, true),
+                Flow::Continue
+            );
+            w.log(&mut r, 1);
+        }
+        // 100 tokens each: after three, the 250-token budget is spent.
+        assert_eq!(served, ["a", "a", "a", "b"]);
+        let s = w.state(KEY_A);
+        let totals = s
+            .budget
+            .totals(w.now_ms, crate::health::state::BUDGET_BUCKET_MS);
+        assert_eq!(totals.tokens, 300);
+    }
+}

@@ -7,11 +7,12 @@ pub mod select;
 
 use crate::classify::Classification;
 use crate::config::plan::{Action, HeaderTest, Matcher, Plan, Target};
-use crate::config::raw::{Strategy, UnknownModel};
+use crate::config::raw::{Strategy, UnknownModel, WhenAllUnhealthy};
 use crate::endpoint::Endpoint;
+use crate::health::{Availability, Budget, HealthBoard};
 
 pub use prefs::ClientPrefs;
-pub use select::Chooser;
+pub use select::{Chooser, TargetStatus};
 
 /// What the router knows about one request when it routes it.
 pub struct RouteRequest<'a> {
@@ -31,6 +32,11 @@ pub struct RouteRequest<'a> {
 pub struct Candidate {
     pub upstream: usize,
     pub model: String,
+    /// Key on the health board.
+    pub key: String,
+    pub budget: Budget,
+    /// As the health view saw it when routing (available when health is not tracked).
+    pub availability: Availability,
 }
 
 /// The outcome of routing: candidates in the order to try them, the chosen one first.
@@ -56,6 +62,10 @@ pub enum RouteError {
     UnknownModel(String),
     /// Every candidate was filtered out (503), with why.
     NoCandidate(String),
+    /// Every candidate is cooling down or out of budget and the configuration says
+    /// `when_all_unhealthy: "reject"` (503 with `Retry-After`): the soonest one is back at
+    /// `until_ms` (epoch ms).
+    AllUnavailable { until_ms: u64 },
 }
 
 /// When the client gives no `max_tokens`, `cheapest` assumes this many output tokens.
@@ -89,6 +99,11 @@ pub fn route(
                             model: model.to_owned(),
                             weight: 1,
                             price: None,
+                            budget: Budget::default(),
+                            key: plan
+                                .upstream(upstream)
+                                .map(|u| HealthBoard::passthrough_key(&u.name))
+                                .unwrap_or_default(),
                         }],
                         strategy: Strategy::Priority,
                     };
@@ -184,27 +199,62 @@ fn decide(
     }
 
     let strategy = req.prefs.strategy_override().unwrap_or(action.strategy);
-    let ordered = if req.prefs.order.is_empty() {
-        select::order(
+    // Health: usable targets (available or probe-able) go first, in the strategy's order;
+    // the unusable ones follow, soonest back first.
+    let mut usable: Vec<(&Target, TargetStatus)> = Vec::with_capacity(pool.len());
+    let mut unusable: Vec<(&Target, TargetStatus)> = Vec::new();
+    for target in pool {
+        let status = chooser
+            .health(&target.key, &target.budget)
+            .unwrap_or(TargetStatus::UNKNOWN);
+        if status.availability.is_usable() {
+            usable.push((target, status));
+        } else {
+            unusable.push((target, status));
+        }
+    }
+    unusable.sort_by_key(|(_, s)| s.availability.ready_at());
+    if usable.is_empty() && plan.health.when_all_unhealthy == WhenAllUnhealthy::Reject {
+        let until_ms = unusable
+            .first()
+            .map(|(_, s)| s.availability.ready_at())
+            .unwrap_or(0);
+        return Err(RouteError::AllUnavailable { until_ms });
+    }
+    let mut ordered: Vec<&Target> = if req.prefs.order.is_empty() {
+        select::order_with_health(
             strategy,
-            &pool,
+            &usable,
             &action.name,
             req.classification.estimated_prompt_tokens,
             req.max_output_tokens.unwrap_or(ASSUMED_OUTPUT_TOKENS),
             chooser,
         )
     } else {
-        req.prefs.apply_order(&pool, |t| {
+        let targets: Vec<&Target> = usable.iter().map(|(t, _)| *t).collect();
+        req.prefs.apply_order(&targets, |t| {
             plan.upstream(t.upstream)
                 .map(|u| u.name.as_str())
                 .unwrap_or("")
         })
     };
+    let status_of = |t: &Target| {
+        usable
+            .iter()
+            .chain(unusable.iter())
+            .find(|(u, _)| std::ptr::eq(*u, t))
+            .map(|(_, s)| s.availability)
+            .unwrap_or(Availability::Available)
+    };
+    ordered.extend(unusable.iter().map(|(t, _)| *t));
     let mut candidates: Vec<Candidate> = ordered
         .into_iter()
         .map(|t| Candidate {
             upstream: t.upstream,
             model: t.model.clone(),
+            key: t.key.clone(),
+            budget: t.budget,
+            availability: status_of(t),
         })
         .collect();
     if !req.prefs.allow_fallbacks {

@@ -8,12 +8,13 @@ use serde_json::{json, Map, Value};
 
 use super::prefs::{ClientPrefs, Sort, ROUTER_FIELDS};
 use super::select::{self, Chooser};
-use super::{route, Decision, RouteError, RouteRequest, ASSUMED_OUTPUT_TOKENS};
+use super::{route, Decision, RouteError, RouteRequest, TargetStatus, ASSUMED_OUTPUT_TOKENS};
 use crate::classify::{Classification, Complexity, Task};
 use crate::config::plan::{compile, Plan, Price, Target};
 use crate::config::raw::Strategy;
 use crate::endpoint::Endpoint;
 use crate::glob::Glob;
+use crate::health::{Availability, Budget, Unhealthy};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -27,6 +28,9 @@ struct FakeChooser {
     turns: HashMap<String, u64>,
     random_calls: usize,
     turn_keys: Vec<String>,
+    /// Health by board key; keys not listed are unknown (available).
+    health: HashMap<String, TargetStatus>,
+    health_keys: Vec<String>,
 }
 
 impl FakeChooser {
@@ -42,6 +46,11 @@ impl Chooser for FakeChooser {
     fn random(&mut self) -> u64 {
         self.random_calls += 1;
         self.randoms.pop_front().unwrap_or(0)
+    }
+
+    fn health(&mut self, key: &str, _budget: &Budget) -> Option<TargetStatus> {
+        self.health_keys.push(key.to_owned());
+        self.health.get(key).copied()
     }
 
     fn next_turn(&mut self, key: &str) -> u64 {
@@ -845,6 +854,8 @@ fn target(upstream: usize, weight: u32, price: Option<(f64, f64)>) -> Target {
         model: format!("m{upstream}"),
         weight,
         price: price.map(|(input, output)| Price { input, output }),
+        budget: Budget::default(),
+        key: format!("k{upstream}"),
     }
 }
 
@@ -1397,4 +1408,230 @@ fn excludes_and_apply_order_directly() {
         .map(|t| t.upstream)
         .collect();
     assert_eq!(out, [2, 0, 1], "a name repeated in order is used once");
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------
+
+fn status(availability: Availability, in_flight: u32, latency_ms: Option<u64>) -> TargetStatus {
+    TargetStatus {
+        availability,
+        in_flight,
+        latency_ms,
+    }
+}
+
+fn down(until_ms: u64) -> TargetStatus {
+    status(
+        Availability::Unavailable {
+            until_ms,
+            reason: Unhealthy::CoolingDown,
+        },
+        0,
+        None,
+    )
+}
+
+fn health_chooser(entries: &[(&str, TargetStatus)]) -> FakeChooser {
+    FakeChooser {
+        health: entries
+            .iter()
+            .map(|(k, s)| (format!("llm_router.h.{k}"), *s))
+            .collect(),
+        ..FakeChooser::default()
+    }
+}
+
+/// Alias `x` over a/m-a, b/m-b, c/m-c with `strategy`, plus `extra` top-level members.
+fn three(strategy: &str, extra: Value) -> Plan {
+    let mut v = json!({"models": {"x": {"strategy": strategy, "targets": [
+        {"upstream": "a", "model": "m-a", "weight": 1, "price": {"input": 3, "output": 3}},
+        {"upstream": "b", "model": "m-b", "weight": 1, "price": {"input": 2, "output": 2}},
+        {"upstream": "c", "model": "m-c", "weight": 1, "price": {"input": 1, "output": 1}}]}}});
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    plan_of(v)
+}
+
+fn route_x(plan: &Plan, chooser: &mut FakeChooser) -> Result<Decision, RouteError> {
+    model("x").run_with(plan, chooser)
+}
+
+#[test]
+fn health_is_read_once_per_candidate_by_key() {
+    let p = three("priority", json!({}));
+    let mut c = FakeChooser::default();
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d), ["a/m-a", "b/m-b", "c/m-c"]);
+    assert_eq!(
+        c.health_keys,
+        [
+            "llm_router.h.a/m-a",
+            "llm_router.h.b/m-b",
+            "llm_router.h.c/m-c"
+        ]
+    );
+    assert!(d
+        .candidates
+        .iter()
+        .all(|c| c.availability == Availability::Available));
+    assert_eq!(d.candidates[1].key, "llm_router.h.b/m-b");
+}
+
+#[test]
+fn every_ordering_strategy_skips_unavailable_targets() {
+    for strategy in ["priority", "weighted", "round_robin", "cheapest"] {
+        let p = three(strategy, json!({}));
+        // c is the cheapest and a is first in priority: take both out.
+        let mut c = health_chooser(&[("a/m-a", down(5_000)), ("c/m-c", down(3_000))]);
+        let d = route_x(&p, &mut c).expect("decision");
+        assert_eq!(
+            names(&p, &d),
+            ["b/m-b", "c/m-c", "a/m-a"],
+            "{strategy}: the usable one first, then the unusable soonest back first"
+        );
+        assert_eq!(d.candidates[0].availability, Availability::Available);
+        assert_eq!(d.candidates[1].availability.ready_at(), 3_000);
+    }
+}
+
+#[test]
+fn weighted_and_round_robin_choose_among_usable_targets_only() {
+    let p = three("weighted", json!({}));
+    // The ticket 1 of total 2 (a is out) picks the second usable target, c.
+    let mut c = health_chooser(&[("a/m-a", down(1))]);
+    c.randoms = [1].into_iter().collect();
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d)[0], "c/m-c");
+    let p = three("round_robin", json!({}));
+    let mut c = health_chooser(&[("b/m-b", down(1))]);
+    let firsts: Vec<String> = (0..4)
+        .map(|_| names(&p, &route_x(&p, &mut c).expect("decision"))[0].clone())
+        .collect();
+    assert_eq!(firsts, ["a/m-a", "c/m-c", "a/m-a", "c/m-c"]);
+}
+
+#[test]
+fn a_probe_able_target_keeps_its_place() {
+    let p = three("priority", json!({}));
+    let mut c = health_chooser(&[("a/m-a", status(Availability::Probe, 0, None))]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d)[0], "a/m-a");
+    assert_eq!(d.candidates[0].availability, Availability::Probe);
+}
+
+#[test]
+fn least_busy_orders_by_requests_in_flight() {
+    let p = three("least_busy", json!({}));
+    let mut c = health_chooser(&[
+        ("a/m-a", status(Availability::Available, 5, None)),
+        ("b/m-b", status(Availability::Available, 2, None)),
+        ("c/m-c", status(Availability::Available, 2, None)),
+    ]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(
+        names(&p, &d),
+        ["b/m-b", "c/m-c", "a/m-a"],
+        "ties keep the order"
+    );
+    // The idle one is cooling down: it goes last.
+    let mut c = health_chooser(&[
+        ("a/m-a", status(Availability::Available, 5, None)),
+        ("b/m-b", status(Availability::Available, 2, None)),
+        ("c/m-c", down(9)),
+    ]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d), ["b/m-b", "a/m-a", "c/m-c"]);
+}
+
+#[test]
+fn lowest_latency_orders_by_average_unmeasured_first() {
+    let p = three("lowest_latency", json!({}));
+    let mut c = health_chooser(&[
+        ("a/m-a", status(Availability::Available, 0, Some(900))),
+        ("b/m-b", status(Availability::Available, 0, Some(100))),
+    ]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(
+        names(&p, &d),
+        ["c/m-c", "b/m-b", "a/m-a"],
+        "c has no sample yet: it goes first to be measured"
+    );
+    // provider.sort: "latency" turns any strategy into lowest_latency.
+    let p = three("priority", json!({}));
+    let mut c = health_chooser(&[
+        ("a/m-a", status(Availability::Available, 0, Some(900))),
+        ("b/m-b", status(Availability::Available, 0, Some(100))),
+        ("c/m-c", status(Availability::Available, 0, Some(500))),
+    ]);
+    let d = model("x")
+        .prefs(json!({"provider": {"sort": "latency"}}))
+        .run_with(&p, &mut c)
+        .expect("decision");
+    assert_eq!(names(&p, &d), ["b/m-b", "c/m-c", "a/m-a"]);
+    let d = model("x")
+        .prefs(json!({"provider": {"sort": "throughput"}}))
+        .run_with(&p, &mut c)
+        .expect("decision");
+    assert_eq!(names(&p, &d), ["a/m-a", "b/m-b", "c/m-c"], "all idle");
+}
+
+#[test]
+fn all_unavailable_goes_to_the_soonest_by_default() {
+    let p = three("priority", json!({}));
+    let mut c = health_chooser(&[
+        ("a/m-a", down(7_000)),
+        ("b/m-b", down(2_000)),
+        ("c/m-c", down(5_000)),
+    ]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d), ["b/m-b", "c/m-c", "a/m-a"]);
+}
+
+#[test]
+fn all_unavailable_is_refused_when_configured() {
+    let p = three(
+        "priority",
+        json!({"health": {"when_all_unhealthy": "reject"}}),
+    );
+    let mut c = health_chooser(&[
+        ("a/m-a", down(7_000)),
+        ("b/m-b", down(2_000)),
+        ("c/m-c", down(5_000)),
+    ]);
+    assert_eq!(
+        route_x(&p, &mut c),
+        Err(RouteError::AllUnavailable { until_ms: 2_000 })
+    );
+    // One usable target is enough.
+    let mut c = health_chooser(&[("a/m-a", down(7_000)), ("b/m-b", down(2_000))]);
+    let d = route_x(&p, &mut c).expect("decision");
+    assert_eq!(names(&p, &d)[0], "c/m-c");
+}
+
+#[test]
+fn provider_order_and_no_fallbacks_respect_health() {
+    let p = three("priority", json!({}));
+    let mut c = health_chooser(&[("c/m-c", down(1))]);
+    let d = model("x")
+        .prefs(json!({"provider": {"order": ["c", "b"]}}))
+        .run_with(&p, &mut c)
+        .expect("decision");
+    assert_eq!(names(&p, &d), ["b/m-b", "a/m-a", "c/m-c"]);
+    let d = model("x")
+        .prefs(json!({"provider": {"allow_fallbacks": false}}))
+        .run_with(&p, &mut health_chooser(&[("a/m-a", down(1))]))
+        .expect("decision");
+    assert_eq!(names(&p, &d), ["b/m-b"]);
+}
+
+#[test]
+fn passthrough_targets_share_one_key_per_upstream() {
+    let p = plan_of(json!({"unknown_model": "passthrough", "passthrough_upstream": "b"}));
+    let mut c = FakeChooser::default();
+    let d = model("whatever-1").run_with(&p, &mut c).expect("decision");
+    assert_eq!(d.candidates[0].key, "llm_router.h.b");
+    assert_eq!(c.health_keys, ["llm_router.h.b"]);
 }
