@@ -810,10 +810,21 @@ def test_provider_order(custom, mock_a, mock_b):
 
 
 def test_provider_sort(custom, mock_a, mock_b):
-    """provider.sort price picks the cheapest target; latency / throughput keep the priority order."""
+    """provider.sort price picks the cheapest target; latency picks the lowest latency average
+    (the shared health counters); throughput picks the fewest in flight, ties keep the order."""
     assert pref_route(custom, mock_a, mock_b, provider={"sort": "price"}) == "m-pref-b"
     assert pref_route(custom, mock_a, mock_b, provider={"sort": "price", "ignore": ["b-xkey"]}) == "m-pref-a"
-    assert pref_route(custom, mock_a, mock_b, provider={"sort": "latency"}) == "m-pref-a"
+    # Make the first-priority target the slow one: "latency" must then leave it.
+    mock_a.latency_ms = 60
+    try:
+        for _ in range(8):
+            assert pref_route(custom, mock_a, mock_b, provider={"order": ["a-bearer"]}) == "m-pref-a"
+    finally:
+        mock_a.latency_ms = 0
+    for order in (["b-xkey"], ["e-noauth"]):
+        for _ in range(3):
+            assert pref_route(custom, mock_a, mock_b, provider={"order": order}) != "m-pref-a"
+    assert pref_route(custom, mock_a, mock_b, provider={"sort": "latency"}) in ("m-pref-b", "m-pref-e")
     assert pref_route(custom, mock_a, mock_b, provider={"sort": "throughput"}) == "m-pref-a"
 
 
