@@ -11,7 +11,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Stat
 use crate::config::{self, Plan};
 use crate::health::HealthBoard;
 use crate::host::{Host, HostError, HostResult};
-use crate::pipeline::{Flow, RequestFlow};
+use crate::pipeline::{AttemptFlow, Flow, RequestFlow};
+
+/// The `root_id` that makes an instance the failover attempt filter (configured as an
+/// upstream HTTP filter of the failover cluster); any other root id is the request filter.
+const ATTEMPT_ROOT_ID: &str = "llm_router_attempt";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -24,6 +28,8 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct RouterRoot {
     plan: Option<Rc<Plan>>,
+    /// This instance rewrites failover attempts (see [`ATTEMPT_ROOT_ID`]).
+    attempt_filter: bool,
 }
 
 impl Context for RouterRoot {}
@@ -57,6 +63,10 @@ impl RootContext for RouterRoot {
                 if plan.health.enabled {
                     ensure_health_keys(&plan);
                 }
+                self.attempt_filter = matches!(
+                    hostcalls::get_property(vec!["plugin_root_id"]),
+                    Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
+                );
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -70,6 +80,12 @@ impl RootContext for RouterRoot {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plan = self.plan.clone()?;
         // Context ids are unique per worker; the clock tells workers apart.
+        if self.attempt_filter {
+            return Some(Box::new(AttemptHttp {
+                flow: AttemptFlow::new(plan),
+                host: WasmHost,
+            }));
+        }
         let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
         Some(Box::new(RouterHttp {
             flow: RequestFlow::new(plan, seed),
@@ -114,6 +130,48 @@ impl HttpContext for RouterHttp {
 
     fn on_log(&mut self) {
         self.flow.on_log(&mut self.host);
+    }
+}
+
+struct AttemptHttp {
+    flow: AttemptFlow,
+    host: WasmHost,
+}
+
+impl Context for AttemptHttp {
+    /// An attempt that failed ends when the router retries: the context goes away, maybe
+    /// without an access-log call.
+    fn on_done(&mut self) -> bool {
+        self.flow.on_end(&mut self.host);
+        true
+    }
+}
+
+impl HttpContext for AttemptHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        to_action(self.flow.on_request_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        to_action(
+            self.flow
+                .on_request_body(&mut self.host, body_size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        to_action(self.flow.on_response_headers(&mut self.host))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        to_action(
+            self.flow
+                .on_response_body(&mut self.host, body_size, end_of_stream),
+        )
+    }
+
+    fn on_log(&mut self) {
+        self.flow.on_end(&mut self.host);
     }
 }
 

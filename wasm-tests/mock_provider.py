@@ -38,6 +38,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+#: ``set_response(RESET)``: abort the connection (TCP RST) instead of answering.
+RESET = -1
+
 __all__ = ["MockProvider", "RecordedRequest", "main"]
 
 
@@ -271,6 +274,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             override = p._take_override()
             if override is not None:
                 status, obody, oheaders = override
+                if status == RESET:
+                    self._reset_connection()
+                    return
                 hdrs = [("x-mock-upstream", _sanitize(p.name))]
                 names = {k.lower() for k, _ in oheaders}
                 if "content-type" not in names:
@@ -290,6 +296,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(500, {"mock": p.name, "error": "mock internal error: %s" % e})
             except OSError:
                 self.close_connection = True
+
+    def _reset_connection(self) -> None:
+        """Abort the connection with a TCP RST, before any response byte."""
+        import struct
+
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
 
     def _send_bytes(self, status: int, data: bytes, headers: Iterable[tuple[str, str]]):
         self.send_response(status)
@@ -711,6 +728,8 @@ class MockProvider:
         times: Optional[int] = None,
     ) -> None:
         """Answer every following request with a fixed status/body/headers.
+
+        status ``RESET`` aborts the connection (TCP RST) instead of answering.
 
         body: bytes, str (UTF-8 encoded), or any other value (JSON-encoded).
         headers: dict or list of (name, value); content-type defaults to

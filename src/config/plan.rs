@@ -8,8 +8,8 @@ use regex::Regex;
 
 use super::error::ConfigError;
 use super::raw::{
-    AuthKind, RawAction, RawConfig, RawHeaderMatch, RawHealth, RawMatch, RawTarget, RawUpstream,
-    Strategy, UnknownModel, WhenAllUnhealthy,
+    AuthKind, RawAction, RawConfig, RawFailover, RawHeaderMatch, RawHealth, RawMatch, RawTarget,
+    RawUpstream, Strategy, UnknownModel, WhenAllUnhealthy,
 };
 use crate::classify::{ClassifierPlan, Complexity, Task};
 use crate::endpoint::Endpoint;
@@ -33,6 +33,28 @@ pub struct Plan {
     pub cluster_header: String,
     pub response_headers: bool,
     pub health: HealthPlan,
+    pub failover: Option<FailoverPlan>,
+    /// Every configured target by its health-board key: what the upstream filter needs to
+    /// rewrite an attempt for a target named in the failover header.
+    pub targets: HashMap<String, TargetRef>,
+    /// Every header name some upstream adds (`upstreams.*.headers`): an attempt removes
+    /// those of the upstream tried before.
+    pub upstream_header_names: Vec<String>,
+}
+
+/// `failover`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverPlan {
+    pub cluster: String,
+    pub max_attempts: u32,
+}
+
+/// A configured target, found by key.
+#[derive(Debug, Clone)]
+pub struct TargetRef {
+    pub upstream: usize,
+    pub model: String,
+    pub budget: Budget,
 }
 
 /// The compiled `health` section.
@@ -303,7 +325,32 @@ pub fn compile_raw(
         ));
     }
 
+    let failover = compile_failover(&raw.failover, &upstreams)?;
+    let mut targets = HashMap::new();
+    for action in aliases
+        .values()
+        .chain(rules.iter().map(|r| &r.action))
+        .chain(default.iter())
+    {
+        for t in &action.targets {
+            targets.entry(t.key.clone()).or_insert_with(|| TargetRef {
+                upstream: t.upstream,
+                model: t.model.clone(),
+                budget: t.budget,
+            });
+        }
+    }
+    let mut upstream_header_names: Vec<String> = upstreams
+        .iter()
+        .flat_map(|u| u.headers.iter().map(|(n, _)| n.clone()))
+        .collect();
+    upstream_header_names.sort();
+    upstream_header_names.dedup();
+
     Ok(Plan {
+        failover,
+        targets,
+        upstream_header_names,
         upstreams,
         aliases,
         rules,
@@ -316,6 +363,47 @@ pub fn compile_raw(
         response_headers: raw.response_headers,
         health,
     })
+}
+
+fn compile_failover(
+    raw: &RawFailover,
+    upstreams: &[Upstream],
+) -> Result<Option<FailoverPlan>, ConfigError> {
+    let Some(cluster) = &raw.cluster else {
+        if raw.max_attempts.is_some() {
+            return Err(ConfigError::new(
+                "failover.cluster",
+                "required with failover.max_attempts: name the Envoy cluster that retries",
+            ));
+        }
+        return Ok(None);
+    };
+    if cluster.is_empty() || !is_header_value_safe(cluster) {
+        return Err(ConfigError::new(
+            "failover.cluster",
+            "must be a non-empty Envoy cluster name without control characters",
+        ));
+    }
+    if let Some(up) = upstreams.iter().find(|u| u.cluster == *cluster) {
+        return Err(ConfigError::new(
+            "failover.cluster",
+            format!(
+                "`{cluster}` is the cluster of upstream `{}`; failover needs a cluster of its own",
+                up.name
+            ),
+        ));
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(3);
+    if !(2..=10).contains(&max_attempts) {
+        return Err(ConfigError::new(
+            "failover.max_attempts",
+            "must be between 2 and 10 (leave failover.cluster out to turn failover off)",
+        ));
+    }
+    Ok(Some(FailoverPlan {
+        cluster: cluster.clone(),
+        max_attempts,
+    }))
 }
 
 const DAY_SECONDS: f64 = 86_400.0;

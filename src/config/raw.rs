@@ -96,6 +96,23 @@ pub struct RawConfig {
     /// Health tracking and cooldown of targets; on with defaults when omitted.
     #[serde(default)]
     pub health: RawHealth,
+    /// Failover within one request across a rule's candidates (off unless `cluster` is set).
+    #[serde(default)]
+    pub failover: RawFailover,
+}
+
+/// `failover`: retries of one request on the next candidate, carried out by Envoy's router
+/// through the cluster named here (an internal listener that routes each attempt; the
+/// router's upstream filter rewrites it for its target).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    /// The Envoy cluster whose route retries (see README, "Failover"); none: no failover.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Attempts per request, the first included (2..=10, default 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// `health`: when a target is skipped, and what happens when every candidate is.

@@ -38,7 +38,8 @@ pub(crate) const BUNDLED: &str = r#"{
     {"name": "code-and-math", "match": {"task": ["coding", "math"]}, "use_model": "smart"},
     {"name": "legal", "match": {"tags": ["legal"]}, "use_model": "smart"}
   ],
-  "default": {"use_model": "fast"}
+  "default": {"use_model": "fast"},
+  "failover": {"cluster": "llm_failover", "max_attempts": 3}
 }"#;
 
 /// Every variable is set, to `key-<NAME>`.
@@ -1536,4 +1537,51 @@ fn bad_budgets_name_the_field() {
     );
     let e = err(patched("/models/fast/targets/0/budget", json!({"rpd": 5})));
     assert!(e.field.starts_with("models.fast.targets[0].budget"), "{e}");
+}
+
+#[test]
+fn failover_is_off_by_default_and_compiled_when_named() {
+    let plan = ok(base());
+    assert_eq!(plan.failover, None);
+    let mut v = base();
+    v["failover"] = json!({"cluster": "llm_failover"});
+    let plan = ok(v);
+    let f = plan.failover.as_ref().expect("failover on");
+    assert_eq!((f.cluster.as_str(), f.max_attempts), ("llm_failover", 3));
+    // Every configured target can be found by its key (the failover header names keys).
+    assert!(plan.targets.contains_key("llm_router.h.b/b-large"));
+    assert_eq!(plan.upstream_header_names, ["anthropic-version"]);
+}
+
+#[test]
+fn failover_errors_name_the_field() {
+    let cases = [
+        (json!({"max_attempts": 2}), "failover.cluster", "required"),
+        (json!({"cluster": ""}), "failover.cluster", "non-empty"),
+        (
+            json!({"cluster": "cluster-b"}),
+            "failover.cluster",
+            "upstream `b`",
+        ),
+        (
+            json!({"cluster": "f", "max_attempts": 1}),
+            "failover.max_attempts",
+            "between 2 and 10",
+        ),
+        (
+            json!({"cluster": "f", "max_attempts": 11}),
+            "failover.max_attempts",
+            "between 2 and 10",
+        ),
+        (
+            json!({"cluster": "f", "attempts": 2}),
+            "failover.attempts",
+            "unknown field",
+        ),
+    ];
+    for (failover, field, needle) in cases {
+        let mut v = base();
+        v["failover"] = failover;
+        assert_refused(v, field, needle);
+    }
 }

@@ -15,17 +15,19 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::classify::Classification;
-use crate::config::plan::{is_header_value_safe, Plan};
+use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
-use crate::health::{
-    retry_headers, soonest, Admission, Availability, Budget, HealthBoard, Outcome,
-};
+use crate::health::{soonest, Admission, Availability, Budget, HealthBoard};
 use crate::host::{shared_increment, Host};
+use crate::pipeline::attempt;
+use crate::pipeline::track::{now_ms, Tracker};
 use crate::rewrite::body::{edit_object, json_string};
 use crate::route::prefs::ROUTER_FIELDS;
-use crate::route::{route, Chooser, ClientPrefs, Decision, RouteError, RouteRequest, TargetStatus};
+use crate::route::{
+    route, Candidate, Chooser, ClientPrefs, Decision, RouteError, RouteRequest, TargetStatus,
+};
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,16 @@ pub const HEADER_TASK: &str = "x-llm-router-task";
 pub const HEADER_COMPLEXITY: &str = "x-llm-router-complexity";
 pub const HEADER_RULE: &str = "x-llm-router-rule";
 pub const HEADER_TAGS: &str = "x-llm-router-tags";
+pub const HEADER_ATTEMPTS: &str = "x-llm-router-attempts";
+
+/// Retry instructions a client could send to Envoy's router; for routed requests retries are
+/// the router's decision (failover), never the client's.
+const CLIENT_RETRY_HEADERS: [&str; 4] = [
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+];
 
 /// Longest client-given model name echoed in `x-llm-router-model`.
 pub const MAX_ECHOED_MODEL_BYTES: usize = 256;
@@ -69,50 +81,9 @@ struct Report {
     complexity: &'static str,
     rule: String,
     tags: String,
+    /// Sent through the failover cluster: the attempt filter reports who served it.
+    failover: bool,
 }
-
-/// Envoy's response flags (the `response.flags` attribute, a bit vector).
-pub mod response_flags {
-    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
-    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
-    pub const UPSTREAM_REMOTE_RESET: u64 = 0x10;
-    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
-    pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
-    pub const UPSTREAM_OVERFLOW: u64 = 0x80;
-    pub const STREAM_IDLE_TIMEOUT: u64 = 0x10000;
-    /// Any of these: the target could not be reached or dropped the stream.
-    pub const CONNECT_FAILURE: u64 = NO_HEALTHY_UPSTREAM
-        | UPSTREAM_REMOTE_RESET
-        | UPSTREAM_CONNECTION_FAILURE
-        | UPSTREAM_CONNECTION_TERMINATION
-        | UPSTREAM_OVERFLOW;
-    pub const TIMEOUT: u64 = UPSTREAM_REQUEST_TIMEOUT | STREAM_IDLE_TIMEOUT;
-}
-
-/// A request admitted to a target on the health board, until it is finished (exactly once).
-#[derive(Debug, Clone, PartialEq)]
-struct Tracked {
-    key: String,
-    /// This request is the target's half-open probe.
-    probe: bool,
-    start_ms: u64,
-    /// Set by the response headers.
-    ttfb_ms: Option<u64>,
-    status: Option<u32>,
-    /// Rate-limit "come back at" from the response headers.
-    until_ms: Option<u64>,
-    /// Tokens charged at admission (the prompt estimate).
-    charged: u64,
-    /// The target has a tokens-per-minute budget: read `usage` from the response.
-    count_usage: bool,
-    /// The last bytes of the response body seen so far (at most [`USAGE_TAIL_BYTES`]).
-    tail: Vec<u8>,
-    /// Tokens the response reported in `usage`.
-    usage: Option<u64>,
-}
-
-/// How much of the end of a response body is kept to find its `usage`.
-pub const USAGE_TAIL_BYTES: usize = 4096;
 
 pub struct RequestFlow {
     plan: Rc<Plan>,
@@ -121,7 +92,7 @@ pub struct RequestFlow {
     /// Seed for `weighted` choices; mixed with the clock per request.
     seed: u64,
     board: HealthBoard,
-    tracked: Option<Tracked>,
+    tracker: Tracker,
     /// Set when health could not be read or written for this request (it was routed
     /// without it).
     health_degraded: bool,
@@ -135,24 +106,27 @@ impl RequestFlow {
             report: None,
             seed,
             board: HealthBoard::default(),
-            tracked: None,
+            tracker: Tracker::default(),
             health_degraded: false,
         }
     }
 
     /// Whether this request is counted on the health board and not yet finished.
     pub fn is_tracked(&self) -> bool {
-        self.tracked.is_some()
+        self.tracker.is_tracked()
     }
 
     /// Whether this request was admitted as a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.tracked.as_ref().is_some_and(|t| t.probe)
+        self.tracker.is_probe()
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        // A client must never pick the Envoy cluster itself.
+        // A client must never pick the Envoy cluster itself, nor feed the failover hop.
         let _ = host.set_request_header(&self.plan.cluster_header, None);
+        for name in attempt::INTERNAL_REQUEST_HEADERS {
+            let _ = host.set_request_header(name, None);
+        }
         let method = host.request_header(":method").ok().flatten();
         let path = host.request_header(":path").ok().flatten();
         let endpoint = match (method.as_deref(), path.as_deref()) {
@@ -240,14 +214,24 @@ impl RequestFlow {
         if self.state != State::Routed {
             return Flow::Continue;
         }
-        self.observe_response(host);
+        self.tracker.observe_response(host, &self.plan, 0);
         if !self.plan.response_headers {
             return Flow::Continue;
         }
-        if let Some(r) = &self.report {
+        let served = self.served_by(host);
+        if let Some(r) = &mut self.report {
+            let attempts = match served {
+                Some((upstream, model, attempt)) => {
+                    r.upstream = upstream;
+                    r.model = echoable(&model);
+                    Some(attempt.to_string())
+                }
+                None => None,
+            };
             let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
             // `None` also removes a value the upstream sent: diagnostics are the router's own.
             let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
+            let _ = host.set_response_header(HEADER_ATTEMPTS, attempts.as_deref());
             let _ = host.set_response_header(HEADER_TASK, Some(r.task));
             let _ = host.set_response_header(HEADER_COMPLEXITY, Some(r.complexity));
             let _ = host.set_response_header(HEADER_RULE, Some(&r.rule));
@@ -257,106 +241,35 @@ impl RequestFlow {
         Flow::Continue
     }
 
-    /// A response body chunk passes (never held): when the target has a tokens-per-minute
-    /// budget, the end of the body is kept to read the tokens its `usage` reports.
+    /// For a request sent through the failover cluster: the upstream, model and attempt
+    /// number that the attempt filter reported in the response (and removes them from it).
+    fn served_by(&self, host: &mut dyn Host) -> Option<(String, String, u32)> {
+        if !self.report.as_ref().is_some_and(|r| r.failover) {
+            return None;
+        }
+        let served = host.response_header(attempt::HEADER_SERVED).ok().flatten();
+        let _ = host.set_response_header(attempt::HEADER_SERVED, None);
+        let (key, attempt) = attempt::parse_served(&served?)?;
+        let target = self.plan.targets.get(&key)?;
+        let upstream = self.plan.upstream(target.upstream)?;
+        Some((upstream.name.clone(), target.model.clone(), attempt))
+    }
+
+    /// A response body chunk passes (never held); the tracker may keep its end.
     pub fn on_response_body(
         &mut self,
         host: &mut dyn Host,
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        let Some(t) = self.tracked.as_mut().filter(|t| t.count_usage) else {
-            return Flow::Continue;
-        };
-        let take = body_size.min(USAGE_TAIL_BYTES);
-        let skip = body_size - take;
-        if let Ok(Some(chunk)) = host.response_body(body_size) {
-            let chunk = chunk.get(skip..).unwrap_or(&chunk);
-            t.tail.extend_from_slice(chunk);
-            let excess = t.tail.len().saturating_sub(USAGE_TAIL_BYTES);
-            t.tail.drain(..excess);
-        }
-        if end_of_stream {
-            t.usage = usage_tokens(&t.tail);
-            t.tail = Vec::new();
-        }
+        self.tracker
+            .on_response_body(host, body_size, end_of_stream);
         Flow::Continue
     }
 
-    /// The end of the stream (Envoy's access-log callback): finishes the tracked request,
-    /// once, with what the response said, or, when no response came, with what Envoy's
-    /// response flags say (connection failure, reset, timeout) or as cancelled.
+    /// The end of the stream (Envoy's access-log callback): finishes the tracked request.
     pub fn on_log(&mut self, host: &mut dyn Host) {
-        let Some(t) = self.tracked.take() else {
-            return;
-        };
-        let now = now_ms(host);
-        let flags = int_property(host, &["response", "flags"]).unwrap_or(0);
-        let status = t.status.or_else(|| {
-            int_property(host, &["response", "code"])
-                .filter(|c| *c > 0)
-                .and_then(|c| u32::try_from(c).ok())
-        });
-        let mut outcome = outcome_of(
-            status,
-            t.until_ms,
-            flags,
-            now.saturating_sub(t.start_ms),
-            t.ttfb_ms,
-        );
-        if let (Outcome::Success { tokens, .. }, Some(usage)) = (&mut outcome, t.usage) {
-            *tokens = usage.saturating_sub(t.charged);
-        }
-        self.finish(host, &t, outcome, now);
-    }
-
-    fn finish(&self, host: &mut dyn Host, t: &Tracked, outcome: Outcome, now: u64) {
-        let policy = &self.plan.health.policy;
-        if let Err(e) = self
-            .board
-            .update(host, &t.key, |h| h.on_finish(outcome, t.probe, now, policy))
-        {
-            log::warn!(
-                "llm-router: could not record the outcome for {}: {e}",
-                t.key
-            );
-        }
-    }
-
-    /// Reads the verdict of the response headers; a rate-limit cooldown applies at once.
-    fn observe_response(&mut self, host: &mut dyn Host) {
-        let board = self.board;
-        let plan = Rc::clone(&self.plan);
-        let Some(t) = self.tracked.as_mut() else {
-            return;
-        };
-        if t.status.is_some() {
-            return;
-        }
-        let now = now_ms(host);
-        // One host call for all of them: the rate-limit checks look at up to eight headers.
-        let headers = host.response_headers().unwrap_or_default();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let status = header(":status")
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(0);
-        let policy = &plan.health.policy;
-        let until =
-            retry_headers::cooldown_until(status, &header, now, policy.max_rate_limit_cooldown_ms);
-        t.status = Some(status);
-        t.ttfb_ms = Some(now.saturating_sub(t.start_ms));
-        t.until_ms = until;
-        if let Some(until) = until {
-            let key = t.key.clone();
-            if let Err(e) = board.update(host, &key, |h| h.rate_limited_until(until, now, policy)) {
-                log::warn!("llm-router: could not record the rate limit of {key}: {e}");
-            }
-        }
+        self.tracker.finish_at_end(host, &self.plan);
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -371,10 +284,7 @@ impl RequestFlow {
     ) -> Flow {
         self.state = State::Replied;
         // Admitted but never sent upstream: not held against the target.
-        if let Some(t) = self.tracked.take() {
-            let now = now_ms(host);
-            self.finish(host, &t, Outcome::Cancelled, now);
-        }
+        self.tracker.cancel(host, &self.plan);
         let body = error.body();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         if let Some(secs) = retry_after {
@@ -403,18 +313,6 @@ impl RequestFlow {
             return Ok(0);
         }
         let policy = &plan.health.policy;
-        let track = |key: &str, probe: bool, budget: &Budget| Tracked {
-            key: key.to_owned(),
-            probe,
-            start_ms: now,
-            ttfb_ms: None,
-            status: None,
-            until_ms: None,
-            charged: tokens,
-            count_usage: budget.tpm.is_some(),
-            tail: Vec::new(),
-            usage: None,
-        };
         let mut unavailable: Vec<(usize, Availability)> = Vec::new();
         for (i, c) in decision.candidates.iter().enumerate() {
             if !c.availability.is_usable() {
@@ -426,7 +324,7 @@ impl RequestFlow {
                 .update(host, &c.key, |h| h.admit(now, policy, &c.budget, tokens))
             {
                 Ok((_, Admission::Admitted { probe })) => {
-                    self.tracked = Some(track(&c.key, probe, &c.budget));
+                    self.tracker.start(&c.key, probe, now, tokens, &c.budget);
                     return Ok(i);
                 }
                 Ok((_, Admission::Refused { until_ms, reason })) => {
@@ -457,7 +355,7 @@ impl RequestFlow {
             h.on_start(now, tokens);
             probe
         }) {
-            Ok((_, probe)) => self.tracked = Some(track(&c.key, probe, &c.budget)),
+            Ok((_, probe)) => self.tracker.start(&c.key, probe, now, tokens, &c.budget),
             Err(e) => {
                 log::warn!("llm-router: routing without health: {e}");
                 self.health_degraded = true;
@@ -545,6 +443,56 @@ impl RequestFlow {
             RouteError::NoCandidate(reason) => Refusal::Api(ApiError::no_candidate(reason)),
             RouteError::AllUnavailable { until_ms } => Refusal::AllUnavailable { until_ms },
         })?;
+        // Router-only members are cut out; everything else stays the client's bytes.
+        let remove: Vec<&str> = ROUTER_FIELDS
+            .iter()
+            .copied()
+            .filter(|k| fields.contains_key(*k))
+            .collect();
+        let set = |host: &mut dyn Host, name: &str, value: Option<&str>| {
+            host.set_request_header(name, value)
+                .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
+        };
+        if let Some((failover, keys)) = failover_candidates(&plan, &decision) {
+            // Envoy's router retries through the failover cluster; the attempt filter there
+            // rewrites model, credential, path and cluster for each attempt's target.
+            let new_body = if remove.is_empty() {
+                None
+            } else {
+                Some(edit_object(&body, &[], &remove).map_err(|e| {
+                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
+                })?)
+            };
+            set(host, &plan.cluster_header, Some(&failover.cluster))?;
+            for name in CLIENT_CREDENTIAL_HEADERS
+                .iter()
+                .chain(&CLIENT_RETRY_HEADERS)
+            {
+                set(host, name, None)?;
+            }
+            let path = host.request_header(":path").ok().flatten();
+            let authority = host.request_header(":authority").ok().flatten();
+            set(host, attempt::HEADER_PATH, path.as_deref())?;
+            set(host, attempt::HEADER_AUTHORITY, authority.as_deref())?;
+            let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
+            let list = attempt::encode_failover(classification.estimated_prompt_tokens, &key_list);
+            set(host, attempt::HEADER_FAILOVER, Some(&list))?;
+            let retries = (keys.len() - 1).to_string();
+            set(host, "x-envoy-max-retries", Some(&retries))?;
+            if let Some(new_body) = &new_body {
+                replace_body(host, body_size, new_body)?;
+            }
+            let first = keys.first().and_then(|c| plan.upstream(c.upstream));
+            let mut r = report(
+                &decision.source,
+                first.map_or("", |u| u.name.as_str()),
+                keys.first().map_or("", |c| c.model.as_str()),
+                &classification,
+            );
+            r.failover = true;
+            return Ok(r);
+        }
+
         let index = self.admit(host, &decision, classification.estimated_prompt_tokens, now)?;
         let chosen = decision.candidates.get(index).ok_or_else(|| {
             Refusal::Api(ApiError::no_candidate(
@@ -556,11 +504,6 @@ impl RequestFlow {
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
         // Body: only the changed members are replaced; everything else is the client's bytes.
-        let remove: Vec<&str> = ROUTER_FIELDS
-            .iter()
-            .copied()
-            .filter(|k| fields.contains_key(*k))
-            .collect();
         let model_unchanged = fields.get("model").and_then(Value::as_str) == Some(&chosen.model);
         let new_body =
             if model_unchanged && remove.is_empty() {
@@ -577,42 +520,13 @@ impl RequestFlow {
                 })?)
             };
 
-        // Headers: route to the chosen cluster, swap the client's credential for the provider's.
-        let set = |host: &mut dyn Host, name: &str, value: Option<&str>| {
-            host.set_request_header(name, value)
-                .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
-        };
-        set(host, &plan.cluster_header, Some(&upstream.cluster))?;
-        for name in CLIENT_CREDENTIAL_HEADERS {
+        for name in CLIENT_RETRY_HEADERS {
             set(host, name, None)?;
         }
-        if let Some(auth) = &upstream.auth {
-            set(host, auth.header, Some(&auth.value))?;
-        }
-        for (name, value) in &upstream.headers {
-            set(host, name, Some(value))?;
-        }
-        if let Some(authority) = &upstream.authority {
-            set(host, ":authority", Some(authority))?;
-        }
-        if upstream.path_prefix != "/v1" {
-            if let Ok(Some(path)) = host.request_header(":path") {
-                let rest = path.strip_prefix("/v1").unwrap_or(&path);
-                let new_path = format!("{}{rest}", upstream.path_prefix);
-                set(host, ":path", Some(&new_path))?;
-            }
-        }
+        let path = host.request_header(":path").ok().flatten();
+        rewrite_for_upstream(host, &plan, upstream, path.as_deref(), None, false)?;
         if let Some(new_body) = &new_body {
-            if host
-                .request_header("content-length")
-                .ok()
-                .flatten()
-                .is_some()
-            {
-                set(host, "content-length", Some(&new_body.len().to_string()))?;
-            }
-            host.replace_request_body(body_size, new_body)
-                .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))?;
+            replace_body(host, body_size, new_body)?;
         }
 
         Ok(report(
@@ -622,6 +536,92 @@ impl RequestFlow {
             &classification,
         ))
     }
+}
+
+/// The candidates a request may fail over to, in order (at most `failover.max_attempts`),
+/// when failover is configured, the client allows fallbacks and at least two are usable.
+fn failover_candidates<'p, 'd>(
+    plan: &'p Plan,
+    decision: &'d Decision,
+) -> Option<(&'p FailoverPlan, Vec<&'d Candidate>)> {
+    let failover = plan.failover.as_ref()?;
+    if !decision.allow_fallbacks {
+        return None;
+    }
+    let usable: Vec<&Candidate> = decision
+        .candidates
+        .iter()
+        .filter(|c| c.availability.is_usable() && plan.targets.contains_key(&c.key))
+        .take(failover.max_attempts as usize)
+        .collect();
+    (usable.len() >= 2).then_some((failover, usable))
+}
+
+/// Points the request at `upstream`: its cluster, its credential instead of the client's
+/// (and of any upstream tried before), its extra headers, host and path prefix.
+/// `path` is the client's path. `again`: an earlier failover attempt may have rewritten the
+/// request for another upstream, so the path is always rebuilt, other upstreams' extra
+/// headers are removed and `authority` (the client's) restored for an upstream that names
+/// no host.
+pub(crate) fn rewrite_for_upstream(
+    host: &mut dyn Host,
+    plan: &Plan,
+    upstream: &Upstream,
+    path: Option<&str>,
+    authority: Option<&str>,
+    again: bool,
+) -> Result<(), ApiError> {
+    let set = |host: &mut dyn Host, name: &str, value: Option<&str>| {
+        host.set_request_header(name, value)
+            .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
+    };
+    set(host, &plan.cluster_header, Some(&upstream.cluster))?;
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        set(host, name, None)?;
+    }
+    if let Some(auth) = &upstream.auth {
+        set(host, auth.header, Some(&auth.value))?;
+    }
+    if again {
+        for name in &plan.upstream_header_names {
+            set(host, name, None)?;
+        }
+    }
+    for (name, value) in &upstream.headers {
+        set(host, name, Some(value))?;
+    }
+    match (&upstream.authority, authority) {
+        (Some(a), _) => set(host, ":authority", Some(a))?,
+        (None, Some(a)) => set(host, ":authority", Some(a))?,
+        (None, None) => {}
+    }
+    if let Some(path) = path {
+        if upstream.path_prefix != "/v1" || again {
+            let rest = path.strip_prefix("/v1").unwrap_or(path);
+            let new_path = format!("{}{rest}", upstream.path_prefix);
+            set(host, ":path", Some(&new_path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the buffered request body, and `content-length` when the client sent one.
+pub(crate) fn replace_body(
+    host: &mut dyn Host,
+    current_len: usize,
+    new_body: &[u8],
+) -> Result<(), ApiError> {
+    if host
+        .request_header("content-length")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        host.set_request_header("content-length", Some(&new_body.len().to_string()))
+            .map_err(|e| ApiError::internal(format!("could not set content-length: {e}")))?;
+    }
+    host.replace_request_body(current_len, new_body)
+        .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))
 }
 
 /// Why a request is answered by the router itself.
@@ -640,96 +640,6 @@ impl From<ApiError> for Refusal {
     }
 }
 
-fn now_ms(host: &dyn Host) -> u64 {
-    host.now_nanos() / 1_000_000
-}
-
-/// An integer property as Envoy encodes it (8 bytes little endian).
-fn int_property(host: &dyn Host, path: &[&str]) -> Option<u64> {
-    let bytes = host.property(path).ok().flatten()?;
-    let arr = <[u8; 8]>::try_from(bytes.as_slice()).ok()?;
-    Some(u64::from_le_bytes(arr))
-}
-
-/// How a tracked request ended, from the response status (if any came), the rate-limit time
-/// read from its headers and Envoy's response flags at the end of the stream.
-fn outcome_of(
-    status: Option<u32>,
-    until_ms: Option<u64>,
-    flags: u64,
-    latency_ms: u64,
-    ttfb_ms: Option<u64>,
-) -> Outcome {
-    if flags & response_flags::TIMEOUT != 0 {
-        return Outcome::Timeout;
-    }
-    if flags & response_flags::CONNECT_FAILURE != 0 {
-        return Outcome::ConnectFailure;
-    }
-    match status {
-        None | Some(0) => Outcome::Cancelled,
-        Some(429) => Outcome::RateLimited { until_ms },
-        Some(500..=599) => Outcome::Status5xx,
-        // 2xx and 3xx, and 4xx other than 429: the target answered (a 4xx is the client's
-        // fault, not the target's).
-        Some(_) => Outcome::Success {
-            latency_ms,
-            ttfb_ms,
-            tokens: 0,
-        },
-    }
-}
-
-/// Tokens reported by the last `usage` object in `tail` (the end of a response body, JSON or
-/// server-sent events): `total_tokens`, else prompt + completion (OpenAI chat and
-/// completions), else input + output (OpenAI responses, Anthropic). `None` when there is no
-/// `usage` with numbers. A lenient scan, not a JSON parse: the tail may start mid-document.
-pub fn usage_tokens(tail: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\"usage\"";
-    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)?;
-    let rest = tail.get(at + KEY.len()..)?;
-    // The object after `"usage":`, up to its closing brace (usage objects hold at most one
-    // level of nested objects, e.g. `prompt_tokens_details`).
-    let open = rest.iter().position(|b| *b == b'{')?;
-    let mut depth = 0usize;
-    let mut end = rest.len();
-    for (i, b) in rest.iter().enumerate().skip(open) {
-        match b {
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    end = i;
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let object = rest.get(open..end)?;
-    let number = |name: &str| -> Option<u64> {
-        let key = format!("\"{name}\"");
-        let key = key.as_bytes();
-        let at = object.windows(key.len()).position(|w| w == key)?;
-        let after = object.get(at + key.len()..)?;
-        let digits: Vec<u8> = after
-            .iter()
-            .skip_while(|b| b.is_ascii_whitespace() || **b == b':')
-            .take_while(|b| b.is_ascii_digit())
-            .copied()
-            .collect();
-        std::str::from_utf8(&digits).ok()?.parse().ok()
-    };
-    if let Some(total) = number("total_tokens") {
-        return Some(total);
-    }
-    let pair = |a: &str, b: &str| match (number(a), number(b)) {
-        (None, None) => None,
-        (x, y) => Some(x.unwrap_or(0).saturating_add(y.unwrap_or(0))),
-    };
-    pair("prompt_tokens", "completion_tokens").or_else(|| pair("input_tokens", "output_tokens"))
-}
-
 fn missing_body() -> ApiError {
     ApiError::invalid_request(
         "Request body is required: send a JSON object.",
@@ -741,15 +651,19 @@ fn missing_body() -> ApiError {
 fn report(source: &str, upstream: &str, model: &str, c: &Classification) -> Report {
     Report {
         upstream: upstream.to_owned(),
-        // A passthrough model comes from the client: it only reaches a header if it is safe
-        // and short (an oversized header block would break the client's HTTP/2 stream).
-        model: (model.len() <= MAX_ECHOED_MODEL_BYTES && is_header_value_safe(model))
-            .then(|| model.to_owned()),
+        model: echoable(model),
         task: task_name(c),
         complexity: complexity_name(c),
         rule: source.to_owned(),
         tags: c.tags.join(","),
+        failover: false,
     }
+}
+
+/// A model name fit for a response header: safe and short (a passthrough model comes from
+/// the client; an oversized header block would break the client's HTTP/2 stream).
+fn echoable(model: &str) -> Option<String> {
+    (model.len() <= MAX_ECHOED_MODEL_BYTES && is_header_value_safe(model)).then(|| model.to_owned())
 }
 
 fn task_name(c: &Classification) -> &'static str {

@@ -1273,7 +1273,7 @@ mod health {
     use crate::config::plan::Plan;
     use crate::health::{Circuit, HealthBoard, TargetHealth};
     use crate::host::mock::MockHost;
-    use crate::pipeline::request::response_flags;
+    use crate::pipeline::track::response_flags;
     use crate::pipeline::{Flow, RequestFlow};
 
     const T0_MS: u64 = 1_700_000_000_000;
@@ -1716,7 +1716,7 @@ mod health {
 
     #[test]
     fn usage_is_read_from_the_end_of_the_body() {
-        use crate::pipeline::request::usage_tokens;
+        use crate::pipeline::track::usage_tokens;
         let cases: &[(&str, Option<u64>)] = &[
             (
                 r#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#,

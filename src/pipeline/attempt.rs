@@ -1,0 +1,311 @@
+//! One failover attempt, as the router's *upstream* filter sees it on the failover cluster.
+//!
+//! The request filter chose the candidates and sent the request to the failover cluster with
+//! the list in [`HEADER_FAILOVER`]; Envoy's router sends it there once per attempt (a retry
+//! on 429, 5xx, reset or connect failure) and runs this filter for each. Attempt `n`
+//! (`x-envoy-attempt-count`) goes to the `n`-th candidate: the filter sets its model in the
+//! body, its credential, extra headers, host, path prefix and the cluster the failover hop
+//! routes by; tracks the attempt on the health board; and reports in the response which
+//! target served it ([`HEADER_SERVED`]), for the request filter's diagnostic headers.
+//!
+//! Envoy may hand every attempt the same header map, so each rewrite is complete: it
+//! removes what an earlier attempt set and starts from the client's path and host, kept in
+//! [`HEADER_PATH`] and [`HEADER_AUTHORITY`]. The failover hop removes the internal headers
+//! before the provider sees them.
+
+use std::rc::Rc;
+
+use crate::config::plan::Plan;
+use crate::errors::ApiError;
+use crate::health::{Admission, HealthBoard};
+use crate::host::Host;
+use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
+use crate::pipeline::track::{now_ms, response_flags_from_names, Tracker};
+use crate::rewrite::body::{edit_object, json_string};
+
+/// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
+pub const HEADER_FAILOVER: &str = "x-llm-router-failover";
+/// Request: the client's `:path`.
+pub const HEADER_PATH: &str = "x-llm-router-path";
+/// Request: the client's `:authority`.
+pub const HEADER_AUTHORITY: &str = "x-llm-router-authority";
+/// Response: `<attempt>;<key>` of the target that answered.
+pub const HEADER_SERVED: &str = "x-llm-router-served";
+/// Response: Envoy's response flags of the failover hop's own stream (`%RESPONSE_FLAGS%`),
+/// e.g. `UF` when the provider could not be reached.
+pub const HEADER_HOP_FLAGS: &str = "x-llm-router-hop-flags";
+
+/// Headers that only the router's two filters exchange; a client's are removed.
+pub const INTERNAL_REQUEST_HEADERS: [&str; 3] = [HEADER_FAILOVER, HEADER_PATH, HEADER_AUTHORITY];
+
+/// Bytes kept as they are in an encoded key; any other is `%XX`.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b)
+}
+
+/// The failover header value: keys percent-encoded (so that `,` and `;` stay separators and
+/// any model name is header-safe).
+pub fn encode_failover(tokens: u64, keys: &[&str]) -> String {
+    let mut out = format!("{tokens};");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        encode_into(key, &mut out);
+    }
+    out
+}
+
+fn encode_into(key: &str, out: &mut String) {
+    for b in key.bytes() {
+        if is_plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn decode(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses [`HEADER_FAILOVER`]: the token estimate and the keys.
+pub fn parse_failover(value: &str) -> Option<(u64, Vec<String>)> {
+    let (tokens, keys) = value.split_once(';')?;
+    let tokens = tokens.trim().parse().ok()?;
+    let keys: Option<Vec<String>> = keys.split(',').map(decode).collect();
+    let keys = keys?;
+    (!keys.is_empty() && keys.iter().all(|k| !k.is_empty())).then_some((tokens, keys))
+}
+
+/// [`HEADER_SERVED`] for attempt `attempt` to `key`.
+pub fn served(attempt: u32, key: &str) -> String {
+    let mut out = format!("{attempt};");
+    encode_into(key, &mut out);
+    out
+}
+
+/// Parses [`HEADER_SERVED`]: the key and the attempt number.
+pub fn parse_served(value: &str) -> Option<(String, u32)> {
+    let (attempt, key) = value.split_once(';')?;
+    Some((decode(key)?, attempt.trim().parse().ok()?))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attempt {
+    number: u32,
+    key: String,
+    tokens: u64,
+}
+
+pub struct AttemptFlow {
+    plan: Rc<Plan>,
+    board: HealthBoard,
+    tracker: Tracker,
+    attempt: Option<Attempt>,
+    replied: bool,
+}
+
+impl AttemptFlow {
+    pub fn new(plan: Rc<Plan>) -> AttemptFlow {
+        AttemptFlow {
+            plan,
+            board: HealthBoard::default(),
+            tracker: Tracker::default(),
+            attempt: None,
+            replied: false,
+        }
+    }
+
+    /// The target key this attempt goes to, once the headers named it.
+    pub fn target_key(&self) -> Option<&str> {
+        self.attempt.as_ref().map(|a| a.key.as_str())
+    }
+
+    pub fn is_tracked(&self) -> bool {
+        self.tracker.is_tracked()
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        let Some(list) = host.request_header(HEADER_FAILOVER).ok().flatten() else {
+            // Not sent by the request filter: nothing to do.
+            return Flow::Continue;
+        };
+        let number = host
+            .request_header("x-envoy-attempt-count")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let parsed = parse_failover(&list);
+        let chosen = parsed.and_then(|(tokens, keys)| {
+            // Envoy stops after as many attempts as there are keys; past that, stay on the last.
+            let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
+            let key = keys.get(index).or(keys.last())?.clone();
+            self.plan.targets.contains_key(&key).then_some(Attempt {
+                number,
+                key,
+                tokens,
+            })
+        });
+        let Some(attempt) = chosen else {
+            log::error!(
+                "llm-router: failover attempt names a target this filter does not know: {list:?}; \
+                 configure the request and upstream filters with the same plugin configuration"
+            );
+            return self.reply(
+                host,
+                &ApiError::internal("The failover attempt names an unknown target."),
+            );
+        };
+        self.attempt = Some(attempt);
+        if end_of_stream {
+            return self.send(host, None);
+        }
+        Flow::Pause
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        if self.replied {
+            return Flow::Pause;
+        }
+        if self.attempt.is_none() {
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        self.send(host, Some(body_size))
+    }
+
+    /// Rewrites the attempt for its target and admits it on the health board.
+    fn send(&mut self, host: &mut dyn Host, body_size: Option<usize>) -> Flow {
+        let plan = Rc::clone(&self.plan);
+        let Some(attempt) = self.attempt.clone() else {
+            return Flow::Continue;
+        };
+        let Some((target, upstream)) = plan
+            .targets
+            .get(&attempt.key)
+            .and_then(|t| Some((t, plan.upstream(t.upstream)?)))
+        else {
+            return self.reply(host, &ApiError::internal("unknown failover target"));
+        };
+        let path = host.request_header(HEADER_PATH).ok().flatten();
+        let authority = host.request_header(HEADER_AUTHORITY).ok().flatten();
+        let rewritten = (|| -> Result<(), ApiError> {
+            if let Some(size) = body_size {
+                let body = host
+                    .request_body(size)
+                    .map_err(|e| ApiError::internal(format!("could not read the body: {e}")))?
+                    .unwrap_or_default();
+                let model = json_string(&target.model);
+                let new_body = edit_object(&body, &[("model", &model)], &[]).map_err(|e| {
+                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
+                })?;
+                replace_body(host, size, &new_body)?;
+            }
+            rewrite_for_upstream(
+                host,
+                &plan,
+                upstream,
+                path.as_deref(),
+                authority.as_deref(),
+                true,
+            )
+        })();
+        if let Err(e) = rewritten {
+            return self.reply(host, &e);
+        }
+        if plan.health.enabled {
+            let now = now_ms(host);
+            let policy = &plan.health.policy;
+            // The request filter found this target usable a moment ago: it is tried even if
+            // another worker has since taken its probe or its last budget.
+            match self.board.update(host, &attempt.key, |h| {
+                match h.admit(now, policy, &target.budget, attempt.tokens) {
+                    Admission::Admitted { probe } => probe,
+                    Admission::Refused { .. } => {
+                        h.on_start(now, attempt.tokens);
+                        false
+                    }
+                }
+            }) {
+                Ok((_, probe)) => {
+                    self.tracker
+                        .start(&attempt.key, probe, now, attempt.tokens, &target.budget)
+                }
+                Err(e) => log::warn!("llm-router: attempt not tracked: {e}"),
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        let Some(attempt) = &self.attempt else {
+            return Flow::Continue;
+        };
+        let flags = host
+            .response_header(HEADER_HOP_FLAGS)
+            .ok()
+            .flatten()
+            .map_or(0, |names| response_flags_from_names(&names));
+        let _ = host.set_response_header(HEADER_HOP_FLAGS, None);
+        let value = served(attempt.number, &attempt.key);
+        let _ = host.set_response_header(HEADER_SERVED, Some(&value));
+        self.tracker.observe_response(host, &self.plan, flags);
+        Flow::Continue
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        self.tracker
+            .on_response_body(host, body_size, end_of_stream);
+        Flow::Continue
+    }
+
+    /// The end of the attempt (a failed one ends when the router retries).
+    pub fn on_end(&mut self, host: &mut dyn Host) {
+        self.tracker.finish_at_end(host, &self.plan);
+    }
+
+    fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
+        self.replied = true;
+        self.tracker.cancel(host, &self.plan);
+        let body = error.body();
+        if let Err(e) =
+            host.send_local_reply(error.status, &[("content-type", "application/json")], &body)
+        {
+            log::error!("could not send the {} reply: {e}", error.status);
+        }
+        Flow::Pause
+    }
+}
+
+#[cfg(test)]
+#[path = "attempt_tests.rs"]
+mod tests;

@@ -1,0 +1,294 @@
+//! Native tests of failover: the header codecs, the request filter's failover mode and the
+//! attempt filter, both against `MockHost`.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::compile;
+use crate::health::HealthBoard;
+use crate::host::mock::MockHost;
+use crate::pipeline::RequestFlow;
+
+const KEY_A: &str = "llm_router.h.a/m-a";
+const KEY_B: &str = "llm_router.h.b/m-b";
+
+fn plan(failover: Value) -> Rc<Plan> {
+    let cfg = json!({
+        "upstreams": {
+            "a": {"cluster": "ca", "auth": {"type": "bearer", "key_env": "KA"}},
+            "b": {"cluster": "cb", "path_prefix": "/openai/v1", "host": "b.example",
+                  "headers": {"x-b": "1"}, "auth": {"type": "x-api-key", "key_env": "KB"}}
+        },
+        "models": {"duo": {"targets": [{"upstream": "a", "model": "m-a"},
+                                       {"upstream": "b", "model": "m-b"}]}},
+        "failover": failover
+    });
+    let env = |name: &str| Some(format!("key-{name}"));
+    Rc::new(compile(cfg.to_string().as_bytes(), &env).expect("config compiles"))
+}
+
+fn request(body: &str) -> MockHost {
+    MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions?x=1"),
+            (":authority", "router.local"),
+            ("content-length", &body.len().to_string()),
+            ("authorization", "Bearer client"),
+            ("x-envoy-retry-on", "5xx"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn keys_round_trip_through_the_header_codecs() {
+    let keys = [
+        "llm_router.h.a/m-a",
+        "llm_router.h.b/odd,model;name%\u{e9} \n",
+    ];
+    let value = encode_failover(42, &keys);
+    assert!(crate::config::plan::is_header_value_safe(&value), "{value}");
+    assert_eq!(value.matches(',').count(), 1);
+    assert_eq!(
+        parse_failover(&value),
+        Some((42, keys.map(str::to_owned).to_vec()))
+    );
+    assert_eq!(
+        parse_served(&served(3, keys[1])),
+        Some((keys[1].to_owned(), 3))
+    );
+    for bad in ["", "x;a", "1;", "1;a,,b", "1;%zz", "1;%4"] {
+        assert_eq!(parse_failover(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn request_filter_sends_several_usable_candidates_to_the_failover_cluster() {
+    let plan = plan(json!({"cluster": "llm_failover", "max_attempts": 2}));
+    let body = r#"{"model":"duo","provider":{"sort":"price"},"messages":[]}"#;
+    let mut host = request(body);
+    let mut flow = RequestFlow::new(Rc::clone(&plan), 1);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(
+        flow.on_request_body(&mut host, body.len(), true),
+        Flow::Continue
+    );
+    assert_eq!(host.header("x-llm-router-cluster"), Some("llm_failover"));
+    let list = host.header(HEADER_FAILOVER).expect("failover list");
+    let (_, keys) = parse_failover(list).expect("parses");
+    assert_eq!(keys, [KEY_A, KEY_B]);
+    assert_eq!(host.header("x-envoy-max-retries"), Some("1"));
+    assert_eq!(host.header("x-envoy-retry-on"), None);
+    assert_eq!(host.header("authorization"), None);
+    assert_eq!(host.header(HEADER_PATH), Some("/v1/chat/completions?x=1"));
+    assert_eq!(host.header(HEADER_AUTHORITY), Some("router.local"));
+    // The model is the attempt filter's to set; router-only fields are gone already.
+    assert_eq!(host.request_body, br#"{"model":"duo","messages":[]}"#);
+    assert_eq!(
+        host.header("content-length"),
+        Some(host.request_body.len().to_string().as_str())
+    );
+    // Not tracked here: each attempt is.
+    assert!(!flow.is_tracked());
+
+    // The response names the target that served it.
+    host.response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        (HEADER_SERVED.to_owned(), served(2, KEY_B)),
+    ];
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(host.response_header("x-llm-router-upstream"), Some("b"));
+    assert_eq!(host.response_header("x-llm-router-model"), Some("m-b"));
+    assert_eq!(host.response_header("x-llm-router-attempts"), Some("2"));
+    assert_eq!(host.response_header(HEADER_SERVED), None);
+}
+
+#[test]
+fn without_failover_or_fallbacks_the_request_goes_straight_to_its_target() {
+    for (failover, body) in [
+        (json!({}), r#"{"model":"duo"}"#),
+        (
+            json!({"cluster": "llm_failover"}),
+            r#"{"model":"duo","provider":{"allow_fallbacks":false}}"#,
+        ),
+        (
+            json!({"cluster": "llm_failover"}),
+            r#"{"model":"duo","provider":{"only":["b"]}}"#,
+        ),
+    ] {
+        let plan = plan(failover);
+        let mut host = request(body);
+        let mut flow = RequestFlow::new(plan, 1);
+        flow.on_request_headers(&mut host, false);
+        assert_eq!(
+            flow.on_request_body(&mut host, body.len(), true),
+            Flow::Continue
+        );
+        assert_ne!(
+            host.header("x-llm-router-cluster"),
+            Some("llm_failover"),
+            "{body}"
+        );
+        assert_eq!(host.header(HEADER_FAILOVER), None);
+        assert_eq!(host.header("x-envoy-retry-on"), None, "{body}");
+    }
+}
+
+/// One attempt as Envoy's router would send it to the failover cluster.
+fn attempt_host(number: u32, body: &str, keys: &[&str]) -> MockHost {
+    let mut host = MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions?x=1"),
+            (":authority", "router.local"),
+            ("content-length", &body.len().to_string()),
+            ("x-llm-router-cluster", "llm_failover"),
+            (HEADER_PATH, "/v1/chat/completions?x=1"),
+            (HEADER_AUTHORITY, "router.local"),
+            ("x-envoy-attempt-count", &number.to_string()),
+        ],
+        body.as_bytes(),
+    );
+    let list = encode_failover(7, keys);
+    host.request_headers
+        .push((HEADER_FAILOVER.to_owned(), list));
+    host
+}
+
+fn send_attempt(flow: &mut AttemptFlow, host: &mut MockHost) {
+    assert_eq!(flow.on_request_headers(host, false), Flow::Pause);
+    let len = host.request_body.len();
+    assert_eq!(flow.on_request_body(host, len, true), Flow::Continue);
+}
+
+#[test]
+fn each_attempt_is_rewritten_for_its_candidate() {
+    let plan = plan(json!({"cluster": "llm_failover"}));
+    let body = r#"{"model":"duo","messages":[{"role":"user","content":"hi"}]}"#;
+
+    let mut host = attempt_host(1, body, &[KEY_A, KEY_B]);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut host);
+    assert_eq!(flow.target_key(), Some(KEY_A));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("ca"));
+    assert_eq!(host.header("authorization"), Some("Bearer key-KA"));
+    assert_eq!(host.header(":path"), Some("/v1/chat/completions?x=1"));
+    assert_eq!(
+        host.request_body,
+        br#"{"model":"m-a","messages":[{"role":"user","content":"hi"}]}"#
+    );
+
+    // Attempt 2 may get the header map attempt 1 changed: everything of a's is undone.
+    host.request_headers
+        .retain(|(k, _)| k != "x-envoy-attempt-count");
+    host.request_headers
+        .push(("x-envoy-attempt-count".to_owned(), "2".to_owned()));
+    host.request_body = body.as_bytes().to_vec();
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut host);
+    assert_eq!(flow.target_key(), Some(KEY_B));
+    assert_eq!(host.header("x-llm-router-cluster"), Some("cb"));
+    assert_eq!(host.header("authorization"), None);
+    assert_eq!(host.header("x-api-key"), Some("key-KB"));
+    assert_eq!(host.header("x-b"), Some("1"));
+    assert_eq!(host.header(":authority"), Some("b.example"));
+    assert_eq!(
+        host.header(":path"),
+        Some("/openai/v1/chat/completions?x=1")
+    );
+    assert_eq!(
+        host.request_body,
+        br#"{"model":"m-b","messages":[{"role":"user","content":"hi"}]}"#
+    );
+    assert_eq!(
+        host.header("content-length"),
+        Some(host.request_body.len().to_string().as_str())
+    );
+
+    // And back to a (a third attempt past the list stays on the last candidate).
+    let mut back = attempt_host(1, body, &[KEY_B, KEY_A]);
+    back.request_headers = host.request_headers.clone();
+    back.request_headers
+        .retain(|(k, _)| k != HEADER_FAILOVER && k != "x-envoy-attempt-count");
+    back.request_headers.push((
+        HEADER_FAILOVER.to_owned(),
+        encode_failover(7, &[KEY_B, KEY_A]),
+    ));
+    back.request_headers
+        .push(("x-envoy-attempt-count".to_owned(), "3".to_owned()));
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut back);
+    assert_eq!(flow.target_key(), Some(KEY_A));
+    assert_eq!(back.header("x-api-key"), None);
+    assert_eq!(back.header("x-b"), None);
+    assert_eq!(back.header(":authority"), Some("router.local"));
+    assert_eq!(back.header(":path"), Some("/v1/chat/completions?x=1"));
+}
+
+#[test]
+fn attempts_are_tracked_and_failures_counted_per_target() {
+    let plan = plan(json!({"cluster": "llm_failover"}));
+    let body = r#"{"model":"duo"}"#;
+    let mut host = attempt_host(1, body, &[KEY_A, KEY_B]);
+    host.now_nanos = 1_000_000_000_000;
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut host);
+    assert!(flow.is_tracked());
+    host.response_headers = vec![
+        (":status".to_owned(), "503".to_owned()),
+        (HEADER_HOP_FLAGS.to_owned(), "-".to_owned()),
+    ];
+    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(host.response_header(HEADER_HOP_FLAGS), None);
+    assert_eq!(
+        host.response_header(HEADER_SERVED),
+        Some(served(1, KEY_A).as_str())
+    );
+    flow.on_end(&mut host);
+    flow.on_end(&mut host); // on_log and on_done: finished once
+    let a = HealthBoard::default().read(&host, KEY_A).expect("read");
+    assert_eq!((a.requests, a.in_flight, a.consecutive_failures), (1, 0, 1));
+
+    // The hop could not reach the provider: a connect failure, not a 5xx from it.
+    let mut host2 = attempt_host(2, body, &[KEY_A, KEY_B]);
+    host2.shared = std::mem::take(&mut host.shared);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut host2);
+    host2.response_headers = vec![
+        (":status".to_owned(), "503".to_owned()),
+        (HEADER_HOP_FLAGS.to_owned(), "UF,URX".to_owned()),
+    ];
+    flow.on_response_headers(&mut host2);
+    flow.on_end(&mut host2);
+    let b = HealthBoard::default().read(&host2, KEY_B).expect("read");
+    assert_eq!(
+        (b.requests, b.in_flight, b.failures_connect, b.failures_5xx),
+        (1, 0, 1, 0)
+    );
+}
+
+#[test]
+fn a_request_without_the_failover_header_is_left_alone() {
+    let plan = plan(json!({"cluster": "llm_failover"}));
+    let mut host = request(r#"{"model":"duo"}"#);
+    let before = host.request_headers.clone();
+    let mut flow = AttemptFlow::new(plan);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
+    assert_eq!(flow.on_request_body(&mut host, 15, true), Flow::Continue);
+    assert_eq!(host.request_headers, before);
+    assert!(!flow.is_tracked());
+}
+
+#[test]
+fn an_unknown_target_is_refused_not_forwarded() {
+    let plan = plan(json!({"cluster": "llm_failover"}));
+    let mut host = attempt_host(1, "{}", &["llm_router.h.z/unknown"]);
+    let mut flow = AttemptFlow::new(plan);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    let reply = host.local_reply.as_ref().expect("a local reply");
+    assert_eq!(reply.status, 500);
+    assert_eq!(host.header("x-llm-router-cluster"), Some("llm_failover"));
+}
