@@ -43,7 +43,7 @@
 
 use serde_json::{Map, Value};
 
-use super::lexicon::{Col, Lexicon, DATA_FENCE_LANGS, LATEX_COMMANDS, MAX_WORD, TOPIC_CAP};
+use super::lexicon::{load8, Col, Lexicon, DATA_FENCE_LANGS, LATEX_COMMANDS, TOPIC_CAP};
 use super::{Complexity, ComplexityThresholds, Task};
 
 /// The tasks scored from text, in tie-break order.
@@ -157,8 +157,83 @@ pub(crate) struct Scanner {
 }
 
 #[inline]
-fn is_word_byte(c: u8) -> bool {
+const fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Byte classes of the scan loop: everything else is [`PUNCT`].
+const PUNCT: u8 = 0;
+/// ASCII letter or `_`.
+const ALPHA: u8 = 1;
+/// ASCII digit.
+const DIGIT: u8 = 2;
+/// A byte of a non-ASCII char.
+const HIGH: u8 = 3;
+/// `' '`, `'\t'`, `'\r'`.
+const SPACE: u8 = 4;
+const NEWLINE: u8 = 5;
+
+static CLASS: [u8; 256] = {
+    let mut t = [PUNCT; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b >= 0x80 {
+            HIGH
+        } else if b.is_ascii_alphabetic() || b == b'_' {
+            ALPHA
+        } else if b.is_ascii_digit() {
+            DIGIT
+        } else if b == b' ' || b == b'\t' || b == b'\r' {
+            SPACE
+        } else if b == b'\n' {
+            NEWLINE
+        } else {
+            PUNCT
+        };
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn class(c: u8) -> u8 {
+    // A u8 always indexes a 256-entry table.
+    CLASS[usize::from(c)]
+}
+
+/// `0x01` in every byte.
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+/// `0x80` in every byte.
+const HIGHS: u64 = ONES * 0x80;
+
+/// The high bit of each byte of `v` (8 text bytes) that is an ASCII letter,
+/// digit or `_`; the others clear. Byte-wise range tests on the low seven
+/// bits (which cannot carry between bytes), then non-ASCII bytes dropped.
+#[inline(always)]
+fn word_bytes(v: u64) -> u64 {
+    let x = v & !HIGHS;
+    // x >= lo sets the high bit of x + (0x80 - lo); x > hi that of x + (0x7f - hi).
+    let lower = x | (ONES * 0x20);
+    let alpha = (lower + ONES * (0x80 - 0x61)) & !(lower + ONES * (0x7f - 0x7a));
+    let digit = (x + ONES * (0x80 - 0x30)) & !(x + ONES * (0x7f - 0x39));
+    let underscore = !((x ^ (ONES * 0x5f)) + ONES * 0x7f);
+    (alpha | digit | underscore) & !v & HIGHS
+}
+
+/// Length of the run of ASCII word bytes at `b[i..]`, eight bytes at a time
+/// (no branch per byte: word lengths are unpredictable). The zero padding of
+/// [`load8`] ends every run.
+#[inline(always)]
+fn word_run(b: &[u8], i: usize) -> usize {
+    let mut n = 0;
+    loop {
+        let stop = !word_bytes(load8(b, i + n)) & HIGHS;
+        if stop != 0 {
+            return n + (stop.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
 }
 
 #[inline]
@@ -228,219 +303,274 @@ impl Scanner {
         let b = text.as_bytes();
         let n = b.len();
         self.bytes += n;
-        let mut hist = [0u16; 3];
+        // Ids of the last words, the latest in the low 16 bits (see `Phrase`).
+        let mut hist = 0u64;
         let mut i = 0;
         let mut line_start = true;
         let mut line = Line::default();
         let mut num = NumState::None;
         let mut prev_space = true;
-        while i < n {
-            let c = byte(b, i);
-            if is_word_byte(c) || c >= 0x80 {
-                let start = i;
-                let mut ascii = true;
-                while i < n {
-                    let c = byte(b, i);
-                    if c < 0x80 {
-                        if !is_word_byte(c) {
-                            break;
-                        }
-                        i += 1;
-                    } else {
-                        match text.get(i..).and_then(|s| s.chars().next()) {
-                            Some(ch) if ch.is_alphanumeric() => {
-                                ascii = false;
-                                i += ch.len_utf8();
-                            }
-                            _ => break,
-                        }
-                    }
-                }
-                if i == start {
-                    // A non-ASCII symbol, punctuation or emoji.
-                    let ch = text.get(i..).and_then(|s| s.chars().next());
-                    i += ch.map_or(1, char::len_utf8);
-                    match ch {
-                        Some('∫' | '∑' | '√' | '∂' | '∞' | '≤' | '≥' | '≠') => {
-                            self.latex += 1
-                        }
-                        Some('×' | '÷') if num == NumState::Num => {
-                            num = NumState::NumOp;
-                            line_start = false;
-                            prev_space = false;
-                            continue;
-                        }
-                        _ => {}
-                    }
+        let lex = self.lex;
+        while let Some(&c) = b.get(i) {
+            let cls = class(c);
+            if cls == ALPHA {
+                if let Some((next, space)) =
+                    self.ascii_words(b, i, &mut hist, line_start, &mut line)
+                {
+                    i = next;
+                    prev_space = space;
                     num = NumState::None;
                     line_start = false;
-                    prev_space = false;
+                    line.last = 0;
                     continue;
                 }
-                let word = b.get(start..i).unwrap_or(&[]);
-                let starts_digit = word.first().is_some_and(u8::is_ascii_digit);
-                if starts_digit {
-                    if num == NumState::NumOp {
-                        self.math_ops += 1;
-                    }
-                    num = NumState::Num;
-                    if line_start
-                        && word.len() <= 3
-                        && word.iter().all(u8::is_ascii_digit)
-                        && matches!(byte(b, i), b'.' | b')')
-                        && matches!(byte(b, i + 1), b' ' | b'\t')
-                    {
-                        self.numbered += 1;
-                    }
-                    hist = [0, hist[0], hist[1]];
-                } else {
-                    num = NumState::None;
-                    let id = if ascii {
-                        self.word(word, &hist, line_start, &mut line)
-                    } else {
-                        0
-                    };
-                    hist = [id, hist[0], hist[1]];
-                }
-                line_start = false;
-                prev_space = false;
-                line.last = 0;
-                continue;
             }
-            i += 1;
-            match c {
-                b'\n' => {
+            match cls {
+                SPACE => {
+                    i += 1;
+                    prev_space = true;
+                    continue;
+                }
+                NEWLINE => {
+                    i += 1;
                     self.end_line(&mut line);
                     line_start = true;
                     num = NumState::None;
                     prev_space = true;
                     continue;
                 }
-                b' ' | b'\t' | b'\r' => {
-                    prev_space = true;
+                ALPHA | DIGIT | HIGH => {}
+                _ => {
+                    i = self.punct(b, i, c, &mut num, prev_space, &mut line);
+                    line_start = false;
+                    prev_space = false;
                     continue;
                 }
-                _ => {}
             }
-            line.last = c;
-            let next = byte(b, i);
-            let mut keep_num = false;
-            match c {
-                b'`' if next == b'`' && byte(b, i + 1) == b'`' => {
-                    i += 2;
-                    while byte(b, i) == b'`' {
-                        i += 1;
+            // A token: a maximal run of ASCII word bytes and non-ASCII
+            // letters or digits.
+            let start = i;
+            i += word_run(b, i);
+            let mut ascii = true;
+            while byte(b, i) >= 0x80 {
+                match text.get(i..).and_then(|s| s.chars().next()) {
+                    Some(ch) if ch.is_alphanumeric() => {
+                        ascii = false;
+                        i += ch.len_utf8();
+                        i += word_run(b, i);
                     }
-                    let info_start = i;
-                    while matches!(byte(b, i), b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'+' | b'#' | b'-' | b'_')
-                    {
-                        i += 1;
-                    }
-                    let info = b.get(info_start..i).unwrap_or(&[]);
-                    if info.is_empty() {
-                        self.plain_fence = true;
-                    } else if DATA_FENCE_LANGS
-                        .iter()
-                        .any(|l| l.as_bytes().eq_ignore_ascii_case(info))
-                    {
-                        self.data_fence = true;
-                    } else {
-                        self.code_lang_fence = true;
-                    }
+                    _ => break,
                 }
-                b'#' => {
-                    let rest = b.get(i..).unwrap_or(&[]);
-                    if rest.starts_with(b"include")
-                        || rest.starts_with(b"define")
-                        || (i == 1 && next == b'!')
-                    {
-                        self.include = true;
+            }
+            if i == start {
+                // A non-ASCII symbol, punctuation or emoji.
+                let ch = text.get(i..).and_then(|s| s.chars().next());
+                i += ch.map_or(1, char::len_utf8);
+                match ch {
+                    Some('∫' | '∑' | '√' | '∂' | '∞' | '≤' | '≥' | '≠') => {
+                        self.latex += 1
                     }
-                }
-                b'\\' => {
-                    let start = i;
-                    while byte(b, i).is_ascii_alphabetic() {
-                        i += 1;
+                    Some('×' | '÷') if num == NumState::Num => {
+                        num = NumState::NumOp;
+                        line_start = false;
+                        prev_space = false;
+                        continue;
                     }
-                    let cmd = b.get(start..i).unwrap_or(&[]);
-                    if (cmd.is_empty() && matches!(next, b'(' | b'['))
-                        || LATEX_COMMANDS.iter().any(|l| l.as_bytes() == cmd)
-                    {
-                        self.latex += 1;
-                    }
+                    _ => {}
                 }
-                b'$' if next == b'$' => {
-                    self.latex += 1;
-                    i += 1;
-                }
-                b'{' | b'}' => {
-                    self.braces_semis += 1;
-                    line.code_punct = true;
-                }
-                b';' => {
-                    line.code_punct = true;
-                    if matches!(next, b'\n' | b'\r' | 0) {
-                        self.braces_semis += 1;
-                    }
-                }
-                b'(' => line.paren = true,
-                b'^' if next.is_ascii_digit() && i >= 2 && is_word_byte(byte(b, i - 2)) => {
+                num = NumState::None;
+                line_start = false;
+                prev_space = false;
+                continue;
+            }
+            let len = i - start;
+            if byte(b, start).is_ascii_digit() {
+                if num == NumState::NumOp {
                     self.math_ops += 1;
                 }
-                b'.' | b',' if num == NumState::Num && next.is_ascii_digit() => keep_num = true,
-                _ => {}
-            }
-            match (c, next) {
-                (b'=', b'>' | b'=')
-                | (b')', b';')
-                | (b'!', b'=')
-                | (b'&', b'&')
-                | (b'|', b'|')
-                | (b':', b':')
-                | (b'-', b'>')
-                | (b'+', b'=' | b'+') => {
-                    self.code_punct += 1;
-                    if c != b')' {
-                        i += 1;
-                    }
+                num = NumState::Num;
+                if line_start
+                    && len <= 3
+                    && b.get(start..i)
+                        .is_some_and(|w| w.iter().all(u8::is_ascii_digit))
+                    && matches!(byte(b, i), b'.' | b')')
+                    && matches!(byte(b, i + 1), b' ' | b'\t')
+                {
+                    self.numbered += 1;
                 }
-                _ => {}
-            }
-            if c == b'=' {
-                line.code_punct = true;
-            }
-            let op = match c {
-                b'+' | b'*' | b'=' => num == NumState::Num,
-                b'-' | b'/' => num == NumState::Num && prev_space && matches!(next, b' ' | b'\t'),
-                _ => false,
-            };
-            if op {
-                num = NumState::NumOp;
-            } else if !keep_num {
+                hist <<= 16;
+            } else {
                 num = NumState::None;
+                let id = match lex.lookup_at(b, start, len) {
+                    Some(id) if ascii => self.word(id, hist, line_start, &mut line),
+                    _ => 0,
+                };
+                hist = hist << 16 | u64::from(id);
             }
             line_start = false;
-            prev_space = false;
+            line.last = 0;
+            // The common single space between words, without a dispatch.
+            prev_space = byte(b, i) == b' ';
+            i += usize::from(prev_space);
         }
         self.end_line(&mut line);
     }
 
-    /// Applies a lowercase-able ASCII word; returns its lexicon id (0 if none).
-    fn word(&mut self, word: &[u8], hist: &[u16; 3], line_start: bool, line: &mut Line) -> u16 {
-        if word.len() > MAX_WORD {
-            return 0;
-        }
-        let mut buf = [0u8; MAX_WORD];
-        let Some(lower) = buf.get_mut(..word.len()) else {
-            return 0;
-        };
-        for (d, s) in lower.iter_mut().zip(word) {
-            *d = s.to_ascii_lowercase();
-        }
+    /// The fast path of the scan: a run of ASCII words starting with a letter
+    /// or `_` (the one at `b[i]` first) separated by single spaces. Returns
+    /// where the scan goes on and whether a space was just passed, or `None`
+    /// if the word at `i` is followed by a non-ASCII char (the general token
+    /// path handles it).
+    #[inline(never)]
+    fn ascii_words(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        hist: &mut u64,
+        mut line_start: bool,
+        line: &mut Line,
+    ) -> Option<(usize, bool)> {
         let lex = self.lex;
-        let Some(id) = lex.lookup(lower) else {
-            return 0;
+        let mut start = i;
+        loop {
+            let end = start + word_run(b, start);
+            let after = byte(b, end);
+            if after >= 0x80 {
+                return (start != i).then_some((start, true));
+            }
+            let id = match lex.lookup_at(b, start, end - start) {
+                Some(id) => self.word(id, *hist, line_start, line),
+                None => 0,
+            };
+            *hist = *hist << 16 | u64::from(id);
+            line_start = false;
+            if after != b' ' {
+                return Some((end, false));
+            }
+            start = end + 1;
+            if class(byte(b, start)) != ALPHA {
+                return Some((start, true));
+            }
+        }
+    }
+
+    /// Handles the ASCII punctuation byte `c` at `b[i]`; returns where the
+    /// scan goes on.
+    fn punct(
+        &mut self,
+        b: &[u8],
+        mut i: usize,
+        c: u8,
+        num: &mut NumState,
+        prev_space: bool,
+        line: &mut Line,
+    ) -> usize {
+        i += 1;
+        line.last = c;
+        let next = byte(b, i);
+        let mut keep_num = false;
+        match c {
+            b'`' if next == b'`' && byte(b, i + 1) == b'`' => {
+                i += 2;
+                while byte(b, i) == b'`' {
+                    i += 1;
+                }
+                let info_start = i;
+                while matches!(byte(b, i), b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'+' | b'#' | b'-' | b'_')
+                {
+                    i += 1;
+                }
+                let info = b.get(info_start..i).unwrap_or(&[]);
+                if info.is_empty() {
+                    self.plain_fence = true;
+                } else if DATA_FENCE_LANGS
+                    .iter()
+                    .any(|l| l.as_bytes().eq_ignore_ascii_case(info))
+                {
+                    self.data_fence = true;
+                } else {
+                    self.code_lang_fence = true;
+                }
+            }
+            b'#' => {
+                let rest = b.get(i..).unwrap_or(&[]);
+                if rest.starts_with(b"include")
+                    || rest.starts_with(b"define")
+                    || (i == 1 && next == b'!')
+                {
+                    self.include = true;
+                }
+            }
+            b'\\' => {
+                let start = i;
+                while byte(b, i).is_ascii_alphabetic() {
+                    i += 1;
+                }
+                let cmd = b.get(start..i).unwrap_or(&[]);
+                if (cmd.is_empty() && matches!(next, b'(' | b'['))
+                    || LATEX_COMMANDS.iter().any(|l| l.as_bytes() == cmd)
+                {
+                    self.latex += 1;
+                }
+            }
+            b'$' if next == b'$' => {
+                self.latex += 1;
+                i += 1;
+            }
+            b'{' | b'}' => {
+                self.braces_semis += 1;
+                line.code_punct = true;
+            }
+            b';' => {
+                line.code_punct = true;
+                if matches!(next, b'\n' | b'\r' | 0) {
+                    self.braces_semis += 1;
+                }
+            }
+            b'(' => line.paren = true,
+            b'^' if next.is_ascii_digit() && i >= 2 && is_word_byte(byte(b, i - 2)) => {
+                self.math_ops += 1;
+            }
+            b'.' | b',' if *num == NumState::Num && next.is_ascii_digit() => keep_num = true,
+            _ => {}
+        }
+        match (c, next) {
+            (b'=', b'>' | b'=')
+            | (b')', b';')
+            | (b'!', b'=')
+            | (b'&', b'&')
+            | (b'|', b'|')
+            | (b':', b':')
+            | (b'-', b'>')
+            | (b'+', b'=' | b'+') => {
+                self.code_punct += 1;
+                if c != b')' {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        if c == b'=' {
+            line.code_punct = true;
+        }
+        let op = match c {
+            b'+' | b'*' | b'=' => *num == NumState::Num,
+            b'-' | b'/' => *num == NumState::Num && prev_space && matches!(next, b' ' | b'\t'),
+            _ => false,
         };
+        if op {
+            *num = NumState::NumOp;
+        } else if !keep_num {
+            *num = NumState::None;
+        }
+        i
+    }
+
+    /// Applies the lexicon word `id`, found after the words of `hist`;
+    /// returns `id`.
+    #[inline(never)]
+    fn word(&mut self, id: u16, hist: u64, line_start: bool, line: &mut Line) -> u16 {
+        let lex = self.lex;
         let Some(info) = lex.words.get(usize::from(id)) else {
             return 0;
         };
@@ -457,12 +587,10 @@ impl Scanner {
             let Some(phrase) = lex.phrases.get(usize::from(pid)) else {
                 continue;
             };
-            let Some((_, before)) = phrase.words.split_last() else {
-                continue;
-            };
-            let matched = before.len() <= hist.len()
-                && before.iter().rev().zip(hist.iter()).all(|(w, h)| w == h);
-            if matched {
+            if phrase
+                .before
+                .is_some_and(|(want, mask)| hist & mask == want)
+            {
                 for &(col, weight) in &phrase.signals {
                     self.add(col, weight);
                 }

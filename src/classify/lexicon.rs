@@ -414,12 +414,80 @@ pub(crate) enum Col {
 
 /// Longest word the index holds (longer tokens are never looked up).
 pub(crate) const MAX_WORD: usize = 24;
-/// Buckets per first byte: one per word length `0..=MAX_WORD`.
-const LENS: usize = MAX_WORD + 1;
+/// Slots of the open-addressing word table: a power of two, kept at most an
+/// eighth full so that most lookups of a word not in it end at their first,
+/// empty slot.
+const SLOT_BITS: u32 = 12;
+const SLOTS: usize = 1 << SLOT_BITS;
+
+/// A word as the index compares it: its bytes, each ORed with `0x20` (which
+/// lowercases ASCII letters and leaves digits alone; `_` becomes `0x7f`),
+/// packed little-endian into three words and zero-padded. Word bytes are never
+/// zero, so the padding also encodes the length.
+pub(crate) type WordKey = [u64; 3];
+
+/// The 8 bytes at `b[at..]`, little-endian, zero-padded past the end of `b`.
+#[inline(always)]
+pub(crate) fn load8(b: &[u8], at: usize) -> u64 {
+    let rest = b.get(at..).unwrap_or(&[]);
+    match rest.first_chunk::<8>() {
+        Some(chunk) => u64::from_le_bytes(*chunk),
+        None => rest
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &c| (acc << 8) | u64::from(c)),
+    }
+}
+
+/// `v` with its low `n` bytes (`1 <= n`, at most 8 count) each ORed with
+/// `0x20` and the others cleared.
+#[inline(always)]
+fn fold_low(v: u64, n: usize) -> u64 {
+    let mask = u64::MAX >> (64 - 8 * n.clamp(1, 8));
+    (v | 0x2020_2020_2020_2020) & mask
+}
+
+/// The key of the word `b[start..start + len]`, or `None` if it is empty,
+/// longer than [`MAX_WORD`] or not inside `b`. The bytes are expected to be
+/// ASCII letters, digits or `_` (anything else gets some key that no lexicon
+/// word has).
+#[inline(always)]
+pub(crate) fn word_key(b: &[u8], start: usize, len: usize) -> Option<WordKey> {
+    if len == 0 || len > MAX_WORD || start.checked_add(len)? > b.len() {
+        return None;
+    }
+    let k0 = fold_low(load8(b, start), len);
+    if len <= 8 {
+        return Some([k0, 0, 0]);
+    }
+    let k1 = fold_low(load8(b, start + 8), len - 8);
+    if len <= 16 {
+        return Some([k0, k1, 0]);
+    }
+    Some([k0, k1, fold_low(load8(b, start + 16), len - 16)])
+}
+
+#[inline(always)]
+fn slot_of(key: &WordKey) -> usize {
+    let [k0, k1, k2] = *key;
+    let x = (k0 ^ k1.rotate_left(21) ^ k2.rotate_left(42)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h = (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    // The shift leaves SLOT_BITS bits, so the cast cannot truncate.
+    (h >> (64 - SLOT_BITS)) as usize
+}
+
+/// Entries of the length / first / last byte filter (a power of two).
+const FILTER: usize = 1024;
+
+/// Entry of the filter for a word of `len` bytes starting with `first`
+/// (beyond the table for `len > MAX_WORD`).
+#[inline(always)]
+fn filter_slot(len: usize, first: u8) -> usize {
+    len.saturating_mul(32) | usize::from(first & 31)
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct WordInfo {
-    text: &'static [u8],
     /// What the word alone contributes.
     pub signals: Vec<(Col, u8)>,
     /// Phrases whose last word this is.
@@ -428,29 +496,33 @@ pub(crate) struct WordInfo {
 
 #[derive(Debug)]
 pub(crate) struct Phrase {
-    /// Word ids of the phrase, first to last.
-    pub words: Vec<u16>,
+    /// The ids of the words before the last one, packed like the scan's word
+    /// history (the word just before the last in the low 16 bits), and the
+    /// mask of the bits they occupy; `None` if there are more than
+    /// [`PHRASE_HISTORY`] (such a phrase never matches).
+    pub before: Option<(u64, u64)>,
     pub signals: Vec<(Col, u8)>,
 }
 
-/// Word → id index bucketed by (first byte, length), plus the phrases.
-/// Word id 0 means "not in the index".
+/// Words a phrase may have before its last one.
+pub(crate) const PHRASE_HISTORY: usize = 3;
+
+/// Word → id index (an open-addressing hash table of word ids keyed by
+/// [`WordKey`], so a lookup is a hash and a compare of three integers, no
+/// string compare), plus the phrases. Word id 0 means "not in the index".
 #[derive(Debug)]
 pub(crate) struct Lexicon {
-    buckets: Vec<Vec<u16>>,
+    /// Word ids by hash slot (linear probing); 0 marks an empty slot.
+    slots: Box<[u16; SLOTS]>,
+    /// A quick filter in front of the table: bit `last & 31` of entry
+    /// `len * 32 + (first & 31)` is set if some word of that length has such
+    /// first and last bytes (`& 31` ignores the case of letters).
+    filter: Box<[u32; FILTER]>,
+    /// Indexed by word id; entry 0 is a placeholder no word key equals.
+    keys: Vec<WordKey>,
     /// Indexed by word id; entry 0 is a placeholder.
     pub words: Vec<WordInfo>,
     pub phrases: Vec<Phrase>,
-}
-
-fn bucket_of(first: u8, len: usize) -> Option<usize> {
-    let b = match first {
-        b'a'..=b'z' => first - b'a',
-        b'0'..=b'9' => first - b'0' + 26,
-        b'_' => 36,
-        _ => return None,
-    };
-    (len <= MAX_WORD).then_some(usize::from(b) * LENS + len)
 }
 
 impl Lexicon {
@@ -463,7 +535,9 @@ impl Lexicon {
 
     fn build() -> Lexicon {
         let mut lex = Lexicon {
-            buckets: vec![Vec::new(); 37 * LENS],
+            slots: Box::new([0; SLOTS]),
+            filter: Box::new([0; FILTER]),
+            keys: vec![[0; 3]],
             words: vec![WordInfo::default()],
             phrases: Vec::new(),
         };
@@ -510,11 +584,20 @@ impl Lexicon {
                     info.signals.push((col, weight));
                 }
             }
-            [.., last] => {
+            [before @ .., last] => {
                 let last = usize::from(*last);
+                let packed = (before.len() <= PHRASE_HISTORY).then(|| {
+                    before
+                        .iter()
+                        .rev()
+                        .enumerate()
+                        .fold((0, 0), |(want, mask), (k, &id)| {
+                            (want | u64::from(id) << (16 * k), mask | 0xffff << (16 * k))
+                        })
+                });
                 if let Ok(pid) = u16::try_from(self.phrases.len()) {
                     self.phrases.push(Phrase {
-                        words: ids,
+                        before: packed,
                         signals: vec![(col, weight)],
                     });
                     if let Some(info) = self.words.get_mut(last) {
@@ -525,31 +608,92 @@ impl Lexicon {
         }
     }
 
-    /// Id of `word` (lowercase ASCII), adding it if new. `None` if unindexable.
+    /// Id of `word` (lowercase ASCII), adding it if new. `None` if unindexable
+    /// (empty, too long, or the table is an eighth full).
     fn intern(&mut self, word: &'static str) -> Option<u16> {
         let bytes = word.as_bytes();
-        if let Some(id) = self.lookup(bytes) {
+        let key = word_key(bytes, 0, bytes.len())?;
+        if let Some(id) = self.lookup_key(&key) {
             return Some(id);
         }
-        let bucket = bucket_of(*bytes.first()?, bytes.len())?;
+        if self.words.len() > SLOTS / 8 {
+            return None;
+        }
         let id = u16::try_from(self.words.len()).ok()?;
-        self.words.push(WordInfo {
-            text: bytes,
-            ..WordInfo::default()
-        });
-        self.buckets.get_mut(bucket)?.push(id);
+        let mut at = slot_of(&key);
+        loop {
+            let slot = self.slots.get_mut(at & (SLOTS - 1))?;
+            if *slot == 0 {
+                *slot = id;
+                break;
+            }
+            at += 1;
+        }
+        if let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) {
+            if let Some(bits) = self.filter.get_mut(filter_slot(bytes.len(), first)) {
+                *bits |= 1 << (last & 31);
+            }
+        }
+        self.keys.push(key);
+        self.words.push(WordInfo::default());
         Some(id)
     }
 
+    /// Id of the word `b[start..start + len]` (ASCII letters, digits, `_`, any
+    /// case), or `None`.
+    #[inline(always)]
+    pub(crate) fn lookup_at(&self, b: &[u8], start: usize, len: usize) -> Option<u16> {
+        if len == 0 || len > MAX_WORD {
+            return None;
+        }
+        let first = *b.get(start)?;
+        let last = *b.get(start + len - 1)?;
+        let bits = *self.filter.get(filter_slot(len, first) & (FILTER - 1))?;
+        if bits & (1 << (last & 31)) == 0 {
+            return None;
+        }
+        self.lookup_key(&word_key(b, start, len)?)
+    }
+
+    /// Id of the word with this key, or `None`.
+    #[inline(always)]
+    pub(crate) fn lookup_key(&self, key: &WordKey) -> Option<u16> {
+        let first = slot_of(key);
+        // The table always has empty slots, which end every probe; the bound
+        // is only there to make that obvious.
+        for at in first..first + SLOTS {
+            let id = *self.slots.get(at & (SLOTS - 1))?;
+            if id == 0 {
+                return None;
+            }
+            // Field by field: an array compare may become a `memcmp` call.
+            if let Some(k) = self.keys.get(usize::from(id)) {
+                if k[0] == key[0] && k[1] == key[1] && k[2] == key[2] {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// How many slots finding `key` looks at.
+    #[cfg(test)]
+    pub(crate) fn probes(&self, key: &WordKey) -> usize {
+        let mut at = slot_of(key);
+        let mut n = 1;
+        while self.slots[at & (SLOTS - 1)] != 0
+            && self.keys[usize::from(self.slots[at & (SLOTS - 1)])] != *key
+        {
+            at += 1;
+            n += 1;
+        }
+        n
+    }
+
     /// Id of a lowercase ASCII word, or `None`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn lookup(&self, word: &[u8]) -> Option<u16> {
-        let bucket = bucket_of(*word.first()?, word.len())?;
-        self.buckets.get(bucket)?.iter().copied().find(|&id| {
-            self.words
-                .get(usize::from(id))
-                .is_some_and(|w| w.text == word)
-        })
+        self.lookup_key(&word_key(word, 0, word.len())?)
     }
 }
 

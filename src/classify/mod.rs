@@ -136,7 +136,7 @@ pub enum TagScope {
 
 #[derive(Debug, Clone)]
 pub struct ClassifierPlan {
-    tags: Vec<tags::CompiledTag>,
+    tags: tags::Tags,
     thresholds: ComplexityThresholds,
 }
 
@@ -182,7 +182,7 @@ impl ClassifierPlan {
 
     /// Names of the configured tags, in configuration order.
     pub fn tag_names(&self) -> impl Iterator<Item = &str> {
-        self.tags.iter().map(|t| t.name.as_str())
+        self.tags.names()
     }
 
     /// Classifies a request body sent to `endpoint`.
@@ -254,12 +254,7 @@ impl ClassifierPlan {
         };
         let complexity = heuristics::complexity(&inputs, &self.thresholds);
 
-        let tags = self
-            .tags
-            .iter()
-            .filter(|t| t.matches(&ex))
-            .map(|t| t.name.clone())
-            .collect();
+        let tags = self.tags.matching(&ex);
 
         Classification {
             task,

@@ -1,4 +1,18 @@
-//! Operator tags: validation, compilation into one regex set per tag, matching.
+//! Operator tags: validation, compilation, matching.
+//!
+//! A tag matches when its keyword alternation or one of its regexes matches a
+//! text in its scope. The reference semantics are those of the regex set
+//! compiled from [`keyword_pattern`] and the operator regexes; the matching
+//! gets there faster:
+//!
+//! * Keywords that are plain ASCII (nearly all) are searched for by
+//!   [`Keywords`], a case-insensitive multi-pattern Horspool (Wu–Manber)
+//!   search that skips most of the text, shared by all tags and run once per
+//!   text. It gives up on a text (and the text goes through the tag's regex
+//!   set) only where a char that `(?i)` folds onto an ASCII letter (`ſ`, the
+//!   Kelvin sign) sits at a place that could be part of a match.
+//! * The other keywords (non-ASCII ones) and the regexes stay regexes, run
+//!   only for tags the keyword search did not already match.
 
 use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
 
@@ -18,12 +32,21 @@ pub const TAG_REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
 /// Most tags a configuration may declare.
 pub const MAX_TAGS: usize = 256;
 
+/// Non-ASCII chars that `(?i)` (Unicode simple case folding) matches to an
+/// ASCII letter: the long s and the Kelvin sign. A test checks the list
+/// against the regex crate.
+pub(crate) const FOLDS_TO_ASCII: [(u8, &str); 2] = [(b's', "\u{17f}"), (b'k', "\u{212a}")];
+
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledTag {
     pub name: String,
     scope: TagScope,
-    /// The keyword alternation (if any keywords) then each operator regex.
+    /// The keyword alternation (if any keywords) then each operator regex:
+    /// the reference, used where the keyword search gives up.
     set: RegexSet,
+    /// The alternation of the keywords [`Keywords`] does not search for (if
+    /// any) then each operator regex; `None` if that is nothing.
+    rest: Option<RegexSet>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -65,8 +88,17 @@ fn regex_error(e: &regex::Error) -> String {
     format!("invalid regex: {e}")
 }
 
+/// Whether [`Keywords`] searches for this (trimmed, non-empty) keyword.
+fn is_plain(kw: &str) -> bool {
+    kw.is_ascii()
+}
+
 impl CompiledTag {
-    fn compile(rule: &TagRule, at: &str) -> Result<CompiledTag, ConfigError> {
+    /// Also returns the tag's plain keywords, trimmed.
+    fn compile<'r>(
+        rule: &'r TagRule,
+        at: &str,
+    ) -> Result<(CompiledTag, Vec<&'r str>), ConfigError> {
         if !valid_name(&rule.name) {
             return Err(ConfigError::new(
                 format!("{at}.name"),
@@ -93,6 +125,13 @@ impl CompiledTag {
             }
             keywords.push(kw);
         }
+        let build_set = |patterns: &[String]| {
+            RegexSetBuilder::new(patterns)
+                .size_limit(TAG_REGEX_SIZE_LIMIT)
+                .dfa_size_limit(TAG_REGEX_DFA_SIZE_LIMIT)
+                .build()
+                .map_err(|e| ConfigError::new(at, regex_error(&e)))
+        };
         let mut patterns = Vec::with_capacity(rule.regex.len() + 1);
         if !keywords.is_empty() {
             let p = keyword_pattern(keywords.iter().copied());
@@ -109,32 +148,448 @@ impl CompiledTag {
                 .map_err(|e| ConfigError::new(format!("{at}.regex[{j}]"), regex_error(&e)))?;
             patterns.push(re.clone());
         }
-        let set = RegexSetBuilder::new(&patterns)
-            .size_limit(TAG_REGEX_SIZE_LIMIT)
-            .dfa_size_limit(TAG_REGEX_DFA_SIZE_LIMIT)
-            .build()
-            .map_err(|e| ConfigError::new(at, regex_error(&e)))?;
-        Ok(CompiledTag {
+        let set = build_set(&patterns)?;
+        let (plain, other): (Vec<&str>, Vec<&str>) =
+            keywords.into_iter().partition(|k| is_plain(k));
+        let rest = if plain.is_empty() {
+            Some(set.clone())
+        } else if other.is_empty() && rule.regex.is_empty() {
+            None
+        } else {
+            let mut rest = Vec::with_capacity(rule.regex.len() + 1);
+            if !other.is_empty() {
+                rest.push(keyword_pattern(other));
+            }
+            rest.extend(rule.regex.iter().cloned());
+            Some(build_set(&rest)?)
+        };
+        let tag = CompiledTag {
             name: rule.name.clone(),
             scope: rule.scope,
             set,
+            rest,
+        };
+        Ok((tag, plain))
+    }
+}
+
+/// A set of tag indexes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TagSet([u64; MAX_TAGS / 64]);
+
+impl TagSet {
+    fn insert(&mut self, tag: usize) {
+        if let Some(w) = self.0.get_mut(tag / 64) {
+            *w |= 1 << (tag % 64);
+        }
+    }
+
+    fn remove(&mut self, tag: usize) {
+        if let Some(w) = self.0.get_mut(tag / 64) {
+            *w &= !(1 << (tag % 64));
+        }
+    }
+
+    fn contains(&self, tag: usize) -> bool {
+        self.0
+            .get(tag / 64)
+            .is_some_and(|w| w & (1 << (tag % 64)) != 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+
+    fn minus(mut self, other: &TagSet) -> TagSet {
+        for (w, o) in self.0.iter_mut().zip(other.0) {
+            *w &= !o;
+        }
+        self
+    }
+}
+
+/// Byte → a 7-bit code, the same for both cases of an ASCII letter. Other
+/// ASCII bytes keep their value (in `0x00..=0x7f` minus `A..=Z`); non-ASCII
+/// bytes share the free `A..=Z` codes. Keyword search tables are indexed by
+/// these codes, so sharing one only costs skip distance, never a match.
+static FOLD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b >= 0x80 {
+            b'A' + b % 26
+        } else {
+            b.to_ascii_lowercase()
+        };
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn fold(c: u8) -> usize {
+    // A u8 always indexes a 256-entry table.
+    usize::from(FOLD[usize::from(c)])
+}
+
+/// Entries of a shift table: one per pair of 7-bit codes.
+const SHIFTS: usize = 1 << 14;
+/// Entries of a skip table: one per pair of bytes.
+const PAIRS: usize = 1 << 16;
+/// Texts with at least this many window ends per lane are searched in
+/// [`LANES`] interleaved parts: the skip loop waits on two dependent loads per
+/// step, so independent lanes fill the pipeline.
+const MIN_LANE: usize = 256;
+const LANES: usize = 4;
+/// Longest window the search uses (shifts must fit a byte).
+const MAX_WINDOW: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Keyword {
+    /// Lowercase ASCII.
+    text: Box<[u8]>,
+    tag: u16,
+    /// The keyword starts / ends with an ASCII word byte, so the match needs
+    /// a word boundary there.
+    bound_start: bool,
+    bound_end: bool,
+}
+
+/// Case-insensitive search for many ASCII keywords at once, with the
+/// semantics of [`keyword_pattern`]: Wu–Manber over the first `window` bytes
+/// of each keyword, in blocks of two bytes (one for short windows).
+///
+/// Match candidates are the window ends where the shift is 0; each is checked
+/// byte by byte (ASCII case-insensitively, with the word boundaries). The
+/// tables also account for [`FOLDS_TO_ASCII`] chars standing for keyword
+/// letters (they make a match longer in bytes, so an ASCII-based skip stays
+/// safe, and their bytes get their own entries); where such a char is near a
+/// failed candidate the search reports the tag as undecided.
+#[derive(Debug, Clone)]
+struct Keywords {
+    window: usize,
+    /// Blocks of two bytes (else one).
+    wide: bool,
+    /// How far the window may move when it ends with the raw bytes `x, y`,
+    /// at index `x | y << 8` (for one-byte blocks only `y` matters): the
+    /// block tables expanded to bytes, so the skip loop needs no folding.
+    skip: Box<[u8; PAIRS]>,
+    /// (block, keyword index) for the blocks that can end a window match,
+    /// sorted.
+    candidates: Vec<(u16, u16)>,
+    keywords: Vec<Keyword>,
+    /// The tags of `keywords`.
+    tags: TagSet,
+}
+
+/// The encodings of a lowercase ASCII keyword byte, as 7-bit codes: the byte
+/// (its case does not matter for the codes), and the bytes of any non-ASCII
+/// char that folds onto it.
+fn encodings(c: u8) -> Vec<Vec<usize>> {
+    let mut out = vec![vec![fold(c)]];
+    for (ascii, other) in FOLDS_TO_ASCII {
+        if ascii == c {
+            out.push(other.bytes().map(fold).collect());
+        }
+    }
+    out
+}
+
+/// Whether `b` holds a [`FOLDS_TO_ASCII`] char.
+fn has_ascii_folding(b: &[u8]) -> bool {
+    !b.is_ascii()
+        && FOLDS_TO_ASCII.iter().any(|(_, other)| {
+            let other = other.as_bytes();
+            b.windows(other.len()).any(|w| w == other)
+        })
+}
+
+#[inline(always)]
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// What a keyword search found in one text.
+enum Found {
+    /// The keyword search is sure of these tags' matches.
+    Sure,
+    /// The keyword search could not decide these tags (see [`Keywords`]).
+    Undecided,
+}
+
+impl Keywords {
+    /// `None` if there are no keywords.
+    fn new(keywords: Vec<Keyword>) -> Option<Keywords> {
+        let window = keywords.iter().map(|k| k.text.len()).min()?.min(MAX_WINDOW);
+        if window == 0 {
+            return None;
+        }
+        let wide = window >= 4;
+        let block = if wide { 2 } else { 1 };
+        let default = u8::try_from(window + 1 - block).unwrap_or(u8::MAX);
+        let mut shift = Box::new([default; SHIFTS]);
+        let mut candidates = Vec::new();
+        let mut tags = TagSet::default();
+        for (k, kw) in keywords.iter().enumerate() {
+            tags.insert(usize::from(kw.tag));
+            let Ok(k) = u16::try_from(k) else { break };
+            let prefix = kw.text.get(..window).unwrap_or(&[]);
+            let mut prev_ends: Vec<usize> = Vec::new();
+            for (p, &c) in prefix.iter().enumerate() {
+                let encs = encodings(c);
+                for enc in &encs {
+                    for (o, &cur) in enc.iter().enumerate() {
+                        // Distance to the window end, counting every later
+                        // char as one byte: at most the real distance.
+                        let d = (enc.len() - 1 - o) + (window - 1 - p);
+                        let prevs: Vec<usize> = if !wide {
+                            vec![0]
+                        } else if o > 0 {
+                            enc.get(o - 1).copied().into_iter().collect()
+                        } else {
+                            prev_ends.clone()
+                        };
+                        for prev in prevs {
+                            let idx = if wide { prev << 7 | cur } else { cur };
+                            if let Some(s) = shift.get_mut(idx) {
+                                *s = (*s).min(u8::try_from(d).unwrap_or(u8::MAX));
+                            }
+                            if d == 0 {
+                                if let Ok(idx) = u16::try_from(idx) {
+                                    candidates.push((idx, k));
+                                }
+                            }
+                        }
+                    }
+                }
+                prev_ends = encs.iter().filter_map(|e| e.last().copied()).collect();
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut skip = Box::new([0u8; PAIRS]);
+        for (i, s) in skip.iter_mut().enumerate() {
+            let [x, y] = [(i & 0xff) as u8, (i >> 8) as u8];
+            let idx = if wide {
+                fold(x) << 7 | fold(y)
+            } else {
+                fold(y)
+            };
+            *s = shift.get(idx).copied().unwrap_or(1);
+        }
+        Some(Keywords {
+            window,
+            wide,
+            skip,
+            candidates,
+            keywords,
+            tags,
         })
     }
 
-    /// Whether any text in the tag's scope matches.
-    pub(crate) fn matches(&self, ex: &Extracted<'_>) -> bool {
-        const USER: &[Role] = &[Role::User];
-        const ALL: &[Role] = &[Role::System, Role::User, Role::Assistant];
-        match self.scope {
-            TagScope::LastUser => ex.last_user_texts().any(|t| self.set.is_match(t)),
-            TagScope::User => ex.texts_of(USER).any(|t| self.set.is_match(t)),
-            TagScope::All => ex.texts_of(ALL).any(|t| self.set.is_match(t)),
+    /// Searches `text` for the keywords of the tags in `open`: calls `found`
+    /// for each tag found or undecided (and stops looking for that tag).
+    fn search(&self, text: &str, mut open: TagSet, found: &mut impl FnMut(usize, Found)) {
+        let b = text.as_bytes();
+        // Window ends go from `first` to the last byte; each lane takes a
+        // consecutive range of them (a skip never passes a possible match
+        // end, whatever the start).
+        let first = self.window - 1;
+        let ends = b.len().saturating_sub(first);
+        let lanes = if ends >= LANES * MIN_LANE { LANES } else { 1 };
+        let span = ends.div_ceil(lanes);
+        let mut pos = [0; LANES];
+        let mut end = [0; LANES];
+        for (k, (p, e)) in pos.iter_mut().zip(&mut end).take(lanes).enumerate() {
+            *p = first + k * span;
+            *e = b.len().min(*p + span);
         }
+        if lanes == LANES {
+            while pos.iter().zip(&end).all(|(p, e)| p < e) {
+                for p in &mut pos {
+                    if self.step(b, p, &mut open, found) {
+                        return;
+                    }
+                }
+            }
+        }
+        for (p, &e) in pos.iter_mut().zip(&end) {
+            while *p < e {
+                if self.step(b, p, &mut open, found) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the window end `j` on by its skip, checking the candidates where
+    /// that is 0; returns whether `open` became empty.
+    #[inline(always)]
+    fn step(
+        &self,
+        b: &[u8],
+        j: &mut usize,
+        open: &mut TagSet,
+        found: &mut impl FnMut(usize, Found),
+    ) -> bool {
+        let x = j
+            .checked_sub(1)
+            .and_then(|i| b.get(i))
+            .copied()
+            .unwrap_or(0);
+        let y = b.get(*j).copied().unwrap_or(0);
+        let s = self
+            .skip
+            .get(usize::from(x) | usize::from(y) << 8)
+            .copied()
+            .unwrap_or(1);
+        if s > 0 {
+            *j += usize::from(s);
+            return false;
+        }
+        let idx = if self.wide {
+            fold(x) << 7 | fold(y)
+        } else {
+            fold(y)
+        };
+        let done = self.check(b, *j, idx, open, found);
+        *j += 1;
+        done
+    }
+
+    /// Checks the keywords whose window may end at `b[j]` (block `idx`);
+    /// returns whether `open` became empty.
+    #[inline(never)]
+    fn check(
+        &self,
+        b: &[u8],
+        j: usize,
+        idx: usize,
+        open: &mut TagSet,
+        found: &mut impl FnMut(usize, Found),
+    ) -> bool {
+        let Ok(idx) = u16::try_from(idx) else {
+            return false;
+        };
+        let first = self.candidates.partition_point(|&(blk, _)| blk < idx);
+        let cands = self.candidates.get(first..).unwrap_or(&[]);
+        for &(_, k) in cands.iter().take_while(|&&(blk, _)| blk == idx) {
+            let Some(kw) = self.keywords.get(usize::from(k)) else {
+                continue;
+            };
+            let tag = usize::from(kw.tag);
+            if !open.contains(tag) {
+                continue;
+            }
+            // Where an all-ASCII match would start.
+            let start = j + 1 - self.window;
+            let end = start + kw.text.len();
+            let hit = b
+                .get(start..end)
+                .is_some_and(|t| t.eq_ignore_ascii_case(&kw.text))
+                && !(kw.bound_start
+                    && start > 0
+                    && b.get(start - 1).is_some_and(|&c| is_word_byte(c)))
+                && !(kw.bound_end && b.get(end).is_some_and(|&c| is_word_byte(c)));
+            let outcome = if hit {
+                Found::Sure
+            } else {
+                // A match with folding chars is longer in bytes: at most
+                // three per char, ending its window at `j`.
+                let from = start.saturating_sub(2 * self.window);
+                let to = b.len().min(start.saturating_add(3 * kw.text.len()));
+                if !has_ascii_folding(b.get(from..to).unwrap_or(&[])) {
+                    continue;
+                }
+                Found::Undecided
+            };
+            open.remove(tag);
+            found(tag, outcome);
+            if open.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The compiled tags of a configuration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tags {
+    tags: Vec<CompiledTag>,
+    /// The keyword search for the texts of the last user message (keywords
+    /// of every scope), of the other user messages (scopes `user` and `all`),
+    /// and of system and assistant messages (scope `all`).
+    last_user: Option<Keywords>,
+    user: Option<Keywords>,
+    others: Option<Keywords>,
+}
+
+impl Tags {
+    /// Names of the tags, in configuration order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|t| t.name.as_str())
+    }
+
+    /// Names of the tags matching the prompt, in configuration order.
+    pub(crate) fn matching(&self, ex: &Extracted<'_>) -> Vec<String> {
+        if self.tags.is_empty() {
+            return Vec::new();
+        }
+        let mut matched = TagSet::default();
+        // (tag, segment) pairs the keyword search could not decide.
+        let mut undecided: Vec<(usize, usize)> = Vec::new();
+        for (seg, s) in ex.segments.iter().enumerate() {
+            let keywords = match s.role {
+                Role::User if Some(s.msg) == ex.last_user => &self.last_user,
+                Role::User => &self.user,
+                Role::System | Role::Assistant => &self.others,
+                Role::Tool => continue,
+            };
+            let Some(keywords) = keywords else { continue };
+            let open = keywords.tags.minus(&matched);
+            if open.is_empty() || s.text.len() < keywords.window {
+                continue;
+            }
+            keywords.search(s.text, open, &mut |tag, outcome| match outcome {
+                Found::Sure => matched.insert(tag),
+                Found::Undecided => undecided.push((tag, seg)),
+            });
+        }
+        for &(tag, seg) in &undecided {
+            if matched.contains(tag) {
+                continue;
+            }
+            let (Some(t), Some(s)) = (self.tags.get(tag), ex.segments.get(seg)) else {
+                continue;
+            };
+            if t.set.is_match(s.text) {
+                matched.insert(tag);
+            }
+        }
+        let mut names = Vec::new();
+        for (i, t) in self.tags.iter().enumerate() {
+            let hit = matched.contains(i)
+                || t.rest.as_ref().is_some_and(|rest| {
+                    const USER: &[Role] = &[Role::User];
+                    const ALL: &[Role] = &[Role::System, Role::User, Role::Assistant];
+                    match t.scope {
+                        TagScope::LastUser => ex.last_user_texts().any(|t| rest.is_match(t)),
+                        TagScope::User => ex.texts_of(USER).any(|t| rest.is_match(t)),
+                        TagScope::All => ex.texts_of(ALL).any(|t| rest.is_match(t)),
+                    }
+                });
+            if hit {
+                names.push(t.name.clone());
+            }
+        }
+        names
     }
 }
 
 /// Validates and compiles `rules` (the config section at `field`.tags).
-pub(crate) fn compile(rules: &[TagRule], field: &str) -> Result<Vec<CompiledTag>, ConfigError> {
+pub(crate) fn compile(rules: &[TagRule], field: &str) -> Result<Tags, ConfigError> {
     if rules.len() > MAX_TAGS {
         return Err(ConfigError::new(
             format!("{field}.tags"),
@@ -142,16 +597,299 @@ pub(crate) fn compile(rules: &[TagRule], field: &str) -> Result<Vec<CompiledTag>
         ));
     }
     let mut out: Vec<CompiledTag> = Vec::with_capacity(rules.len());
+    // Keywords by the scope groups of `Tags`.
+    let mut groups: [Vec<Keyword>; 3] = Default::default();
     for (i, rule) in rules.iter().enumerate() {
         let at = format!("{field}.tags[{i}]");
-        let tag = CompiledTag::compile(rule, &at)?;
+        let (tag, plain) = CompiledTag::compile(rule, &at)?;
         if out.iter().any(|t| t.name == tag.name) {
             return Err(ConfigError::new(
                 format!("{at}.name"),
                 format!("duplicate tag name {:?}", tag.name),
             ));
         }
+        let in_groups = match tag.scope {
+            TagScope::LastUser => [true, false, false],
+            TagScope::User => [true, true, false],
+            TagScope::All => [true, true, true],
+        };
+        let Ok(tag_index) = u16::try_from(i) else {
+            continue;
+        };
+        for kw in plain {
+            let keyword = Keyword {
+                text: kw.to_ascii_lowercase().into_bytes().into_boxed_slice(),
+                tag: tag_index,
+                bound_start: is_ascii_word(kw.chars().next()),
+                bound_end: is_ascii_word(kw.chars().next_back()),
+            };
+            for (group, &on) in groups.iter_mut().zip(&in_groups) {
+                if on {
+                    group.push(keyword.clone());
+                }
+            }
+        }
         out.push(tag);
     }
-    Ok(out)
+    let [last_user, user, others] = groups.map(Keywords::new);
+    Ok(Tags {
+        tags: out,
+        last_user,
+        user,
+        others,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::classify::text::extract;
+    use crate::endpoint::Endpoint;
+
+    /// Every non-ASCII char that `(?i)` matches to an ASCII char.
+    #[test]
+    fn folds_to_ascii_is_complete() {
+        let haystack: String = ('\u{80}'..=char::MAX).collect();
+        let any_ascii = regex::Regex::new(r"(?i)[\x00-\x7f]").unwrap();
+        let mut found: Vec<(u8, String)> = Vec::new();
+        for m in any_ascii.find_iter(&haystack) {
+            for a in 0u8..0x80 {
+                let re = regex::Regex::new(&format!(
+                    "(?i)^{}$",
+                    regex::escape(&char::from(a).to_string())
+                ))
+                .unwrap();
+                let entry = (a.to_ascii_lowercase(), m.as_str().to_string());
+                if re.is_match(m.as_str()) && !found.contains(&entry) {
+                    found.push(entry);
+                }
+            }
+        }
+        let expected: Vec<(u8, String)> = FOLDS_TO_ASCII
+            .iter()
+            .map(|&(a, s)| (a, s.to_string()))
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    /// The tags as the regex sets alone decide them: the reference semantics.
+    struct Reference(Vec<(TagRule, RegexSet)>);
+
+    impl Reference {
+        fn new(rules: &[TagRule]) -> Reference {
+            Reference(
+                rules
+                    .iter()
+                    .map(|rule| {
+                        let mut patterns = Vec::new();
+                        if !rule.keywords.is_empty() {
+                            patterns.push(keyword_pattern(rule.keywords.iter().map(|k| k.trim())));
+                        }
+                        patterns.extend(rule.regex.iter().cloned());
+                        (rule.clone(), RegexSet::new(&patterns).unwrap())
+                    })
+                    .collect(),
+            )
+        }
+
+        fn matching(&self, ex: &Extracted<'_>) -> Vec<String> {
+            let mut out = Vec::new();
+            for (rule, set) in &self.0 {
+                let hit = match rule.scope {
+                    TagScope::LastUser => ex.last_user_texts().any(|t| set.is_match(t)),
+                    TagScope::User => ex.texts_of(&[Role::User]).any(|t| set.is_match(t)),
+                    TagScope::All => ex
+                        .texts_of(&[Role::System, Role::User, Role::Assistant])
+                        .any(|t| set.is_match(t)),
+                };
+                if hit {
+                    out.push(rule.name.clone());
+                }
+            }
+            out
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+    }
+
+    const KEYWORDS: &[&str] = &[
+        "rust",
+        "c++",
+        ".net",
+        "asp.net",
+        "credit card",
+        "k8s",
+        "sk",
+        "ks",
+        "task",
+        "s",
+        "k",
+        "a",
+        "ai",
+        "go",
+        "Kelvin",
+        "kask",
+        "退款",
+        "Erstattung",
+        "ünïcode",
+        "e-mail",
+        "x",
+        "state-of-the-art",
+        "_id",
+        "a_b",
+        "1st",
+        "c#",
+        "!!",
+        "s s",
+        "ss",
+        "sss",
+        "kk",
+        "ſtuff",
+        "sk8",
+        "über",
+        "contract",
+        "lawsuit",
+        "liability",
+        "KS",
+        "skis",
+        "desks",
+        "a.k.a.",
+        "=>",
+        " spaced ",
+        "ab",
+        "ba",
+        "abab",
+        "mississippi",
+        "kayak",
+        "bookkeeper",
+    ];
+
+    /// A text made of keywords in mixed case (some letters replaced by
+    /// chars that fold onto them) and separators.
+    fn text(r: &mut Rng) -> String {
+        const GLUE: &[&str] = &[
+            " ", " ", "", ".", ",", "-", "_", "x", "1", "é", "日", "\n", "  ", "+", "#", "ſ", "K",
+            "’", "s", "k", "(", "!",
+        ];
+        let mut s = String::new();
+        for _ in 0..r.below(12) {
+            s.push_str(r.pick(GLUE));
+            let kw = r.pick(KEYWORDS);
+            for c in kw.chars() {
+                match (c, r.below(6)) {
+                    ('s' | 'S', 0) => s.push('ſ'),
+                    ('k' | 'K', 0) => s.push('\u{212a}'),
+                    (_, 1) => s.extend(c.to_uppercase()),
+                    (_, 2) => s.extend(c.to_lowercase()),
+                    _ => s.push(c),
+                }
+            }
+            if r.below(8) == 0 {
+                // Cut a keyword short.
+                s.pop();
+            }
+            s.push_str(r.pick(GLUE));
+        }
+        s
+    }
+
+    #[test]
+    fn keyword_search_agrees_with_the_regexes() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let scopes = [TagScope::LastUser, TagScope::User, TagScope::All];
+        let mut hits = 0;
+        for _ in 0..300 {
+            let rules: Vec<TagRule> = (0..1 + r.below(4))
+                .map(|i| TagRule {
+                    name: format!("t{i}"),
+                    keywords: (0..1 + r.below(4))
+                        .map(|_| r.pick(KEYWORDS).to_string())
+                        .collect(),
+                    regex: if r.below(5) == 0 {
+                        vec!["^Ab".to_string()]
+                    } else {
+                        vec![]
+                    },
+                    scope: scopes[r.below(3)],
+                })
+                .collect();
+            let tags = compile(&rules, "classifier").unwrap();
+            let reference = Reference::new(&rules);
+            for _ in 0..20 {
+                let body = json!({"messages": [
+                    {"role": "system", "content": text(&mut r)},
+                    {"role": "user", "content": text(&mut r)},
+                    {"role": "assistant", "content": text(&mut r)},
+                    {"role": "tool", "content": text(&mut r)},
+                    {"role": "user", "content": [{"type": "text", "text": text(&mut r)},
+                                                 {"type": "text", "text": text(&mut r)}]},
+                ]});
+                let ex = extract(&body, Endpoint::ChatCompletions);
+                let want = reference.matching(&ex);
+                hits += want.len();
+                assert_eq!(tags.matching(&ex), want, "{rules:?}\n{body}");
+            }
+        }
+        assert!(hits > 1000, "{hits}");
+    }
+
+    #[test]
+    fn keyword_edges() {
+        let rules: Vec<TagRule> = [
+            ("rust", "rust"),
+            ("cpp", "C++"),
+            ("net", ".NET"),
+            ("sk", "sk"),
+        ]
+        .iter()
+        .map(|&(name, kw)| TagRule {
+            name: name.to_string(),
+            keywords: vec![kw.to_string()],
+            regex: vec![],
+            scope: TagScope::LastUser,
+        })
+        .collect();
+        let tags = compile(&rules, "classifier").unwrap();
+        let reference = Reference::new(&rules);
+        let tagged = |text: &str| {
+            let body = json!({"messages": [{"role": "user", "content": text}]});
+            let ex = extract(&body, Endpoint::ChatCompletions);
+            assert_eq!(tags.matching(&ex), reference.matching(&ex), "{text:?}");
+            tags.matching(&ex)
+        };
+        assert_eq!(tagged("rust"), ["rust"]);
+        assert_eq!(tagged("RUST is"), ["rust"]);
+        assert_eq!(tagged("in rust"), ["rust"]);
+        assert_eq!(tagged("rusty trust"), [] as [&str; 0]);
+        assert_eq!(tagged("rust_"), [] as [&str; 0]);
+        assert_eq!(tagged("érust"), ["rust"]);
+        assert_eq!(tagged("c++"), ["cpp"]);
+        assert_eq!(tagged("c++x"), ["cpp"]);
+        assert_eq!(tagged("xc++"), [] as [&str; 0]);
+        assert_eq!(tagged("asp.net"), ["net"]);
+        assert_eq!(tagged(".netx"), [] as [&str; 0]);
+        // `(?i)` folds the long s and the Kelvin sign onto s and k.
+        assert_eq!(tagged("ſk"), [] as [&str; 0]);
+        // The ASCII boundary sits between `x` and the (non-ASCII) `ſ`.
+        assert_eq!(tagged("xſk"), ["sk"]);
+        assert_eq!(tagged("ſ\u{212a}"), [] as [&str; 0]);
+        assert_eq!(tagged("s\u{212a}"), [] as [&str; 0]);
+        assert_eq!(tagged("s\u{212a}x"), ["sk"]);
+        assert_eq!(tagged("RUſT"), ["rust"]);
+    }
 }
