@@ -11,6 +11,7 @@ pub mod errors;
 pub mod glob;
 pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod pipeline;
 pub mod rewrite;
 pub mod route;

@@ -6,11 +6,12 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::config::{self, Plan};
 use crate::health::HealthBoard;
-use crate::host::{Host, HostError, HostResult};
+use crate::host::{Host, HostError, HostResult, MetricKind};
+use crate::metrics::Metrics;
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow};
 
 /// The `root_id` that makes an instance the failover attempt filter (configured as an
@@ -28,6 +29,8 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct RouterRoot {
     plan: Option<Rc<Plan>>,
+    /// The stats of `plan`, defined in this VM.
+    metrics: Option<Rc<Metrics>>,
     /// This instance rewrites failover attempts (see [`ATTEMPT_ROOT_ID`]).
     attempt_filter: bool,
 }
@@ -67,6 +70,9 @@ impl RootContext for RouterRoot {
                     hostcalls::get_property(vec!["plugin_root_id"]),
                     Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
                 );
+                let metrics = Metrics::define(&plan, &mut WasmHost);
+                log::info!("llm-router: {} stats defined", metrics.defined());
+                self.metrics = Some(Rc::new(metrics));
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -79,16 +85,17 @@ impl RootContext for RouterRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plan = self.plan.clone()?;
+        let metrics = self.metrics.clone().unwrap_or_default();
         // Context ids are unique per worker; the clock tells workers apart.
         if self.attempt_filter {
             return Some(Box::new(AttemptHttp {
-                flow: AttemptFlow::new(plan),
+                flow: AttemptFlow::new(plan).with_metrics(metrics),
                 host: WasmHost,
             }));
         }
         let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
         Some(Box::new(RouterHttp {
-            flow: RequestFlow::new(plan, seed),
+            flow: RequestFlow::new(plan, seed).with_metrics(metrics),
             host: WasmHost,
         }))
     }
@@ -272,6 +279,23 @@ impl Host for WasmHost {
     ) -> HostResult<()> {
         hostcalls::send_http_response(status_code, headers.to_vec(), Some(body))
             .map_err(|s| status("send_http_response", s))
+    }
+
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        hostcalls::define_metric(kind, name).map_err(|s| status("define_metric", s))
+    }
+
+    fn increment_metric(&mut self, id: u32, offset: i64) -> HostResult<()> {
+        hostcalls::increment_metric(id, offset).map_err(|s| status("increment_metric", s))
+    }
+
+    fn record_metric(&mut self, id: u32, value: u64) -> HostResult<()> {
+        hostcalls::record_metric(id, value).map_err(|s| status("record_metric", s))
     }
 
     fn now_nanos(&self) -> u64 {

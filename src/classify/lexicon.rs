@@ -676,20 +676,6 @@ impl Lexicon {
         None
     }
 
-    /// How many slots finding `key` looks at.
-    #[cfg(test)]
-    pub(crate) fn probes(&self, key: &WordKey) -> usize {
-        let mut at = slot_of(key);
-        let mut n = 1;
-        while self.slots[at & (SLOTS - 1)] != 0
-            && self.keys[usize::from(self.slots[at & (SLOTS - 1)])] != *key
-        {
-            at += 1;
-            n += 1;
-        }
-        n
-    }
-
     /// Id of a lowercase ASCII word, or `None`.
     #[cfg(test)]
     pub(crate) fn lookup(&self, word: &[u8]) -> Option<u16> {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Host, HostError, HostResult};
+use super::{Host, HostError, HostResult, MetricKind};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LocalReply {
@@ -30,6 +30,16 @@ pub struct MockHost {
     pub properties: HashMap<String, Vec<u8>>,
     /// Makes every shared-data call fail (a host without shared data).
     pub shared_data_fails: bool,
+    /// Defined metrics: kind and name; the id is the index.
+    pub metrics: Vec<(MetricKind, String)>,
+    /// Counter and gauge values by metric id.
+    pub metric_values: HashMap<u32, i64>,
+    /// Histogram samples by metric id.
+    pub metric_samples: HashMap<u32, Vec<u64>>,
+    /// Makes every metric call fail.
+    pub metrics_fail: bool,
+    /// Makes `define_metric` fail for names containing this.
+    pub refuse_metrics_containing: Option<String>,
 }
 
 impl MockHost {
@@ -50,6 +60,28 @@ impl MockHost {
 
     pub fn response_header(&self, name: &str) -> Option<&str> {
         find(&self.response_headers, name)
+    }
+
+    /// The id of a defined metric by name.
+    pub fn metric_id(&self, name: &str) -> Option<u32> {
+        self.metrics
+            .iter()
+            .position(|(_, n)| n == name)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// A counter's or gauge's value by name (0 when defined but never changed; `None` when
+    /// not defined).
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        let id = self.metric_id(name)?;
+        Some(self.metric_values.get(&id).copied().unwrap_or(0))
+    }
+
+    /// A histogram's samples by name.
+    pub fn samples(&self, name: &str) -> Vec<u64> {
+        self.metric_id(name)
+            .and_then(|id| self.metric_samples.get(&id).cloned())
+            .unwrap_or_default()
     }
 
     /// Sets an integer property as Envoy encodes it (8 bytes, little endian).
@@ -177,5 +209,64 @@ impl Host for MockHost {
 
     fn now_nanos(&self) -> u64 {
         self.now_nanos
+    }
+
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        let refused = self
+            .refuse_metrics_containing
+            .as_deref()
+            .is_some_and(|part| name.contains(part));
+        if self.metrics_fail || refused {
+            return Err(HostError::Status(
+                "define_metric: InternalFailure".to_owned(),
+            ));
+        }
+        let id = u32::try_from(self.metrics.len())
+            .map_err(|_| HostError::Status("define_metric: too many".to_owned()))?;
+        self.metrics.push((kind, name.to_owned()));
+        Ok(id)
+    }
+
+    fn increment_metric(&mut self, id: u32, offset: i64) -> HostResult<()> {
+        // As Envoy: counters only go up; histograms take no increments.
+        match self.metrics.get(id as usize) {
+            None => Err(HostError::Status("increment_metric: NotFound".to_owned())),
+            Some((MetricKind::Histogram, _)) => Err(HostError::Status(
+                "increment_metric: BadArgument".to_owned(),
+            )),
+            Some((MetricKind::Counter, _)) if offset <= 0 => Err(HostError::Status(
+                "increment_metric: BadArgument".to_owned(),
+            )),
+            Some(_) if self.metrics_fail => Err(HostError::Status(
+                "increment_metric: InternalFailure".to_owned(),
+            )),
+            Some(_) => {
+                *self.metric_values.entry(id).or_insert(0) += offset;
+                Ok(())
+            }
+        }
+    }
+
+    fn record_metric(&mut self, id: u32, value: u64) -> HostResult<()> {
+        // As Envoy: a histogram takes a sample, a gauge is set, a counter is added to.
+        let value_i64 = i64::try_from(value).unwrap_or(i64::MAX);
+        match self.metrics.get(id as usize) {
+            None => Err(HostError::Status("record_metric: NotFound".to_owned())),
+            Some(_) if self.metrics_fail => Err(HostError::Status(
+                "record_metric: InternalFailure".to_owned(),
+            )),
+            Some((MetricKind::Histogram, _)) => {
+                self.metric_samples.entry(id).or_default().push(value);
+                Ok(())
+            }
+            Some((MetricKind::Gauge, _)) => {
+                self.metric_values.insert(id, value_i64);
+                Ok(())
+            }
+            Some((MetricKind::Counter, _)) => {
+                *self.metric_values.entry(id).or_insert(0) += value_i64;
+                Ok(())
+            }
+        }
     }
 }

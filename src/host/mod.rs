@@ -6,6 +6,8 @@ pub mod mock;
 
 use std::fmt;
 
+pub use crate::metrics::MetricKind;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
     /// Shared data changed since it was read (compare-and-swap lost).
@@ -66,6 +68,24 @@ pub trait Host {
     ) -> HostResult<()>;
     /// Wall-clock time in nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> u64;
+    /// Defines an Envoy stat and returns its id, valid in this VM. Envoy prefixes the name
+    /// with `wasmcustom.`; defining a name again gives a new id for the same stat. Not
+    /// implemented by default (every metric call fails).
+    fn define_metric(&mut self, _kind: MetricKind, name: &str) -> HostResult<u32> {
+        Err(HostError::Status(format!(
+            "define_metric {name}: unsupported"
+        )))
+    }
+    /// Adds `offset` to a counter (which refuses `offset <= 0`) or a gauge.
+    fn increment_metric(&mut self, _id: u32, _offset: i64) -> HostResult<()> {
+        Err(HostError::Status(
+            "increment_metric: unsupported".to_owned(),
+        ))
+    }
+    /// Records a histogram sample, sets a gauge, or adds to a counter.
+    fn record_metric(&mut self, _id: u32, _value: u64) -> HostResult<()> {
+        Err(HostError::Status("record_metric: unsupported".to_owned()))
+    }
 }
 
 /// How many times a shared-data update re-reads and retries after losing a CAS race.

@@ -19,8 +19,9 @@ use crate::config::plan::Plan;
 use crate::errors::ApiError;
 use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
+use crate::metrics::Metrics;
 use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
-use crate::pipeline::track::{now_ms, response_flags_from_names, Tracker};
+use crate::pipeline::track::{now_ms, response_flags_from_names, Meter, Tracker, UsageTail};
 use crate::rewrite::body::{edit_object, json_string};
 
 /// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
@@ -110,6 +111,8 @@ struct Attempt {
     number: u32,
     key: String,
     tokens: u64,
+    /// The candidate the previous attempt went to.
+    previous: Option<String>,
 }
 
 pub struct AttemptFlow {
@@ -118,6 +121,9 @@ pub struct AttemptFlow {
     tracker: Tracker,
     attempt: Option<Attempt>,
     replied: bool,
+    metrics: Option<Rc<Metrics>>,
+    meter: Option<Meter>,
+    tail: Option<UsageTail>,
 }
 
 impl AttemptFlow {
@@ -128,7 +134,17 @@ impl AttemptFlow {
             tracker: Tracker::default(),
             attempt: None,
             replied: false,
+            metrics: None,
+            meter: None,
+            tail: None,
         }
+    }
+
+    /// Counts each attempt in its target's Envoy stats.
+    pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> AttemptFlow {
+        self.tracker = Tracker::with_metrics(Some(Rc::clone(&metrics)));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The target key this attempt goes to, once the headers named it.
@@ -157,10 +173,15 @@ impl AttemptFlow {
             // Envoy stops after as many attempts as there are keys; past that, stay on the last.
             let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
             let key = keys.get(index).or(keys.last())?.clone();
+            let previous = index
+                .checked_sub(1)
+                .and_then(|i| keys.get(i).or(keys.last()))
+                .cloned();
             self.plan.targets.contains_key(&key).then_some(Attempt {
                 number,
                 key,
                 tokens,
+                previous,
             })
         });
         let Some(attempt) = chosen else {
@@ -258,6 +279,17 @@ impl AttemptFlow {
                 Err(e) => log::warn!("llm-router: attempt not tracked: {e}"),
             }
         }
+        if let Some(m) = &self.metrics {
+            if let Some(previous) = &attempt.previous {
+                m.failover(host, m.target(previous));
+            }
+            self.meter = Some(Meter::start(
+                m,
+                host,
+                m.target(&attempt.key),
+                attempt.tokens,
+            ));
+        }
         Flow::Continue
     }
 
@@ -274,6 +306,12 @@ impl AttemptFlow {
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
         self.tracker.observe_response(host, &self.plan, flags);
+        if let Some(meter) = &mut self.meter {
+            meter.observe(host, flags);
+        }
+        if self.meter.is_some() || self.tracker.wants_usage() {
+            self.tail = Some(UsageTail::default());
+        }
         Flow::Continue
     }
 
@@ -283,19 +321,27 @@ impl AttemptFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        self.tracker
-            .on_response_body(host, body_size, end_of_stream);
+        if let Some(tail) = &mut self.tail {
+            tail.push(host, body_size, end_of_stream);
+        }
         Flow::Continue
     }
 
     /// The end of the attempt (a failed one ends when the router retries).
     pub fn on_end(&mut self, host: &mut dyn Host) {
-        self.tracker.finish_at_end(host, &self.plan);
+        let usage = self.tail.as_ref().and_then(UsageTail::usage);
+        self.tracker.finish_at_end(host, &self.plan, usage);
+        if let Some(meter) = self.meter.take() {
+            meter.finish(host, usage);
+        }
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
         self.replied = true;
         self.tracker.cancel(host, &self.plan);
+        if let Some(meter) = self.meter.take() {
+            meter.cancel(host);
+        }
         let body = error.body();
         if let Err(e) =
             host.send_local_reply(error.status, &[("content-type", "application/json")], &body)

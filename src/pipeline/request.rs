@@ -19,10 +19,11 @@ use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
-use crate::health::{soonest, Admission, Availability, Budget, HealthBoard};
+use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
 use crate::host::{shared_increment, Host};
+use crate::metrics::Metrics;
 use crate::pipeline::attempt;
-use crate::pipeline::track::{now_ms, Tracker};
+use crate::pipeline::track::{now_ms, Meter, Tracker, UsageTail};
 use crate::rewrite::body::{edit_object, json_string};
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{
@@ -96,6 +97,11 @@ pub struct RequestFlow {
     /// Set when health could not be read or written for this request (it was routed
     /// without it).
     health_degraded: bool,
+    metrics: Option<Rc<Metrics>>,
+    /// The request in Envoy stats, once routed.
+    meter: Option<Meter>,
+    /// The end of the response body, when its `usage` counts (stats or a token budget).
+    tail: Option<UsageTail>,
 }
 
 impl RequestFlow {
@@ -108,7 +114,17 @@ impl RequestFlow {
             board: HealthBoard::default(),
             tracker: Tracker::default(),
             health_degraded: false,
+            metrics: None,
+            meter: None,
+            tail: None,
         }
+    }
+
+    /// Counts the request in Envoy stats.
+    pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> RequestFlow {
+        self.tracker = Tracker::with_metrics(Some(Rc::clone(&metrics)));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether this request is counted on the health board and not yet finished.
@@ -215,19 +231,31 @@ impl RequestFlow {
             return Flow::Continue;
         }
         self.tracker.observe_response(host, &self.plan, 0);
+        let served = self.served_by(host);
+        if let Some(meter) = &mut self.meter {
+            meter.observe(host, 0);
+            if let (Some(m), Some((key, _)), Some(r)) = (&self.metrics, &served, &self.report) {
+                meter.reprice(m.scopes(key, &r.rule).rule_only());
+            }
+        }
+        if self.meter.is_some() || self.tracker.wants_usage() {
+            self.tail = Some(UsageTail::default());
+        }
         if !self.plan.response_headers {
             return Flow::Continue;
         }
-        let served = self.served_by(host);
+        let plan = Rc::clone(&self.plan);
         if let Some(r) = &mut self.report {
-            let attempts = match served {
-                Some((upstream, model, attempt)) => {
-                    r.upstream = upstream;
-                    r.model = echoable(&model);
-                    Some(attempt.to_string())
+            let mut attempts = None;
+            if let Some((key, attempt)) = &served {
+                if let Some(t) = plan.targets.get(key) {
+                    if let Some(up) = plan.upstream(t.upstream) {
+                        r.upstream = up.name.clone();
+                    }
+                    r.model = echoable(&t.model);
                 }
-                None => None,
-            };
+                attempts = Some(attempt.to_string());
+            }
             let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
             // `None` also removes a value the upstream sent: diagnostics are the router's own.
             let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
@@ -241,18 +269,15 @@ impl RequestFlow {
         Flow::Continue
     }
 
-    /// For a request sent through the failover cluster: the upstream, model and attempt
-    /// number that the attempt filter reported in the response (and removes them from it).
-    fn served_by(&self, host: &mut dyn Host) -> Option<(String, String, u32)> {
+    /// For a request sent through the failover cluster: the target key and attempt number
+    /// that the attempt filter reported in the response (and removes them from it).
+    fn served_by(&self, host: &mut dyn Host) -> Option<(String, u32)> {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
         }
         let served = host.response_header(attempt::HEADER_SERVED).ok().flatten();
         let _ = host.set_response_header(attempt::HEADER_SERVED, None);
-        let (key, attempt) = attempt::parse_served(&served?)?;
-        let target = self.plan.targets.get(&key)?;
-        let upstream = self.plan.upstream(target.upstream)?;
-        Some((upstream.name.clone(), target.model.clone(), attempt))
+        attempt::parse_served(&served?)
     }
 
     /// A response body chunk passes (never held); the tracker may keep its end.
@@ -262,14 +287,19 @@ impl RequestFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        self.tracker
-            .on_response_body(host, body_size, end_of_stream);
+        if let Some(tail) = &mut self.tail {
+            tail.push(host, body_size, end_of_stream);
+        }
         Flow::Continue
     }
 
     /// The end of the stream (Envoy's access-log callback): finishes the tracked request.
     pub fn on_log(&mut self, host: &mut dyn Host) {
-        self.tracker.finish_at_end(host, &self.plan);
+        let usage = self.tail.as_ref().and_then(UsageTail::usage);
+        self.tracker.finish_at_end(host, &self.plan, usage);
+        if let Some(meter) = self.meter.take() {
+            meter.finish(host, usage);
+        }
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -285,6 +315,9 @@ impl RequestFlow {
         self.state = State::Replied;
         // Admitted but never sent upstream: not held against the target.
         self.tracker.cancel(host, &self.plan);
+        if let Some(meter) = self.meter.take() {
+            meter.cancel(host);
+        }
         let body = error.body();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         if let Some(secs) = retry_after {
@@ -443,6 +476,18 @@ impl RequestFlow {
             RouteError::NoCandidate(reason) => Refusal::Api(ApiError::no_candidate(reason)),
             RouteError::AllUnavailable { until_ms } => Refusal::AllUnavailable { until_ms },
         })?;
+        let estimate = classification.estimated_prompt_tokens;
+        if let Some(m) = &self.metrics {
+            for c in &decision.candidates {
+                if let Availability::Unavailable {
+                    reason: Unhealthy::OverBudget,
+                    ..
+                } = c.availability
+                {
+                    m.budget_skip(host, m.scopes(&c.key, &decision.source));
+                }
+            }
+        }
         // Router-only members are cut out; everything else stays the client's bytes.
         let remove: Vec<&str> = ROUTER_FIELDS
             .iter()
@@ -490,6 +535,10 @@ impl RequestFlow {
                 &classification,
             );
             r.failover = true;
+            if let (Some(m), Some(first)) = (&self.metrics, keys.first()) {
+                let at = m.scopes(&first.key, &decision.source).rule_only();
+                self.meter = Some(Meter::start(m, host, at, estimate));
+            }
             return Ok(r);
         }
 
@@ -527,6 +576,13 @@ impl RequestFlow {
         rewrite_for_upstream(host, &plan, upstream, path.as_deref(), None, false)?;
         if let Some(new_body) = &new_body {
             replace_body(host, body_size, new_body)?;
+        }
+        if let Some(m) = &self.metrics {
+            for skipped in decision.candidates.iter().take(index) {
+                m.failover(host, m.scopes(&skipped.key, &decision.source));
+            }
+            let at = m.scopes(&chosen.key, &decision.source);
+            self.meter = Some(Meter::start(m, host, at, estimate));
         }
 
         Ok(report(

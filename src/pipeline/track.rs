@@ -4,10 +4,16 @@
 //! (`on_log`) finishes it exactly once, including streams the client abandoned or the
 //! upstream reset. Used by the request flow (one target per request) and by the attempt flow
 //! (one target per failover attempt).
+//!
+//! [`Meter`] does the same for Envoy stats (whether or not health is on), and [`UsageTail`]
+//! keeps the end of a response body for the `usage` both of them read.
+
+use std::rc::Rc;
 
 use crate::config::plan::Plan;
 use crate::health::{retry_headers, Budget, HealthBoard, Outcome};
 use crate::host::Host;
+use crate::metrics::{Finish, Metrics, Scopes};
 
 /// Envoy's response flags (the `response.flags` attribute, a bit vector).
 pub mod response_flags {
@@ -45,10 +51,6 @@ struct Tracked {
     charged: u64,
     /// The target has a tokens-per-minute budget: read `usage` from the response.
     count_usage: bool,
-    /// The last bytes of the response body seen so far (at most [`USAGE_TAIL_BYTES`]).
-    tail: Vec<u8>,
-    /// Tokens the response reported in `usage`.
-    usage: Option<u64>,
 }
 
 /// How much of the end of a response body is kept to find its `usage`.
@@ -59,9 +61,29 @@ pub const USAGE_TAIL_BYTES: usize = 4096;
 pub struct Tracker {
     board: HealthBoard,
     tracked: Option<Tracked>,
+    /// Counts cooldowns the request's outcome starts.
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Tracker {
+    pub fn with_metrics(metrics: Option<Rc<Metrics>>) -> Tracker {
+        Tracker {
+            metrics,
+            ..Tracker::default()
+        }
+    }
+
+    /// Whether the response's `usage` matters (the target has a token budget).
+    pub fn wants_usage(&self) -> bool {
+        self.tracked.as_ref().is_some_and(|t| t.count_usage)
+    }
+
+    fn count_cooldown(&self, host: &mut dyn Host, key: &str, entered: bool) {
+        if let (true, Some(m)) = (entered, &self.metrics) {
+            m.cooldown_entered(host, m.target(key));
+        }
+    }
+
     pub fn is_tracked(&self) -> bool {
         self.tracked.is_some()
     }
@@ -83,8 +105,6 @@ impl Tracker {
             flags: 0,
             charged: tokens,
             count_usage: budget.tpm.is_some(),
-            tail: Vec::new(),
-            usage: None,
         });
     }
 
@@ -120,55 +140,29 @@ impl Tracker {
         t.until_ms = until;
         if let Some(until) = until {
             let key = t.key.clone();
-            if let Err(e) = board.update(host, &key, |h| h.rate_limited_until(until, now, policy)) {
-                log::warn!("llm-router: could not record the rate limit of {key}: {e}");
+            match board.update(host, &key, |h| {
+                let before = h.cooldown_until_ms;
+                h.rate_limited_until(until, now, policy);
+                before <= now && h.cooldown_until_ms > now
+            }) {
+                Ok((_, entered)) => self.count_cooldown(host, &key, entered),
+                Err(e) => log::warn!("llm-router: could not record the rate limit of {key}: {e}"),
             }
-        }
-    }
-
-    /// A response body chunk passes (never held): when the target has a tokens-per-minute
-    /// budget, the end of the body is kept to read the tokens its `usage` reports.
-    pub fn on_response_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) {
-        let Some(t) = self.tracked.as_mut().filter(|t| t.count_usage) else {
-            return;
-        };
-        let take = body_size.min(USAGE_TAIL_BYTES);
-        let skip = body_size - take;
-        if let Ok(Some(chunk)) = host.response_body(body_size) {
-            let chunk = chunk.get(skip..).unwrap_or(&chunk);
-            t.tail.extend_from_slice(chunk);
-            let excess = t.tail.len().saturating_sub(USAGE_TAIL_BYTES);
-            t.tail.drain(..excess);
-        }
-        if end_of_stream {
-            t.usage = usage_tokens(&t.tail);
-            t.tail = Vec::new();
         }
     }
 
     /// The end of the stream: finishes the tracked request, once, with what the response
     /// said, or, when no response came, with what Envoy's response flags say (connection
     /// failure, reset, timeout) or as cancelled.
-    pub fn finish_at_end(&mut self, host: &mut dyn Host, plan: &Plan) {
+    /// `usage`: what the response reported (see [`UsageTail`]).
+    pub fn finish_at_end(&mut self, host: &mut dyn Host, plan: &Plan, usage: Option<Usage>) {
         let Some(t) = self.tracked.take() else {
             return;
         };
         let now = now_ms(host);
-        let flags = t.flags | int_property(host, &["response", "flags"]).unwrap_or(0);
-        let status = t.status.or_else(|| {
-            int_property(host, &["response", "code"])
-                .filter(|c| *c > 0)
-                .and_then(|c| u32::try_from(c).ok())
-        });
-        let mut outcome = outcome_of(
-            status,
-            t.until_ms,
-            flags,
-            now.saturating_sub(t.start_ms),
-            t.ttfb_ms,
-        );
-        if let (Outcome::Success { tokens, .. }, Some(usage)) = (&mut outcome, t.usage) {
-            *tokens = usage.saturating_sub(t.charged);
+        let mut outcome = ended(host, t.status, t.until_ms, t.flags, t.start_ms, t.ttfb_ms);
+        if let (Outcome::Success { tokens, .. }, Some(usage)) = (&mut outcome, usage) {
+            *tokens = usage.total.saturating_sub(t.charged);
         }
         self.finish(host, plan, &t, outcome, now);
     }
@@ -183,15 +177,152 @@ impl Tracker {
 
     fn finish(&self, host: &mut dyn Host, plan: &Plan, t: &Tracked, outcome: Outcome, now: u64) {
         let policy = &plan.health.policy;
-        if let Err(e) = self
-            .board
-            .update(host, &t.key, |h| h.on_finish(outcome, t.probe, now, policy))
-        {
-            log::warn!(
+        match self.board.update(host, &t.key, |h| {
+            let before = h.cooldown_until_ms;
+            h.on_finish(outcome, t.probe, now, policy);
+            before <= now && h.cooldown_until_ms > now
+        }) {
+            Ok((_, entered)) => self.count_cooldown(host, &t.key, entered),
+            Err(e) => log::warn!(
                 "llm-router: could not record the outcome for {}: {e}",
                 t.key
-            );
+            ),
         }
+    }
+}
+
+/// How a request ended, at the end of its stream: the status the response headers gave
+/// (else Envoy's `response.code`), and Envoy's response flags (plus `flags` known from
+/// elsewhere).
+fn ended(
+    host: &dyn Host,
+    status: Option<u32>,
+    until_ms: Option<u64>,
+    flags: u64,
+    start_ms: u64,
+    ttfb_ms: Option<u64>,
+) -> Outcome {
+    let flags = flags | int_property(host, &["response", "flags"]).unwrap_or(0);
+    let status = status.or_else(|| {
+        int_property(host, &["response", "code"])
+            .filter(|c| *c > 0)
+            .and_then(|c| u32::try_from(c).ok())
+    });
+    let latency = now_ms(host).saturating_sub(start_ms);
+    outcome_of(status, until_ms, flags, latency, ttfb_ms)
+}
+
+/// One request counted in Envoy stats at some scopes, from start to end (exactly once).
+#[derive(Debug)]
+pub struct Meter {
+    metrics: Rc<Metrics>,
+    at: Scopes,
+    start_ms: u64,
+    ttfb_ms: Option<u64>,
+    status: Option<u32>,
+    flags: u64,
+    /// The prompt estimate: the prompt tokens when the response reports no `usage`.
+    estimate: u64,
+}
+
+impl Meter {
+    /// Counts the request as started at `at`.
+    pub fn start(metrics: &Rc<Metrics>, host: &mut dyn Host, at: Scopes, estimate: u64) -> Meter {
+        metrics.request_started(host, at);
+        Meter {
+            metrics: Rc::clone(metrics),
+            at,
+            start_ms: now_ms(host),
+            ttfb_ms: None,
+            status: None,
+            flags: 0,
+            estimate,
+        }
+    }
+
+    /// The response headers arrived: status and time to first byte.
+    pub fn observe(&mut self, host: &dyn Host, flags: u64) {
+        if self.status.is_some() {
+            return;
+        }
+        self.status = host
+            .response_header(":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse().ok());
+        self.ttfb_ms = Some(now_ms(host).saturating_sub(self.start_ms));
+        self.flags |= flags;
+    }
+
+    /// Prices the cost by another target (the one a failover attempt ended on); the counts
+    /// stay where they started.
+    pub fn reprice(&mut self, at: Scopes) {
+        self.at = at;
+    }
+
+    pub fn finish(self, host: &mut dyn Host, usage: Option<Usage>) {
+        let outcome = ended(
+            host,
+            self.status,
+            None,
+            self.flags,
+            self.start_ms,
+            self.ttfb_ms,
+        );
+        let mut end = Finish::from_outcome(&outcome);
+        match usage {
+            Some(u) => {
+                end.prompt_tokens = u.prompt;
+                end.completion_tokens = u.completion;
+            }
+            None if matches!(outcome, Outcome::Success { .. }) => end.prompt_tokens = self.estimate,
+            None => {}
+        }
+        self.metrics.request_finished(host, self.at, &end);
+    }
+
+    /// Never sent: counted as cancelled.
+    pub fn cancel(self, host: &mut dyn Host) {
+        self.metrics
+            .request_finished(host, self.at, &Finish::from_outcome(&Outcome::Cancelled));
+    }
+}
+
+/// Token counts a response reported in `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+    /// `total_tokens` when given, else prompt + completion.
+    pub total: u64,
+}
+
+/// The last bytes of a response body as it passes (never held), to read its `usage`.
+#[derive(Debug, Default)]
+pub struct UsageTail {
+    tail: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+impl UsageTail {
+    pub fn push(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) {
+        let take = body_size.min(USAGE_TAIL_BYTES);
+        let skip = body_size - take;
+        if let Ok(Some(chunk)) = host.response_body(body_size) {
+            let chunk = chunk.get(skip..).unwrap_or(&chunk);
+            self.tail.extend_from_slice(chunk);
+            let excess = self.tail.len().saturating_sub(USAGE_TAIL_BYTES);
+            self.tail.drain(..excess);
+        }
+        if end_of_stream {
+            self.usage = usage_of(&self.tail);
+            self.tail = Vec::new();
+        }
+    }
+
+    /// What the whole body reported, once it ended.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 
@@ -259,6 +390,11 @@ fn outcome_of(
 /// completions), else input + output (OpenAI responses, Anthropic). `None` when there is no
 /// `usage` with numbers. A lenient scan, not a JSON parse: the tail may start mid-document.
 pub fn usage_tokens(tail: &[u8]) -> Option<u64> {
+    usage_of(tail).map(|u| u.total)
+}
+
+/// The last `usage` object in `tail`, split (see [`usage_tokens`]).
+pub fn usage_of(tail: &[u8]) -> Option<Usage> {
     const KEY: &[u8] = b"\"usage\"";
     let at = tail.windows(KEY.len()).rposition(|w| w == KEY)?;
     let rest = tail.get(at + KEY.len()..)?;
@@ -294,12 +430,20 @@ pub fn usage_tokens(tail: &[u8]) -> Option<u64> {
             .collect();
         std::str::from_utf8(&digits).ok()?.parse().ok()
     };
-    if let Some(total) = number("total_tokens") {
-        return Some(total);
-    }
     let pair = |a: &str, b: &str| match (number(a), number(b)) {
         (None, None) => None,
-        (x, y) => Some(x.unwrap_or(0).saturating_add(y.unwrap_or(0))),
+        (x, y) => Some((x.unwrap_or(0), y.unwrap_or(0))),
     };
-    pair("prompt_tokens", "completion_tokens").or_else(|| pair("input_tokens", "output_tokens"))
+    let split = pair("prompt_tokens", "completion_tokens")
+        .or_else(|| pair("input_tokens", "output_tokens"));
+    let total = number("total_tokens");
+    if split.is_none() && total.is_none() {
+        return None;
+    }
+    let (prompt, completion) = split.unwrap_or((0, 0));
+    Some(Usage {
+        prompt,
+        completion,
+        total: total.unwrap_or(prompt.saturating_add(completion)),
+    })
 }

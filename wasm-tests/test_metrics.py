@@ -1,0 +1,178 @@
+"""End-to-end stats: the router's Envoy stats on the admin ``/stats/prometheus``, with the
+real Envoy on four worker threads (every VM defines the same stats; Envoy adds them up).
+
+Each test uses its own aliases, so its targets and rules have stats of their own, and checks
+the figures against what the mock providers received and answered.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from harness import EnvoyRouter, chat
+
+MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
+CHAT = "/v1/chat/completions"
+PRICE = {"input": 2.0, "output": 8.0}  # USD per 1M tokens: 2 / 8 micro-USD per token
+
+
+def duo(name: str, **a_extra) -> dict:
+    return {"targets": [dict(upstream="a", model=name + "-a", price=PRICE, **a_extra),
+                        {"upstream": "b", "model": name + "-b"}]}
+
+
+CONFIG = {
+    "upstreams": {
+        "a": {"cluster": "mock-a", "auth": {"type": "bearer", "key_env": "MOCK_API_KEY"}},
+        "b": {"cluster": "mock-b", "auth": {"type": "bearer", "key_env": "MOCK_API_KEY"}},
+    },
+    "models": {
+        "plain": {"targets": [{"upstream": "a", "model": "plain-a", "price": PRICE}]},
+        "fo": duo("fo"),
+        "limited": duo("limited", budget={"rpm": 1}),
+        "cool": duo("cool"),
+    },
+    "rules": [{"name": "hello", "match": {"model": ["auto"]}, "use_model": "plain"}],
+    "unknown_model": "passthrough",
+    "passthrough_upstream": "b",
+    "health": {"allowed_fails": 0, "cooldown_seconds": 30, "failure_rate": None},
+    "failover": {"cluster": "llm_failover"},
+}
+
+
+@pytest.fixture(scope="module")
+def router(_mock_a, _mock_b):
+    with EnvoyRouter(mock_a=_mock_a, mock_b=_mock_b, plugin_config=CONFIG,
+                     env={"MOCK_API_KEY": MOCK_KEY}, concurrency=4, name="metrics") as r:
+        yield r
+
+
+def post(router: EnvoyRouter, body: dict) -> httpx.Response:
+    return httpx.post(router.url + CHAT, json=body, timeout=10)
+
+
+LINE = re.compile(r'^(llm_router_[a-z_]+)\{([^}]*)\} (\S+)$')
+
+
+def scrape(router: EnvoyRouter) -> dict:
+    """``{(name, frozenset(labels)): value}`` of every llm_router_ sample."""
+    status, text = router.admin_get("/stats/prometheus")
+    assert status == 200
+    out = {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if m:
+            labels = frozenset(tuple(kv.split("=", 1)) for kv in re.findall(r'[a-z_]+="[^"]*"', m.group(2)))
+            labels = frozenset((k, v.strip('"')) for k, v in labels)
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    """The one sample of ``name`` with exactly ``labels`` (``cls`` stands for ``class``)."""
+    labels = {("class" if k == "cls" else k): v for k, v in labels.items()}
+    want = frozenset(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= ls and
+             not any(k not in labels and k != "le" for k, _ in ls)]
+    assert len(found) == 1, (name, labels, [k for k in samples if k[0] == name])
+    return found[0]
+
+
+def wait_for(router: EnvoyRouter, check, timeout: float = 5.0):
+    """Scrapes until ``check(samples)`` holds (histograms show after a stats flush)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(router)
+        try:
+            check(samples)
+            return samples
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def usage_of(resp: httpx.Response) -> tuple[int, int]:
+    u = resp.json()["usage"]
+    return u["prompt_tokens"], u["completion_tokens"]
+
+
+def test_requests_tokens_cost_and_latency_per_target_and_rule(router, mock_a):
+    prompt, completion = 0, 0
+    for i in range(6):
+        resp = post(router, chat("Say hello number %d" % i))
+        assert resp.status_code == 200
+        assert resp.headers["x-llm-router-rule"] == "rule:hello"
+        p, c = usage_of(resp)
+        prompt, completion = prompt + p, completion + c
+    assert len(mock_a.requests) == 6
+    cost = round(prompt * PRICE["input"] + completion * PRICE["output"])
+
+    def check(s):
+        for scope, label in (("target", "a/plain-a"), ("rule", "rule:hello")):
+            kw = {scope: label}
+            assert value(s, "llm_router_%s_requests" % scope, **kw) == 6
+            assert value(s, "llm_router_%s_in_flight" % scope, **kw) == 0
+            assert value(s, "llm_router_%s_prompt_tokens" % scope, **kw) == prompt
+            assert value(s, "llm_router_%s_completion_tokens" % scope, **kw) == completion
+            assert abs(value(s, "llm_router_%s_cost_micro_usd" % scope, **kw) - cost) <= 6
+            assert value(s, "llm_router_%s_latency_ms_count" % scope, **kw) == 6
+            assert value(s, "llm_router_%s_ttfb_ms_count" % scope, **kw) == 6
+            for cls in ("5xx", "429", "connect", "timeout"):
+                assert value(s, "llm_router_%s_failures" % scope, cls=cls, **kw) == 0
+    wait_for(router, check)
+
+
+def test_failover_counts_the_failure_on_the_target_and_the_request_once_on_the_rule(
+        router, mock_a, mock_b):
+    mock_a.set_response(503, {"error": "down"}, times=1)
+    resp = post(router, chat("Hi", model="fo"))
+    assert resp.status_code == 200 and resp.headers["x-llm-router-attempts"] == "2"
+
+    def check(s):
+        assert value(s, "llm_router_target_requests", target="a/fo-a") == 1
+        assert value(s, "llm_router_target_failures", target="a/fo-a", cls="5xx") == 1
+        assert value(s, "llm_router_target_failovers", target="a/fo-a") == 1
+        assert value(s, "llm_router_target_requests", target="b/fo-b") == 1
+        assert value(s, "llm_router_target_failures", target="b/fo-b", cls="5xx") == 0
+        assert value(s, "llm_router_rule_requests", rule="model:fo") == 1
+        assert value(s, "llm_router_rule_failures", rule="model:fo", cls="5xx") == 0
+        assert value(s, "llm_router_rule_in_flight", rule="model:fo") == 0
+        # allowed_fails 0: the one failure opened a's circuit.
+        assert value(s, "llm_router_target_cooldowns", target="a/fo-a") == 1
+    wait_for(router, check)
+
+
+def test_rate_limit_cooldown_and_budget_skips(router, mock_a, mock_b):
+    mock_a.set_response(429, {"error": "slow down"}, headers={"retry-after": "30"}, times=1)
+    assert post(router, chat("Hi", model="cool")).status_code == 200
+    # The first request spends limited-a's one request per minute; the next two skip it.
+    for _ in range(3):
+        assert post(router, chat("Hi", model="limited")).status_code == 200
+
+    def check(s):
+        assert value(s, "llm_router_target_failures", target="a/cool-a", cls="429") == 1
+        assert value(s, "llm_router_target_cooldowns", target="a/cool-a") == 1
+        assert value(s, "llm_router_target_requests", target="a/limited-a") == 1
+        assert value(s, "llm_router_target_budget_skips", target="a/limited-a") == 2
+        assert value(s, "llm_router_rule_budget_skips", rule="model:limited") == 2
+        assert value(s, "llm_router_target_requests", target="b/limited-b") == 2
+    wait_for(router, check)
+
+
+def test_client_model_names_never_create_stats(router, mock_b):
+    for i in range(20):
+        resp = post(router, chat("Hi", model="client-model-%d" % i))
+        assert resp.status_code == 200
+    samples = wait_for(router, lambda s: value(s, "llm_router_target_requests", target="b/*") == 20)
+    labels = {v for (_, ls), _ in samples.items() for k, v in ls if k in ("target", "rule")}
+    assert not any("client-model" in label for label in labels), labels
+    # A fixed set per configuration: 5 targets + b/* and 4 aliases/rules + passthrough.
+    assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "target"} == {
+        "a/plain-a", "a/fo-a", "b/fo-b", "a/limited-a", "b/limited-b", "a/cool-a", "b/cool-b", "b/*"}
+    assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "rule"} == {
+        "rule:hello", "model:plain", "model:fo", "model:limited", "model:cool", "passthrough"}
