@@ -240,3 +240,59 @@ def test_client_cannot_steer_the_failover(router, mock_a, mock_b):
     resp = post(router, chat("Hi", model="spoof", provider={"only": ["a"]}), headers=spoofed)
     assert resp.status_code == 503
     assert len(mock_a.requests) == 2
+
+
+def test_no_client_request_fails_while_a_healthy_candidate_exists(start_router, _mock_a, _mock_b):
+    """Sustained traffic over four workers, plain and streamed, while the first target
+    fails in every way in turn (503 for a while, 429 with Retry-After, resets, refused
+    connections): every client request still gets a 200 from the healthy candidate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = {
+        "upstreams": {
+            "a": {"cluster": "mock-a", "auth": {"type": "bearer", "key_env": "MOCK_API_KEY"}},
+            "b": {"cluster": "mock-b", "auth": {"type": "bearer", "key_env": "MOCK_API_KEY"}},
+            "c": {"cluster": "mock-c"},
+        },
+        "models": {
+            "m": {"targets": [{"upstream": "a", "model": "m-a"}, {"upstream": "b", "model": "m-b"}]},
+            "dead": {"targets": [{"upstream": "c", "model": "dead-c"}, {"upstream": "b", "model": "dead-b"}]},
+        },
+        # Short cooldowns so that the failing target keeps coming back through its probe.
+        "health": {"allowed_fails": 1, "cooldown_seconds": 0.3, "failure_rate": None},
+        "failover": {"cluster": "llm_failover"},
+    }
+    router = start_router(mock_a=_mock_a, mock_b=_mock_b, extra_clusters={"mock-c": closed_port()},
+                          plugin_config=config, concurrency=4, name="failover-load")
+    _mock_a.clear()
+    _mock_b.clear()
+
+    def one(i: int) -> tuple[int, str]:
+        model = "dead" if i % 7 == 0 else "m"
+        body = chat("Request %d" % i, model=model, stream=(i % 3 == 0))
+        with httpx.Client(timeout=10) as client:
+            resp = client.post(router.url + CHAT, content=jdump(body),
+                               headers={"content-type": "application/json"})
+            text = resp.text
+        ok_stream = not body["stream"] or text.rstrip().endswith("data: [DONE]")
+        return resp.status_code if ok_stream else -1, resp.headers.get("x-llm-router-upstream", "?")
+
+    results = []
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for fault in (
+                lambda: _mock_a.set_response(503, {"error": "down"}, times=15),
+                lambda: _mock_a.set_response(429, {"error": "slow"}, headers={"retry-after": "1"}, times=10),
+                lambda: _mock_a.set_response(RESET, times=15),
+                lambda: None,
+            ):
+                fault()
+                results += list(pool.map(one, range(len(results), len(results) + 40)))
+    finally:
+        _mock_a.reset_response()
+    statuses = [s for s, _ in results]
+    assert statuses == [200] * len(results), [r for r in results if r[0] != 200]
+    served = {u for _, u in results}
+    assert served <= {"a", "b"} and "b" in served
+    # The failing target was tried (and skipped while cooling down), not abandoned for good.
+    assert len(_mock_a.requests) > 0

@@ -112,7 +112,8 @@ def test_failing_target_is_left_then_one_probe_brings_it_back(router, mock_a, mo
     # After the cooldown exactly one probe goes to a (slow, so others arrive meanwhile).
     mock_a.reset_response()
     mock_a.clear()
-    mock_a.latency_ms = 800
+    # Long enough that the six others all arrive while it runs, even on a loaded machine.
+    mock_a.latency_ms = 2500
     time.sleep(max(0.0, tripped_at + COOLDOWN_S + 0.2 - time.monotonic()))
     with ThreadPoolExecutor(max_workers=8) as pool:
         probe = pool.submit(send, router, "failover")
