@@ -12,7 +12,7 @@ use crate::config::{self, Plan};
 use crate::health::HealthBoard;
 use crate::host::{Host, HostError, HostResult, MetricKind};
 use crate::metrics::Metrics;
-use crate::pipeline::{AttemptFlow, Flow, RequestFlow};
+use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
 
 /// The `root_id` that makes an instance the failover attempt filter (configured as an
 /// upstream HTTP filter of the failover cluster); any other root id is the request filter.
@@ -86,16 +86,15 @@ impl RootContext for RouterRoot {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plan = self.plan.clone()?;
         let metrics = self.metrics.clone().unwrap_or_default();
-        // Context ids are unique per worker; the clock tells workers apart.
-        if self.attempt_filter {
-            return Some(Box::new(AttemptHttp {
-                flow: AttemptFlow::new(plan).with_metrics(metrics),
-                host: WasmHost,
-            }));
-        }
-        let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
+        let flow: Box<dyn StreamFlow> = if self.attempt_filter {
+            Box::new(AttemptFlow::new(plan).with_metrics(metrics))
+        } else {
+            // Context ids are unique per worker; the clock tells workers apart.
+            let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
+            Box::new(RequestFlow::new(plan, seed).with_metrics(metrics))
+        };
         Some(Box::new(RouterHttp {
-            flow: RequestFlow::new(plan, seed).with_metrics(metrics),
+            flow,
             host: WasmHost,
         }))
     }
@@ -105,12 +104,21 @@ impl RootContext for RouterRoot {
     }
 }
 
+/// One HTTP stream: the host's events go to the flow (the request filter's or, on the
+/// failover cluster, the attempt filter's).
 struct RouterHttp {
-    flow: RequestFlow,
+    flow: Box<dyn StreamFlow>,
     host: WasmHost,
 }
 
-impl Context for RouterHttp {}
+impl Context for RouterHttp {
+    /// A failover attempt that failed ends when the router retries: its context goes away,
+    /// maybe without an access-log call. Finishing is once only either way.
+    fn on_done(&mut self) -> bool {
+        self.flow.on_log(&mut self.host);
+        true
+    }
+}
 
 impl HttpContext for RouterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -137,48 +145,6 @@ impl HttpContext for RouterHttp {
 
     fn on_log(&mut self) {
         self.flow.on_log(&mut self.host);
-    }
-}
-
-struct AttemptHttp {
-    flow: AttemptFlow,
-    host: WasmHost,
-}
-
-impl Context for AttemptHttp {
-    /// An attempt that failed ends when the router retries: the context goes away, maybe
-    /// without an access-log call.
-    fn on_done(&mut self) -> bool {
-        self.flow.on_end(&mut self.host);
-        true
-    }
-}
-
-impl HttpContext for AttemptHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        to_action(self.flow.on_request_headers(&mut self.host, end_of_stream))
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        to_action(
-            self.flow
-                .on_request_body(&mut self.host, body_size, end_of_stream),
-        )
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        to_action(self.flow.on_response_headers(&mut self.host))
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        to_action(
-            self.flow
-                .on_response_body(&mut self.host, body_size, end_of_stream),
-        )
-    }
-
-    fn on_log(&mut self) {
-        self.flow.on_end(&mut self.host);
     }
 }
 

@@ -21,7 +21,8 @@ use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
-use crate::pipeline::track::{now_ms, response_flags_from_names, Meter, Tracker, UsageTail};
+use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter};
+use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 
 /// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
@@ -118,12 +119,10 @@ struct Attempt {
 pub struct AttemptFlow {
     plan: Rc<Plan>,
     board: HealthBoard,
-    tracker: Tracker,
     attempt: Option<Attempt>,
     replied: bool,
     metrics: Option<Rc<Metrics>>,
-    meter: Option<Meter>,
-    tail: Option<UsageTail>,
+    acc: Accounting,
 }
 
 impl AttemptFlow {
@@ -131,18 +130,16 @@ impl AttemptFlow {
         AttemptFlow {
             plan,
             board: HealthBoard::default(),
-            tracker: Tracker::default(),
             attempt: None,
             replied: false,
             metrics: None,
-            meter: None,
-            tail: None,
+            acc: Accounting::default(),
         }
     }
 
     /// Counts each attempt in its target's Envoy stats.
     pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> AttemptFlow {
-        self.tracker = Tracker::with_metrics(Some(Rc::clone(&metrics)));
+        self.acc = Accounting::new(Some(Rc::clone(&metrics)));
         self.metrics = Some(metrics);
         self
     }
@@ -153,70 +150,7 @@ impl AttemptFlow {
     }
 
     pub fn is_tracked(&self) -> bool {
-        self.tracker.is_tracked()
-    }
-
-    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        let Some(list) = host.request_header(HEADER_FAILOVER).ok().flatten() else {
-            // Not sent by the request filter: nothing to do.
-            return Flow::Continue;
-        };
-        let number = host
-            .request_header("x-envoy-attempt-count")
-            .ok()
-            .flatten()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .unwrap_or(1)
-            .max(1);
-        let parsed = parse_failover(&list);
-        let chosen = parsed.and_then(|(tokens, keys)| {
-            // Envoy stops after as many attempts as there are keys; past that, stay on the last.
-            let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
-            let key = keys.get(index).or(keys.last())?.clone();
-            let previous = index
-                .checked_sub(1)
-                .and_then(|i| keys.get(i).or(keys.last()))
-                .cloned();
-            self.plan.targets.contains_key(&key).then_some(Attempt {
-                number,
-                key,
-                tokens,
-                previous,
-            })
-        });
-        let Some(attempt) = chosen else {
-            log::error!(
-                "llm-router: failover attempt names a target this filter does not know: {list:?}; \
-                 configure the request and upstream filters with the same plugin configuration"
-            );
-            return self.reply(
-                host,
-                &ApiError::internal("The failover attempt names an unknown target."),
-            );
-        };
-        self.attempt = Some(attempt);
-        if end_of_stream {
-            return self.send(host, None);
-        }
-        Flow::Pause
-    }
-
-    pub fn on_request_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Flow {
-        if self.replied {
-            return Flow::Pause;
-        }
-        if self.attempt.is_none() {
-            return Flow::Continue;
-        }
-        if !end_of_stream {
-            return Flow::Pause;
-        }
-        self.send(host, Some(body_size))
+        self.acc.tracker.is_tracked()
     }
 
     /// Rewrites the attempt for its target and admits it on the health board.
@@ -273,7 +207,8 @@ impl AttemptFlow {
                 }
             }) {
                 Ok((_, probe)) => {
-                    self.tracker
+                    self.acc
+                        .tracker
                         .start(&attempt.key, probe, now, attempt.tokens, &target.budget)
                 }
                 Err(e) => log::warn!("llm-router: attempt not tracked: {e}"),
@@ -283,7 +218,7 @@ impl AttemptFlow {
             if let Some(previous) = &attempt.previous {
                 m.failover(host, m.target(previous));
             }
-            self.meter = Some(Meter::start(
+            self.acc.meter = Some(Meter::start(
                 m,
                 host,
                 m.target(&attempt.key),
@@ -293,7 +228,84 @@ impl AttemptFlow {
         Flow::Continue
     }
 
-    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+    fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
+        self.replied = true;
+        self.acc.cancel(host, &self.plan);
+        let body = error.body();
+        if let Err(e) =
+            host.send_local_reply(error.status, &[("content-type", "application/json")], &body)
+        {
+            log::error!("could not send the {} reply: {e}", error.status);
+        }
+        Flow::Pause
+    }
+}
+
+impl StreamFlow for AttemptFlow {
+    fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        let Some(list) = host.request_header(HEADER_FAILOVER).ok().flatten() else {
+            // Not sent by the request filter: nothing to do.
+            return Flow::Continue;
+        };
+        let number = host
+            .request_header("x-envoy-attempt-count")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let parsed = parse_failover(&list);
+        let chosen = parsed.and_then(|(tokens, keys)| {
+            // Envoy stops after as many attempts as there are keys; past that, stay on the last.
+            let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
+            let key = keys.get(index).or(keys.last())?.clone();
+            let previous = index
+                .checked_sub(1)
+                .and_then(|i| keys.get(i).or(keys.last()))
+                .cloned();
+            self.plan.targets.contains_key(&key).then_some(Attempt {
+                number,
+                key,
+                tokens,
+                previous,
+            })
+        });
+        let Some(attempt) = chosen else {
+            log::error!(
+                "llm-router: failover attempt names a target this filter does not know: {list:?}; \
+                 configure the request and upstream filters with the same plugin configuration"
+            );
+            return self.reply(
+                host,
+                &ApiError::internal("The failover attempt names an unknown target."),
+            );
+        };
+        self.attempt = Some(attempt);
+        if end_of_stream {
+            return self.send(host, None);
+        }
+        Flow::Pause
+    }
+
+    fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        if self.replied {
+            return Flow::Pause;
+        }
+        if self.attempt.is_none() {
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        self.send(host, Some(body_size))
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
         let Some(attempt) = &self.attempt else {
             return Flow::Continue;
         };
@@ -305,50 +317,23 @@ impl AttemptFlow {
         let _ = host.set_response_header(HEADER_HOP_FLAGS, None);
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
-        self.tracker.observe_response(host, &self.plan, flags);
-        if let Some(meter) = &mut self.meter {
-            meter.observe(host, flags);
-        }
-        if self.meter.is_some() || self.tracker.wants_usage() {
-            self.tail = Some(UsageTail::default());
-        }
+        self.acc.on_response_headers(host, &self.plan, flags);
         Flow::Continue
     }
 
-    pub fn on_response_body(
+    fn on_response_body(
         &mut self,
         host: &mut dyn Host,
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        if let Some(tail) = &mut self.tail {
-            tail.push(host, body_size, end_of_stream);
-        }
+        self.acc.on_response_body(host, body_size, end_of_stream);
         Flow::Continue
     }
 
     /// The end of the attempt (a failed one ends when the router retries).
-    pub fn on_end(&mut self, host: &mut dyn Host) {
-        let usage = self.tail.as_ref().and_then(UsageTail::usage);
-        self.tracker.finish_at_end(host, &self.plan, usage);
-        if let Some(meter) = self.meter.take() {
-            meter.finish(host, usage);
-        }
-    }
-
-    fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
-        self.replied = true;
-        self.tracker.cancel(host, &self.plan);
-        if let Some(meter) = self.meter.take() {
-            meter.cancel(host);
-        }
-        let body = error.body();
-        if let Err(e) =
-            host.send_local_reply(error.status, &[("content-type", "application/json")], &body)
-        {
-            log::error!("could not send the {} reply: {e}", error.status);
-        }
-        Flow::Pause
+    fn on_log(&mut self, host: &mut dyn Host) {
+        self.acc.finish(host, &self.plan);
     }
 }
 

@@ -9,7 +9,7 @@ use super::*;
 use crate::config::compile;
 use crate::health::HealthBoard;
 use crate::host::mock::MockHost;
-use crate::pipeline::RequestFlow;
+use crate::pipeline::{RequestFlow, StreamFlow};
 
 const KEY_A: &str = "llm_router.h.a/m-a";
 const KEY_B: &str = "llm_router.h.b/m-b";
@@ -247,8 +247,8 @@ fn attempts_are_tracked_and_failures_counted_per_target() {
         host.response_header(HEADER_SERVED),
         Some(served(1, KEY_A).as_str())
     );
-    flow.on_end(&mut host);
-    flow.on_end(&mut host); // on_log and on_done: finished once
+    flow.on_log(&mut host);
+    flow.on_log(&mut host); // on_log and on_done: finished once
     let a = HealthBoard::default().read(&host, KEY_A).expect("read");
     assert_eq!((a.requests, a.in_flight, a.consecutive_failures), (1, 0, 1));
 
@@ -262,7 +262,7 @@ fn attempts_are_tracked_and_failures_counted_per_target() {
         (HEADER_HOP_FLAGS.to_owned(), "UF,URX".to_owned()),
     ];
     flow.on_response_headers(&mut host2);
-    flow.on_end(&mut host2);
+    flow.on_log(&mut host2);
     let b = HealthBoard::default().read(&host2, KEY_B).expect("read");
     assert_eq!(
         (b.requests, b.in_flight, b.failures_connect, b.failures_5xx),

@@ -23,7 +23,8 @@ use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhea
 use crate::host::{shared_increment, Host};
 use crate::metrics::Metrics;
 use crate::pipeline::attempt;
-use crate::pipeline::track::{now_ms, Meter, Tracker, UsageTail};
+use crate::pipeline::track::{now_ms, Accounting, Meter};
+use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{
@@ -93,15 +94,12 @@ pub struct RequestFlow {
     /// Seed for `weighted` choices; mixed with the clock per request.
     seed: u64,
     board: HealthBoard,
-    tracker: Tracker,
+    /// Health board, stats and `usage` of the request.
+    acc: Accounting,
     /// Set when health could not be read or written for this request (it was routed
     /// without it).
     health_degraded: bool,
     metrics: Option<Rc<Metrics>>,
-    /// The request in Envoy stats, once routed.
-    meter: Option<Meter>,
-    /// The end of the response body, when its `usage` counts (stats or a token budget).
-    tail: Option<UsageTail>,
 }
 
 impl RequestFlow {
@@ -112,161 +110,27 @@ impl RequestFlow {
             report: None,
             seed,
             board: HealthBoard::default(),
-            tracker: Tracker::default(),
+            acc: Accounting::default(),
             health_degraded: false,
             metrics: None,
-            meter: None,
-            tail: None,
         }
     }
 
     /// Counts the request in Envoy stats.
     pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> RequestFlow {
-        self.tracker = Tracker::with_metrics(Some(Rc::clone(&metrics)));
+        self.acc = Accounting::new(Some(Rc::clone(&metrics)));
         self.metrics = Some(metrics);
         self
     }
 
     /// Whether this request is counted on the health board and not yet finished.
     pub fn is_tracked(&self) -> bool {
-        self.tracker.is_tracked()
+        self.acc.tracker.is_tracked()
     }
 
     /// Whether this request was admitted as a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.tracker.is_probe()
-    }
-
-    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        // A client must never pick the Envoy cluster itself, nor feed the failover hop.
-        let _ = host.set_request_header(&self.plan.cluster_header, None);
-        for name in attempt::INTERNAL_REQUEST_HEADERS {
-            let _ = host.set_request_header(name, None);
-        }
-        let method = host.request_header(":method").ok().flatten();
-        let path = host.request_header(":path").ok().flatten();
-        let endpoint = match (method.as_deref(), path.as_deref()) {
-            (Some("POST"), Some(path)) => Endpoint::from_path(path),
-            _ => None,
-        };
-        let Some(endpoint) = endpoint else {
-            self.state = State::Passthrough;
-            return Flow::Continue;
-        };
-        if end_of_stream {
-            return self.reply(host, &missing_body());
-        }
-        if let Ok(Some(encoding)) = host.request_header("content-encoding") {
-            if !encoding.trim().eq_ignore_ascii_case("identity") {
-                return self.reply(
-                    host,
-                    &ApiError {
-                        status: 415,
-                        message: "Compressed request bodies are not supported; send plain JSON."
-                            .to_owned(),
-                        kind: "invalid_request_error",
-                        param: None,
-                        code: "unsupported_content_encoding",
-                    },
-                );
-            }
-        }
-        let declared = host
-            .request_header("content-length")
-            .ok()
-            .flatten()
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.plan.max_body_bytes) {
-            return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
-        }
-        self.state = State::Buffering(endpoint);
-        Flow::Pause
-    }
-
-    pub fn on_request_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Flow {
-        let State::Buffering(endpoint) = self.state else {
-            return if self.state == State::Replied {
-                Flow::Pause
-            } else {
-                Flow::Continue
-            };
-        };
-        if body_size > self.plan.max_body_bytes {
-            return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
-        }
-        if !end_of_stream {
-            return Flow::Pause;
-        }
-        match self.route_request(host, endpoint, body_size) {
-            Ok(report) => {
-                self.report = Some(report);
-                self.state = State::Routed;
-                Flow::Continue
-            }
-            Err(Refusal::Api(e)) => self.reply(host, &e),
-            Err(Refusal::AllUnavailable { until_ms }) => {
-                let now = now_ms(host);
-                let secs = until_ms.saturating_sub(now).div_ceil(1000).max(1);
-                let e = ApiError {
-                    status: 503,
-                    message: format!(
-                        "Every target for this request is cooling down or over its budget; retry in {secs} s."
-                    ),
-                    kind: "service_unavailable_error",
-                    param: None,
-                    code: "no_available_target",
-                };
-                self.reply_with(host, &e, Some(&secs.to_string()))
-            }
-        }
-    }
-
-    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
-        if self.state != State::Routed {
-            return Flow::Continue;
-        }
-        self.tracker.observe_response(host, &self.plan, 0);
-        let served = self.served_by(host);
-        if let Some(meter) = &mut self.meter {
-            meter.observe(host, 0);
-            if let (Some(m), Some((key, _)), Some(r)) = (&self.metrics, &served, &self.report) {
-                meter.reprice(m.scopes(key, &r.rule).rule_only());
-            }
-        }
-        if self.meter.is_some() || self.tracker.wants_usage() {
-            self.tail = Some(UsageTail::default());
-        }
-        if !self.plan.response_headers {
-            return Flow::Continue;
-        }
-        let plan = Rc::clone(&self.plan);
-        if let Some(r) = &mut self.report {
-            let mut attempts = None;
-            if let Some((key, attempt)) = &served {
-                if let Some(t) = plan.targets.get(key) {
-                    if let Some(up) = plan.upstream(t.upstream) {
-                        r.upstream = up.name.clone();
-                    }
-                    r.model = echoable(&t.model);
-                }
-                attempts = Some(attempt.to_string());
-            }
-            let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
-            // `None` also removes a value the upstream sent: diagnostics are the router's own.
-            let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
-            let _ = host.set_response_header(HEADER_ATTEMPTS, attempts.as_deref());
-            let _ = host.set_response_header(HEADER_TASK, Some(r.task));
-            let _ = host.set_response_header(HEADER_COMPLEXITY, Some(r.complexity));
-            let _ = host.set_response_header(HEADER_RULE, Some(&r.rule));
-            let tags = Some(r.tags.as_str()).filter(|t| !t.is_empty());
-            let _ = host.set_response_header(HEADER_TAGS, tags);
-        }
-        Flow::Continue
+        self.acc.tracker.is_probe()
     }
 
     /// For a request sent through the failover cluster: the target key and attempt number
@@ -278,28 +142,6 @@ impl RequestFlow {
         let served = host.response_header(attempt::HEADER_SERVED).ok().flatten();
         let _ = host.set_response_header(attempt::HEADER_SERVED, None);
         attempt::parse_served(&served?)
-    }
-
-    /// A response body chunk passes (never held); the tracker may keep its end.
-    pub fn on_response_body(
-        &mut self,
-        host: &mut dyn Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Flow {
-        if let Some(tail) = &mut self.tail {
-            tail.push(host, body_size, end_of_stream);
-        }
-        Flow::Continue
-    }
-
-    /// The end of the stream (Envoy's access-log callback): finishes the tracked request.
-    pub fn on_log(&mut self, host: &mut dyn Host) {
-        let usage = self.tail.as_ref().and_then(UsageTail::usage);
-        self.tracker.finish_at_end(host, &self.plan, usage);
-        if let Some(meter) = self.meter.take() {
-            meter.finish(host, usage);
-        }
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -314,10 +156,7 @@ impl RequestFlow {
     ) -> Flow {
         self.state = State::Replied;
         // Admitted but never sent upstream: not held against the target.
-        self.tracker.cancel(host, &self.plan);
-        if let Some(meter) = self.meter.take() {
-            meter.cancel(host);
-        }
+        self.acc.cancel(host, &self.plan);
         let body = error.body();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         if let Some(secs) = retry_after {
@@ -357,7 +196,9 @@ impl RequestFlow {
                 .update(host, &c.key, |h| h.admit(now, policy, &c.budget, tokens))
             {
                 Ok((_, Admission::Admitted { probe })) => {
-                    self.tracker.start(&c.key, probe, now, tokens, &c.budget);
+                    self.acc
+                        .tracker
+                        .start(&c.key, probe, now, tokens, &c.budget);
                     return Ok(i);
                 }
                 Ok((_, Admission::Refused { until_ms, reason })) => {
@@ -388,7 +229,10 @@ impl RequestFlow {
             h.on_start(now, tokens);
             probe
         }) {
-            Ok((_, probe)) => self.tracker.start(&c.key, probe, now, tokens, &c.budget),
+            Ok((_, probe)) => self
+                .acc
+                .tracker
+                .start(&c.key, probe, now, tokens, &c.budget),
             Err(e) => {
                 log::warn!("llm-router: routing without health: {e}");
                 self.health_degraded = true;
@@ -537,7 +381,7 @@ impl RequestFlow {
             r.failover = true;
             if let (Some(m), Some(first)) = (&self.metrics, keys.first()) {
                 let at = m.scopes(&first.key, &decision.source).rule_only();
-                self.meter = Some(Meter::start(m, host, at, estimate));
+                self.acc.meter = Some(Meter::start(m, host, at, estimate));
             }
             return Ok(r);
         }
@@ -582,7 +426,7 @@ impl RequestFlow {
                 m.failover(host, m.scopes(&skipped.key, &decision.source));
             }
             let at = m.scopes(&chosen.key, &decision.source);
-            self.meter = Some(Meter::start(m, host, at, estimate));
+            self.acc.meter = Some(Meter::start(m, host, at, estimate));
         }
 
         Ok(report(
@@ -591,6 +435,152 @@ impl RequestFlow {
             &chosen.model,
             &classification,
         ))
+    }
+}
+
+impl StreamFlow for RequestFlow {
+    fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        // A client must never pick the Envoy cluster itself, nor feed the failover hop.
+        let _ = host.set_request_header(&self.plan.cluster_header, None);
+        for name in attempt::INTERNAL_REQUEST_HEADERS {
+            let _ = host.set_request_header(name, None);
+        }
+        let method = host.request_header(":method").ok().flatten();
+        let path = host.request_header(":path").ok().flatten();
+        let endpoint = match (method.as_deref(), path.as_deref()) {
+            (Some("POST"), Some(path)) => Endpoint::from_path(path),
+            _ => None,
+        };
+        let Some(endpoint) = endpoint else {
+            self.state = State::Passthrough;
+            return Flow::Continue;
+        };
+        if end_of_stream {
+            return self.reply(host, &missing_body());
+        }
+        if let Ok(Some(encoding)) = host.request_header("content-encoding") {
+            if !encoding.trim().eq_ignore_ascii_case("identity") {
+                return self.reply(
+                    host,
+                    &ApiError {
+                        status: 415,
+                        message: "Compressed request bodies are not supported; send plain JSON."
+                            .to_owned(),
+                        kind: "invalid_request_error",
+                        param: None,
+                        code: "unsupported_content_encoding",
+                    },
+                );
+            }
+        }
+        let declared = host
+            .request_header("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|n| n > self.plan.max_body_bytes) {
+            return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
+        }
+        self.state = State::Buffering(endpoint);
+        Flow::Pause
+    }
+
+    fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        let State::Buffering(endpoint) = self.state else {
+            return if self.state == State::Replied {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            };
+        };
+        if body_size > self.plan.max_body_bytes {
+            return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        match self.route_request(host, endpoint, body_size) {
+            Ok(report) => {
+                self.report = Some(report);
+                self.state = State::Routed;
+                Flow::Continue
+            }
+            Err(Refusal::Api(e)) => self.reply(host, &e),
+            Err(Refusal::AllUnavailable { until_ms }) => {
+                let now = now_ms(host);
+                let secs = until_ms.saturating_sub(now).div_ceil(1000).max(1);
+                let e = ApiError {
+                    status: 503,
+                    message: format!(
+                        "Every target for this request is cooling down or over its budget; retry in {secs} s."
+                    ),
+                    kind: "service_unavailable_error",
+                    param: None,
+                    code: "no_available_target",
+                };
+                self.reply_with(host, &e, Some(&secs.to_string()))
+            }
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        if self.state != State::Routed {
+            return Flow::Continue;
+        }
+        self.acc.on_response_headers(host, &self.plan, 0);
+        let served = self.served_by(host);
+        if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
+            (&mut self.acc.meter, &self.metrics, &served, &self.report)
+        {
+            meter.reprice(m.scopes(key, &r.rule).rule_only());
+        }
+        if !self.plan.response_headers {
+            return Flow::Continue;
+        }
+        let plan = Rc::clone(&self.plan);
+        if let Some(r) = &mut self.report {
+            let mut attempts = None;
+            if let Some((key, attempt)) = &served {
+                if let Some(t) = plan.targets.get(key) {
+                    if let Some(up) = plan.upstream(t.upstream) {
+                        r.upstream = up.name.clone();
+                    }
+                    r.model = echoable(&t.model);
+                }
+                attempts = Some(attempt.to_string());
+            }
+            let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
+            // `None` also removes a value the upstream sent: diagnostics are the router's own.
+            let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
+            let _ = host.set_response_header(HEADER_ATTEMPTS, attempts.as_deref());
+            let _ = host.set_response_header(HEADER_TASK, Some(r.task));
+            let _ = host.set_response_header(HEADER_COMPLEXITY, Some(r.complexity));
+            let _ = host.set_response_header(HEADER_RULE, Some(&r.rule));
+            let tags = Some(r.tags.as_str()).filter(|t| !t.is_empty());
+            let _ = host.set_response_header(HEADER_TAGS, tags);
+        }
+        Flow::Continue
+    }
+
+    /// A response body chunk passes (never held); the tracker may keep its end.
+    fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        self.acc.on_response_body(host, body_size, end_of_stream);
+        Flow::Continue
+    }
+
+    /// The end of the stream (Envoy's access-log callback): finishes the tracked request.
+    fn on_log(&mut self, host: &mut dyn Host) {
+        self.acc.finish(host, &self.plan);
     }
 }
 

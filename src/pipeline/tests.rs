@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::request::{
     HEADER_COMPLEXITY, HEADER_MODEL, HEADER_RULE, HEADER_TAGS, HEADER_TASK, HEADER_UPSTREAM,
 };
-use super::{Flow, RequestFlow};
+use super::{Flow, RequestFlow, StreamFlow};
 use crate::config::plan::{compile, Plan};
 use crate::host::mock::MockHost;
 use crate::host::{shared_increment, Host, HostError, HostResult, CAS_RETRIES};
@@ -1274,7 +1274,7 @@ mod health {
     use crate::health::{Circuit, HealthBoard, TargetHealth};
     use crate::host::mock::MockHost;
     use crate::pipeline::track::response_flags;
-    use crate::pipeline::{Flow, RequestFlow};
+    use crate::pipeline::{Flow, RequestFlow, StreamFlow};
 
     const T0_MS: u64 = 1_700_000_000_000;
 

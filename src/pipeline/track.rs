@@ -288,6 +288,62 @@ impl Meter {
     }
 }
 
+/// Everything one request (or failover attempt) is counted in: the health board, Envoy
+/// stats, and the end of the response body whose `usage` both read.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    pub tracker: Tracker,
+    /// The request in Envoy stats, once it was sent.
+    pub meter: Option<Meter>,
+    tail: Option<UsageTail>,
+}
+
+impl Accounting {
+    pub fn new(metrics: Option<Rc<Metrics>>) -> Accounting {
+        Accounting {
+            tracker: Tracker::with_metrics(metrics),
+            ..Accounting::default()
+        }
+    }
+
+    /// The response headers: the health verdict, status and time to first byte for stats,
+    /// and whether the body's `usage` will be wanted. `flags`: response flags known from
+    /// elsewhere (the failover hop's).
+    pub fn on_response_headers(&mut self, host: &mut dyn Host, plan: &Plan, flags: u64) {
+        self.tracker.observe_response(host, plan, flags);
+        if let Some(meter) = &mut self.meter {
+            meter.observe(host, flags);
+        }
+        if self.meter.is_some() || self.tracker.wants_usage() {
+            self.tail = Some(UsageTail::default());
+        }
+    }
+
+    /// A response body chunk passes (never held); its end may be kept for `usage`.
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) {
+        if let Some(tail) = &mut self.tail {
+            tail.push(host, body_size, end_of_stream);
+        }
+    }
+
+    /// The end of the stream: finishes the request everywhere it is counted, once.
+    pub fn finish(&mut self, host: &mut dyn Host, plan: &Plan) {
+        let usage = self.tail.as_ref().and_then(UsageTail::usage);
+        self.tracker.finish_at_end(host, plan, usage);
+        if let Some(meter) = self.meter.take() {
+            meter.finish(host, usage);
+        }
+    }
+
+    /// Answered locally, never sent: counted as cancelled.
+    pub fn cancel(&mut self, host: &mut dyn Host, plan: &Plan) {
+        self.tracker.cancel(host, plan);
+        if let Some(meter) = self.meter.take() {
+            meter.cancel(host);
+        }
+    }
+}
+
 /// Token counts a response reported in `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
