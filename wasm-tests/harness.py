@@ -421,6 +421,13 @@ ROUTER_HEADERS = (
 )
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def jdump(obj: Any) -> bytes:
     """Compact JSON bytes (non-ASCII kept as UTF-8)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -11,12 +11,11 @@ what the client got, and what the health counters made of the failed attempts.
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 
-from harness import EnvoyRouter, chat, jdump
+from harness import EnvoyRouter, chat, closed_port, jdump
 from mock_provider import RESET
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
@@ -59,12 +58,6 @@ CONFIG = {
     "health": {"allowed_fails": ALLOWED_FAILS, "cooldown_seconds": 30, "failure_rate": None},
     "failover": {"cluster": "llm_failover", "max_attempts": 2},
 }
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

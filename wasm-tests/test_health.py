@@ -10,14 +10,13 @@ up across requests because they live in shared data.
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from harness import EnvoyRouter, chat
+from harness import EnvoyRouter, chat, closed_port
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
 CHAT = "/v1/chat/completions"
@@ -55,13 +54,6 @@ CONFIG = {
     "health": {"allowed_fails": ALLOWED_FAILS, "cooldown_seconds": COOLDOWN_S,
                "failure_rate": None},
 }
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
