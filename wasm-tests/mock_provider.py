@@ -40,6 +40,9 @@ from typing import Any, Iterable, Optional
 
 #: ``set_response(RESET)``: abort the connection (TCP RST) instead of answering.
 RESET = -1
+#: ``set_response(RESET_MID_STREAM)``: start an SSE answer (headers and one event), then
+#: abort the connection.
+RESET_MID_STREAM = -2
 
 __all__ = ["MockProvider", "RecordedRequest", "main"]
 
@@ -275,6 +278,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if override is not None:
                 status, obody, oheaders = override
                 if status == RESET:
+                    self._reset_connection()
+                    return
+                if status == RESET_MID_STREAM:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.send_header("x-mock-upstream", _sanitize(p.name))
+                    self.end_headers()
+                    event = b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    time.sleep(0.05)
                     self._reset_connection()
                     return
                 hdrs = [("x-mock-upstream", _sanitize(p.name))]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from harness import EnvoyRouter, chat
+from mock_provider import RESET_MID_STREAM
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
 CHAT = "/v1/chat/completions"
@@ -35,6 +36,7 @@ CONFIG = {
         "fo": duo("fo"),
         "limited": duo("limited", budget={"rpm": 1}),
         "cool": duo("cool"),
+        "cut": {"targets": [{"upstream": "a", "model": "cut-a"}]},
     },
     "rules": [{"name": "hello", "match": {"model": ["auto"]}, "use_model": "plain"}],
     "unknown_model": "passthrough",
@@ -173,6 +175,27 @@ def test_client_model_names_never_create_stats(router, mock_b):
     assert not any("client-model" in label for label in labels), labels
     # A fixed set per configuration: 5 targets + b/* and 4 aliases/rules + passthrough.
     assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "target"} == {
-        "a/plain-a", "a/fo-a", "b/fo-b", "a/limited-a", "b/limited-b", "a/cool-a", "b/cool-b", "b/*"}
+        "a/plain-a", "a/fo-a", "b/fo-b", "a/limited-a", "b/limited-b", "a/cool-a", "b/cool-b",
+        "a/cut-a", "b/*"}
     assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "rule"} == {
-        "rule:hello", "model:plain", "model:fo", "model:limited", "model:cool", "passthrough"}
+        "rule:hello", "model:plain", "model:fo", "model:limited", "model:cool", "model:cut",
+        "passthrough"}
+
+
+def test_a_stream_the_upstream_resets_counts_as_a_connect_failure(router, mock_a):
+    """The provider starts streaming, then drops the connection: the client gets a cut
+    stream, and the request ends as a failure of the target (nothing left in flight)."""
+    mock_a.set_response(RESET_MID_STREAM, times=1)
+    with pytest.raises(httpx.HTTPError):
+        with httpx.stream("POST", router.url + CHAT, json=chat("Hi", model="cut", stream=True),
+                          timeout=10) as resp:
+            assert resp.status_code == 200
+            for _ in resp.iter_bytes():
+                pass
+
+    def check(s):
+        assert value(s, "llm_router_target_requests", target="a/cut-a") == 1
+        assert value(s, "llm_router_target_failures", target="a/cut-a", cls="connect") == 1
+        assert value(s, "llm_router_target_in_flight", target="a/cut-a") == 0
+        assert value(s, "llm_router_rule_failures", rule="model:cut", cls="connect") == 1
+    wait_for(router, check)

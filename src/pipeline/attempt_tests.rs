@@ -292,3 +292,27 @@ fn an_unknown_target_is_refused_not_forwarded() {
     assert_eq!(reply.status, 500);
     assert_eq!(host.header("x-llm-router-cluster"), Some("llm_failover"));
 }
+
+#[test]
+fn hop_flag_names_map_to_failure_classes() {
+    use crate::pipeline::track::{response_flags as f, response_flags_from_names};
+    assert_eq!(response_flags_from_names("-"), 0);
+    assert_eq!(
+        response_flags_from_names("UF,URX"),
+        f::UPSTREAM_CONNECTION_FAILURE
+    );
+    assert_eq!(
+        response_flags_from_names("UT, UPE"),
+        f::UPSTREAM_REQUEST_TIMEOUT | f::UPSTREAM_PROTOCOL_ERROR
+    );
+    for name in ["UH", "UR", "UF", "UC", "UO", "UPE", "DF"] {
+        assert_ne!(
+            response_flags_from_names(name) & f::CONNECT_FAILURE,
+            0,
+            "{name}"
+        );
+    }
+    for name in ["UT", "SI", "UMSDR"] {
+        assert_ne!(response_flags_from_names(name) & f::TIMEOUT, 0, "{name}");
+    }
+}

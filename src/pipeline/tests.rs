@@ -1533,6 +1533,11 @@ mod health {
             (response_flags::UPSTREAM_CONNECTION_FAILURE, "connect"),
             (response_flags::UPSTREAM_REMOTE_RESET, "connect"),
             (response_flags::UPSTREAM_REQUEST_TIMEOUT, "timeout"),
+            (response_flags::UPSTREAM_PROTOCOL_ERROR, "connect"),
+            (
+                response_flags::UPSTREAM_MAX_STREAM_DURATION_REACHED,
+                "timeout",
+            ),
             (0x4000, "cancelled"), // downstream connection termination
             (0, "cancelled"),
         ];

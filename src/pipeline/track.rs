@@ -24,13 +24,20 @@ pub mod response_flags {
     pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
     pub const UPSTREAM_OVERFLOW: u64 = 0x80;
     pub const STREAM_IDLE_TIMEOUT: u64 = 0x10000;
+    pub const UPSTREAM_MAX_STREAM_DURATION_REACHED: u64 = 0x80000;
+    /// E.g. the upstream broke off a chunked (streamed) body.
+    pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
+    pub const DNS_RESOLUTION_FAILURE: u64 = 0x400_0000;
     /// Any of these: the target could not be reached or dropped the stream.
     pub const CONNECT_FAILURE: u64 = NO_HEALTHY_UPSTREAM
         | UPSTREAM_REMOTE_RESET
         | UPSTREAM_CONNECTION_FAILURE
         | UPSTREAM_CONNECTION_TERMINATION
-        | UPSTREAM_OVERFLOW;
-    pub const TIMEOUT: u64 = UPSTREAM_REQUEST_TIMEOUT | STREAM_IDLE_TIMEOUT;
+        | UPSTREAM_OVERFLOW
+        | UPSTREAM_PROTOCOL_ERROR
+        | DNS_RESOLUTION_FAILURE;
+    pub const TIMEOUT: u64 =
+        UPSTREAM_REQUEST_TIMEOUT | STREAM_IDLE_TIMEOUT | UPSTREAM_MAX_STREAM_DURATION_REACHED;
 }
 
 /// A request admitted to a target on the health board, until it is finished (exactly once).
@@ -400,6 +407,9 @@ pub fn response_flags_from_names(names: &str) -> u64 {
             "UC" => UPSTREAM_CONNECTION_TERMINATION,
             "UO" => UPSTREAM_OVERFLOW,
             "SI" => STREAM_IDLE_TIMEOUT,
+            "UMSDR" => UPSTREAM_MAX_STREAM_DURATION_REACHED,
+            "UPE" => UPSTREAM_PROTOCOL_ERROR,
+            "DF" => DNS_RESOLUTION_FAILURE,
             _ => 0,
         })
         .fold(0, |a, b| a | b)
