@@ -216,6 +216,10 @@ impl Host for WasmHost {
             .map_err(|s| status("get_map_value", s))
     }
 
+    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).map_err(|s| status("get_map", s))
+    }
+
     fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
         hostcalls::get_map(MapType::HttpResponseHeaders).map_err(|s| status("get_map", s))
     }

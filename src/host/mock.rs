@@ -137,6 +137,10 @@ impl Host for MockHost {
         Ok(find(&self.response_headers, name).map(str::to_owned))
     }
 
+    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
+        Ok(self.request_headers.clone())
+    }
+
     fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
         Ok(self
             .response_headers

@@ -42,6 +42,10 @@ pub trait Host {
     fn response_header(&self, _name: &str) -> HostResult<Option<String>> {
         Ok(None)
     }
+    /// All request headers (one host call; names in lower case).
+    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
+        Err(HostError::Status("request_headers: unsupported".to_owned()))
+    }
     /// All response headers (one host call; names in lower case).
     fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
         Ok(Vec::new())

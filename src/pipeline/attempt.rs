@@ -20,7 +20,7 @@ use crate::errors::ApiError;
 use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
 use crate::metrics::Metrics;
-use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
+use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders, Flow};
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
@@ -178,12 +178,18 @@ impl AttemptFlow {
                 let new_body = edit_object(&body, &[("model", &model)], &[]).map_err(|e| {
                     ApiError::internal(format!("could not rewrite the body: {}", e.0))
                 })?;
-                replace_body(host, size, &new_body)?;
+                let has_length = host
+                    .request_header("content-length")
+                    .ok()
+                    .flatten()
+                    .is_some();
+                replace_body(host, size, &new_body, has_length)?;
             }
             rewrite_for_upstream(
                 host,
                 &plan,
                 upstream,
+                &ClientHeaders::unknown(),
                 path.as_deref(),
                 authority.as_deref(),
                 true,

@@ -100,6 +100,53 @@ pub struct RequestFlow {
     /// without it).
     health_degraded: bool,
     metrics: Option<Rc<Metrics>>,
+    /// The client's headers as they arrived.
+    client: ClientHeaders,
+}
+
+/// The client's request headers, read with one host call: single reads cost a call (and an
+/// allocation in the VM) each, and removing a header the client never sent is a wasted call.
+/// When the map cannot be read, every lookup asks the host and every header counts as
+/// present (so that removals still happen).
+#[derive(Debug, Default)]
+pub(crate) struct ClientHeaders(Option<Vec<(String, String)>>);
+
+impl ClientHeaders {
+    pub(crate) fn read(host: &dyn Host) -> ClientHeaders {
+        ClientHeaders(host.request_headers().ok())
+    }
+
+    /// Headers not known: ask the host each time (the attempt filter, whose header map an
+    /// earlier attempt may have changed).
+    pub(crate) fn unknown() -> ClientHeaders {
+        ClientHeaders(None)
+    }
+
+    pub(crate) fn get(&self, host: &dyn Host, name: &str) -> Option<String> {
+        match &self.0 {
+            Some(headers) => headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            None => host.request_header(name).ok().flatten(),
+        }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        match &self.0 {
+            Some(headers) => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)),
+            None => true,
+        }
+    }
+
+    /// Removes `name` if the client sent it.
+    pub(crate) fn remove(&self, host: &mut dyn Host, name: &str) -> Result<(), ApiError> {
+        if !self.has(name) {
+            return Ok(());
+        }
+        host.set_request_header(name, None)
+            .map_err(|e| ApiError::internal(format!("could not remove header {name}: {e}")))
+    }
 }
 
 impl RequestFlow {
@@ -113,6 +160,7 @@ impl RequestFlow {
             acc: Accounting::default(),
             health_degraded: false,
             metrics: None,
+            client: ClientHeaders::default(),
         }
     }
 
@@ -283,7 +331,7 @@ impl RequestFlow {
         for rule in &plan.rules {
             for h in &rule.matcher.headers {
                 if !header_values.iter().any(|(n, _)| *n == h.name) {
-                    let v = host.request_header(&h.name).ok().flatten();
+                    let v = self.client.get(host, &h.name);
                     header_values.push((h.name.clone(), v));
                 }
             }
@@ -357,10 +405,10 @@ impl RequestFlow {
                 .iter()
                 .chain(&CLIENT_RETRY_HEADERS)
             {
-                set(host, name, None)?;
+                self.client.remove(host, name)?;
             }
-            let path = host.request_header(":path").ok().flatten();
-            let authority = host.request_header(":authority").ok().flatten();
+            let path = self.client.get(host, ":path");
+            let authority = self.client.get(host, ":authority");
             set(host, attempt::HEADER_PATH, path.as_deref())?;
             set(host, attempt::HEADER_AUTHORITY, authority.as_deref())?;
             let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
@@ -369,7 +417,7 @@ impl RequestFlow {
             let retries = (keys.len() - 1).to_string();
             set(host, "x-envoy-max-retries", Some(&retries))?;
             if let Some(new_body) = &new_body {
-                replace_body(host, body_size, new_body)?;
+                replace_body(host, body_size, new_body, self.client.has("content-length"))?;
             }
             let first = keys.first().and_then(|c| plan.upstream(c.upstream));
             let mut r = report(
@@ -414,12 +462,20 @@ impl RequestFlow {
             };
 
         for name in CLIENT_RETRY_HEADERS {
-            set(host, name, None)?;
+            self.client.remove(host, name)?;
         }
-        let path = host.request_header(":path").ok().flatten();
-        rewrite_for_upstream(host, &plan, upstream, path.as_deref(), None, false)?;
+        let path = self.client.get(host, ":path");
+        rewrite_for_upstream(
+            host,
+            &plan,
+            upstream,
+            &self.client,
+            path.as_deref(),
+            None,
+            false,
+        )?;
         if let Some(new_body) = &new_body {
-            replace_body(host, body_size, new_body)?;
+            replace_body(host, body_size, new_body, self.client.has("content-length"))?;
         }
         if let Some(m) = &self.metrics {
             for skipped in decision.candidates.iter().take(index) {
@@ -440,13 +496,14 @@ impl RequestFlow {
 
 impl StreamFlow for RequestFlow {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        self.client = ClientHeaders::read(host);
         // A client must never pick the Envoy cluster itself, nor feed the failover hop.
-        let _ = host.set_request_header(&self.plan.cluster_header, None);
+        let _ = self.client.remove(host, &self.plan.cluster_header);
         for name in attempt::INTERNAL_REQUEST_HEADERS {
-            let _ = host.set_request_header(name, None);
+            let _ = self.client.remove(host, name);
         }
-        let method = host.request_header(":method").ok().flatten();
-        let path = host.request_header(":path").ok().flatten();
+        let method = self.client.get(host, ":method");
+        let path = self.client.get(host, ":path");
         let endpoint = match (method.as_deref(), path.as_deref()) {
             (Some("POST"), Some(path)) => Endpoint::from_path(path),
             _ => None,
@@ -458,7 +515,7 @@ impl StreamFlow for RequestFlow {
         if end_of_stream {
             return self.reply(host, &missing_body());
         }
-        if let Ok(Some(encoding)) = host.request_header("content-encoding") {
+        if let Some(encoding) = self.client.get(host, "content-encoding") {
             if !encoding.trim().eq_ignore_ascii_case("identity") {
                 return self.reply(
                     host,
@@ -473,10 +530,9 @@ impl StreamFlow for RequestFlow {
                 );
             }
         }
-        let declared = host
-            .request_header("content-length")
-            .ok()
-            .flatten()
+        let declared = self
+            .client
+            .get(host, "content-length")
             .and_then(|v| v.trim().parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.plan.max_body_bytes) {
             return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
@@ -613,6 +669,7 @@ pub(crate) fn rewrite_for_upstream(
     host: &mut dyn Host,
     plan: &Plan,
     upstream: &Upstream,
+    client: &ClientHeaders,
     path: Option<&str>,
     authority: Option<&str>,
     again: bool,
@@ -623,7 +680,7 @@ pub(crate) fn rewrite_for_upstream(
     };
     set(host, &plan.cluster_header, Some(&upstream.cluster))?;
     for name in CLIENT_CREDENTIAL_HEADERS {
-        set(host, name, None)?;
+        client.remove(host, name)?;
     }
     if let Some(auth) = &upstream.auth {
         set(host, auth.header, Some(&auth.value))?;
@@ -651,18 +708,14 @@ pub(crate) fn rewrite_for_upstream(
     Ok(())
 }
 
-/// Replaces the buffered request body, and `content-length` when the client sent one.
+/// Replaces the buffered request body, and `content-length` when the request has one.
 pub(crate) fn replace_body(
     host: &mut dyn Host,
     current_len: usize,
     new_body: &[u8],
+    has_content_length: bool,
 ) -> Result<(), ApiError> {
-    if host
-        .request_header("content-length")
-        .ok()
-        .flatten()
-        .is_some()
-    {
+    if has_content_length {
         host.set_request_header("content-length", Some(&new_body.len().to_string()))
             .map_err(|e| ApiError::internal(format!("could not set content-length: {e}")))?;
     }
