@@ -323,7 +323,7 @@ impl StreamFlow for AttemptFlow {
         let _ = host.set_response_header(HEADER_HOP_FLAGS, None);
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
-        self.acc.on_response_headers(host, &self.plan, flags);
+        let _ = self.acc.on_response_headers(host, &self.plan, flags);
         Flow::Continue
     }
 

@@ -588,7 +588,7 @@ impl StreamFlow for RequestFlow {
         if self.state != State::Routed {
             return Flow::Continue;
         }
-        self.acc.on_response_headers(host, &self.plan, 0);
+        let upstream_headers = self.acc.on_response_headers(host, &self.plan, 0);
         let served = self.served_by(host);
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)
@@ -610,15 +610,23 @@ impl StreamFlow for RequestFlow {
                 }
                 attempts = Some(attempt.to_string());
             }
-            let _ = host.set_response_header(HEADER_UPSTREAM, Some(&r.upstream));
-            // `None` also removes a value the upstream sent: diagnostics are the router's own.
-            let _ = host.set_response_header(HEADER_MODEL, r.model.as_deref());
-            let _ = host.set_response_header(HEADER_ATTEMPTS, attempts.as_deref());
-            let _ = host.set_response_header(HEADER_TASK, Some(r.task));
-            let _ = host.set_response_header(HEADER_COMPLEXITY, Some(r.complexity));
-            let _ = host.set_response_header(HEADER_RULE, Some(&r.rule));
-            let tags = Some(r.tags.as_str()).filter(|t| !t.is_empty());
-            let _ = host.set_response_header(HEADER_TAGS, tags);
+            // `None` removes a value the upstream sent: diagnostics are the router's own.
+            // (Only if it sent one, when its headers are known: a removal is a host call.)
+            let mut stamp = |name: &str, value: Option<&str>| {
+                let sent = upstream_headers
+                    .as_ref()
+                    .is_none_or(|h| h.iter().any(|(k, _)| k == name));
+                if value.is_some() || sent {
+                    let _ = host.set_response_header(name, value);
+                }
+            };
+            stamp(HEADER_UPSTREAM, Some(&r.upstream));
+            stamp(HEADER_MODEL, r.model.as_deref());
+            stamp(HEADER_ATTEMPTS, attempts.as_deref());
+            stamp(HEADER_TASK, Some(r.task));
+            stamp(HEADER_COMPLEXITY, Some(r.complexity));
+            stamp(HEADER_RULE, Some(&r.rule));
+            stamp(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
         }
         Flow::Continue
     }

@@ -7,7 +7,8 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::request::{
-    HEADER_COMPLEXITY, HEADER_MODEL, HEADER_RULE, HEADER_TAGS, HEADER_TASK, HEADER_UPSTREAM,
+    HEADER_ATTEMPTS, HEADER_COMPLEXITY, HEADER_MODEL, HEADER_RULE, HEADER_TAGS, HEADER_TASK,
+    HEADER_UPSTREAM,
 };
 use super::{Flow, RequestFlow, StreamFlow};
 use crate::config::plan::{compile, Plan};
@@ -955,6 +956,7 @@ fn upstream_sent_diagnostics_are_replaced_or_removed() {
         (HEADER_MODEL, "spoofed"),
         (HEADER_RULE, "spoofed"),
         (HEADER_TAGS, "spoofed"),
+        (HEADER_ATTEMPTS, "9"),
     ] {
         host.response_headers
             .push((name.to_owned(), value.to_owned()));
@@ -968,6 +970,11 @@ fn upstream_sent_diagnostics_are_replaced_or_removed() {
         "unsafe model: removed"
     );
     assert_eq!(host.response_header(HEADER_TAGS), None, "no tags: removed");
+    assert_eq!(
+        host.response_header(HEADER_ATTEMPTS),
+        None,
+        "no failover: removed"
+    );
 }
 
 #[test]

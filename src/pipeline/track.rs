@@ -118,7 +118,16 @@ impl Tracker {
     /// Reads the verdict of the response headers; a rate-limit cooldown applies at once.
     /// `flags` adds response flags known from elsewhere (the failover hop reports those of
     /// its own stream in a header).
-    pub fn observe_response(&mut self, host: &mut dyn Host, plan: &Plan, flags: u64) {
+    /// `headers`: all response headers (one host call for all: the rate-limit checks look at
+    /// up to eight of them).
+    fn observe_response(
+        &mut self,
+        host: &mut dyn Host,
+        plan: &Plan,
+        headers: &[(String, String)],
+        flags: u64,
+        now: u64,
+    ) {
         let board = self.board;
         let Some(t) = self.tracked.as_mut() else {
             return;
@@ -126,9 +135,6 @@ impl Tracker {
         if t.status.is_some() {
             return;
         }
-        let now = now_ms(host);
-        // One host call for all of them: the rate-limit checks look at up to eight headers.
-        let headers = host.response_headers().unwrap_or_default();
         let header = |name: &str| {
             headers
                 .iter()
@@ -162,12 +168,18 @@ impl Tracker {
     /// said, or, when no response came, with what Envoy's response flags say (connection
     /// failure, reset, timeout) or as cancelled.
     /// `usage`: what the response reported (see [`UsageTail`]).
-    pub fn finish_at_end(&mut self, host: &mut dyn Host, plan: &Plan, usage: Option<Usage>) {
+    fn finish_at_end(
+        &mut self,
+        host: &mut dyn Host,
+        plan: &Plan,
+        usage: Option<Usage>,
+        end: &StreamEnd,
+    ) {
         let Some(t) = self.tracked.take() else {
             return;
         };
-        let now = now_ms(host);
-        let mut outcome = ended(host, t.status, t.until_ms, t.flags, t.start_ms, t.ttfb_ms);
+        let now = end.now_ms;
+        let mut outcome = end.outcome(t.status, t.until_ms, t.flags, t.start_ms, t.ttfb_ms);
         if let (Outcome::Success { tokens, .. }, Some(usage)) = (&mut outcome, usage) {
             *tokens = usage.total.saturating_sub(t.charged);
         }
@@ -198,25 +210,45 @@ impl Tracker {
     }
 }
 
-/// How a request ended, at the end of its stream: the status the response headers gave
-/// (else Envoy's `response.code`), and Envoy's response flags (plus `flags` known from
-/// elsewhere).
-fn ended(
-    host: &dyn Host,
-    status: Option<u32>,
-    until_ms: Option<u64>,
+/// What Envoy says at the end of a stream, read once for everything the request is counted
+/// in: its response flags and code, and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEnd {
     flags: u64,
-    start_ms: u64,
-    ttfb_ms: Option<u64>,
-) -> Outcome {
-    let flags = flags | int_property(host, &["response", "flags"]).unwrap_or(0);
-    let status = status.or_else(|| {
-        int_property(host, &["response", "code"])
-            .filter(|c| *c > 0)
-            .and_then(|c| u32::try_from(c).ok())
-    });
-    let latency = now_ms(host).saturating_sub(start_ms);
-    outcome_of(status, until_ms, flags, latency, ttfb_ms)
+    code: Option<u32>,
+    now_ms: u64,
+}
+
+impl StreamEnd {
+    pub fn read(host: &dyn Host) -> StreamEnd {
+        StreamEnd {
+            flags: int_property(host, &["response", "flags"]).unwrap_or(0),
+            code: int_property(host, &["response", "code"])
+                .filter(|c| *c > 0)
+                .and_then(|c| u32::try_from(c).ok()),
+            now_ms: now_ms(host),
+        }
+    }
+
+    /// How a request ended: the status its response headers gave (else Envoy's response
+    /// code), and the response flags (plus `flags` known from elsewhere).
+    fn outcome(
+        &self,
+        status: Option<u32>,
+        until_ms: Option<u64>,
+        flags: u64,
+        start_ms: u64,
+        ttfb_ms: Option<u64>,
+    ) -> Outcome {
+        let latency = self.now_ms.saturating_sub(start_ms);
+        outcome_of(
+            status.or(self.code),
+            until_ms,
+            flags | self.flags,
+            latency,
+            ttfb_ms,
+        )
+    }
 }
 
 /// One request counted in Envoy stats at some scopes, from start to end (exactly once).
@@ -248,16 +280,12 @@ impl Meter {
     }
 
     /// The response headers arrived: status and time to first byte.
-    pub fn observe(&mut self, host: &dyn Host, flags: u64) {
+    fn observe(&mut self, status: Option<u32>, flags: u64, now: u64) {
         if self.status.is_some() {
             return;
         }
-        self.status = host
-            .response_header(":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.trim().parse().ok());
-        self.ttfb_ms = Some(now_ms(host).saturating_sub(self.start_ms));
+        self.status = status;
+        self.ttfb_ms = Some(now.saturating_sub(self.start_ms));
         self.flags |= flags;
     }
 
@@ -267,15 +295,8 @@ impl Meter {
         self.at = at;
     }
 
-    pub fn finish(self, host: &mut dyn Host, usage: Option<Usage>) {
-        let outcome = ended(
-            host,
-            self.status,
-            None,
-            self.flags,
-            self.start_ms,
-            self.ttfb_ms,
-        );
+    fn finish(self, host: &mut dyn Host, usage: Option<Usage>, end: &StreamEnd) {
+        let outcome = end.outcome(self.status, None, self.flags, self.start_ms, self.ttfb_ms);
         let mut end = Finish::from_outcome(&outcome);
         match usage {
             Some(u) => {
@@ -315,15 +336,31 @@ impl Accounting {
 
     /// The response headers: the health verdict, status and time to first byte for stats,
     /// and whether the body's `usage` will be wanted. `flags`: response flags known from
-    /// elsewhere (the failover hop's).
-    pub fn on_response_headers(&mut self, host: &mut dyn Host, plan: &Plan, flags: u64) {
-        self.tracker.observe_response(host, plan, flags);
+    /// elsewhere (the failover hop's). Returns the response headers when it read them.
+    pub fn on_response_headers(
+        &mut self,
+        host: &mut dyn Host,
+        plan: &Plan,
+        flags: u64,
+    ) -> Option<Vec<(String, String)>> {
+        if !self.tracker.is_tracked() && self.meter.is_none() {
+            return None;
+        }
+        let headers = host.response_headers().unwrap_or_default();
+        let now = now_ms(host);
+        self.tracker
+            .observe_response(host, plan, &headers, flags, now);
         if let Some(meter) = &mut self.meter {
-            meter.observe(host, flags);
+            let status = headers
+                .iter()
+                .find(|(k, _)| k == ":status")
+                .and_then(|(_, v)| v.trim().parse().ok());
+            meter.observe(status, flags, now);
         }
         if self.meter.is_some() || self.tracker.wants_usage() {
             self.tail = Some(UsageTail::default());
         }
+        Some(headers)
     }
 
     /// A response body chunk passes (never held); its end may be kept for `usage`.
@@ -335,10 +372,14 @@ impl Accounting {
 
     /// The end of the stream: finishes the request everywhere it is counted, once.
     pub fn finish(&mut self, host: &mut dyn Host, plan: &Plan) {
+        if !self.tracker.is_tracked() && self.meter.is_none() {
+            return;
+        }
+        let end = StreamEnd::read(host);
         let usage = self.tail.as_ref().and_then(UsageTail::usage);
-        self.tracker.finish_at_end(host, plan, usage);
+        self.tracker.finish_at_end(host, plan, usage, &end);
         if let Some(meter) = self.meter.take() {
-            meter.finish(host, usage);
+            meter.finish(host, usage, &end);
         }
     }
 
