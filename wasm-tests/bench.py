@@ -45,13 +45,17 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from harness import REPO, WASM, EnvoyError, EnvoyRouter, build_config, envoy_binary  # noqa: E402
+from harness import (  # noqa: E402
+    REPO, WASM, EnvoyError, EnvoyRouter, build_config, bundled_plugin_config, envoy_binary)
 
 LISTENER = "llm_ingress"
 UPSTREAM_LISTENER = "bench_upstream"
 PATH = "/v1/chat/completions"
 #: A path the filter does not route (it continues at the request headers).
 FLOOR_PATH = "/v1/files"
+#: A model alias with two targets added to the bundled configuration: requests to it can
+#: fail over, so they go through the failover hop (internal listener, attempt filter).
+FAILOVER_ALIAS = "bench-failover"
 TARGET_RPS_RATIO = 0.95
 TARGET_P50_DELTA_US = 50.0
 API_KEY = "bench-key"
@@ -212,7 +216,10 @@ def upstream_config() -> dict:
 
 
 def router_config(upstream_port: int, with_filter: bool) -> dict:
-    doc = build_config(None, {"mock-a": upstream_port, "mock-b": upstream_port})
+    plugin = bundled_plugin_config()
+    plugin["models"][FAILOVER_ALIAS] = {"targets": [{"upstream": "mock-a", "model": "mock-small"},
+                                                    {"upstream": "mock-b", "model": "mock-large"}]}
+    doc = build_config(plugin, {"mock-a": upstream_port, "mock-b": upstream_port})
     hcm = _hcm(doc)
     if not with_filter:
         before = len(hcm["http_filters"])
@@ -428,6 +435,17 @@ def check_routing(plain: Envoy, filt: Envoy, bodies: list) -> None:
                 print("  routing check %-6s %-6s 200, not routed (default route to mock-a)" % (envoy.name, label))
 
 
+def check_failover_routing(filt: Envoy, body: bytes) -> None:
+    if b'"model":"%s"' % FAILOVER_ALIAS.encode() not in body:
+        raise SystemExit("bench: the 3 KiB body no longer has \"model\":\"auto\" to replace")
+    status, headers, data = post(filt.port, body)
+    if status != 200 or headers.get("x-llm-router-attempts") != "1":
+        raise SystemExit("envoy filter, failover body: status %d, x-llm-router-attempts=%r: %r"
+                         % (status, headers.get("x-llm-router-attempts"), data[:300]))
+    print("  routing check filter fo 3K   200, upstream=%s model=%s attempts=1 (through the failover hop)"
+          % (headers.get("x-llm-router-upstream"), headers.get("x-llm-router-model")))
+
+
 def tool_version(cmd: list) -> str:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -451,6 +469,8 @@ def main() -> int:
     ap.add_argument("--latency-duration", type=float, default=3,
                     help="seconds per run of the one-connection latency phase (default 3; 0 skips it)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--no-failover", action="store_true",
+                    help="skip the failover load (3 KiB to a two-target alias, through the failover hop)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the floor load (3 KiB to a path the filter passes through)")
     args = ap.parse_args()
@@ -476,6 +496,10 @@ def main() -> int:
     # The floor: the same 3 KiB POST to a path the filter lets through at the request headers
     # (no body buffering, no routing), i.e. what merely having a wasm filter costs.
     floor = ("floor", bodies[0][1], FLOOR_PATH)
+    # Failover-capable: the 3 KiB body to an alias with two targets; nothing fails, so this
+    # measures the failover hop itself (a second HTTP stream, the attempt filter).
+    failover = ("fo 3K", bodies[0][1].replace(b'"model":"auto"', b'"model":"%s"' % FAILOVER_ALIAS.encode(), 1),
+                PATH)
     workdir = tempfile.mkdtemp(prefix="llm-router-bench-")
     wrk = Wrk(workdir)
     envoys: list[Envoy] = []
@@ -516,6 +540,9 @@ def main() -> int:
         if args.latency_duration:
             phases.append(("latency", 1, args.latency_duration))
         loads = [(label, body, PATH) for label, body in bodies]
+        if not args.no_failover:
+            check_failover_routing(filt, failover[1])
+            loads.append(failover)
         if not args.no_floor:
             loads.append(floor)
         runs = {ph: {label: {"plain": [], "filter": []} for label, _, _ in loads} for ph, _, _ in phases}
@@ -583,6 +610,12 @@ def main() -> int:
                   % (med["throughput"]["floor"]["filter"]["rps"] / med["throughput"]["floor"]["plain"]["rps"],
                      med[lat_phase]["floor"]["filter"]["p50_us"] - med[lat_phase]["floor"]["plain"]["p50_us"]))
             print("  a proxy-wasm filter in Envoy's V8 costs before it does any work of its own.")
+        if not args.no_failover:
+            print("  fo 3K: the 3 KiB body to the two-target alias %s, sent through the failover hop"
+                  % FAILOVER_ALIAS)
+            print("  (nothing fails): throughput %.3f x plain, p50 %+.0f us." % (
+                med["throughput"]["fo 3K"]["filter"]["rps"] / med["throughput"]["fo 3K"]["plain"]["rps"],
+                med[lat_phase]["fo 3K"]["filter"]["p50_us"] - med[lat_phase]["fo 3K"]["plain"]["p50_us"]))
         print("note: %d CPUs shared by wrk, the upstream, the router and whatever else runs here; the"
               % (os.cpu_count() or 0))
         print("      figures are indicative. Compare ratios, not absolute numbers; on a quiet machine use a")
