@@ -15,7 +15,7 @@
 
 use std::rc::Rc;
 
-use crate::config::plan::Plan;
+use crate::config::plan::{Plan, TargetRef};
 use crate::errors::ApiError;
 use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
@@ -121,6 +121,8 @@ pub struct AttemptFlow {
     board: HealthBoard,
     attempt: Option<Attempt>,
     replied: bool,
+    /// Rewritten (or, for attempt 1, routed) and sent on.
+    sent: bool,
     metrics: Option<Rc<Metrics>>,
     acc: Accounting,
 }
@@ -132,6 +134,7 @@ impl AttemptFlow {
             board: HealthBoard::default(),
             attempt: None,
             replied: false,
+            sent: false,
             metrics: None,
             acc: Accounting::default(),
         }
@@ -198,6 +201,39 @@ impl AttemptFlow {
         if let Err(e) = rewritten {
             return self.reply(host, &e);
         }
+        self.start(host, &attempt, target);
+        self.sent = true;
+        Flow::Continue
+    }
+
+    /// The first attempt: the request filter rewrote it for the first candidate already;
+    /// only the cluster the hop routes by is still the failover cluster's.
+    fn send_first(&mut self, host: &mut dyn Host) -> Flow {
+        let plan = Rc::clone(&self.plan);
+        let Some(attempt) = self.attempt.clone() else {
+            return Flow::Continue;
+        };
+        let Some((target, upstream)) = plan
+            .targets
+            .get(&attempt.key)
+            .and_then(|t| Some((t, plan.upstream(t.upstream)?)))
+        else {
+            return self.reply(host, &ApiError::internal("unknown failover target"));
+        };
+        if let Err(e) = host.set_request_header(&plan.cluster_header, Some(&upstream.cluster)) {
+            return self.reply(
+                host,
+                &ApiError::internal(format!("could not set the cluster: {e}")),
+            );
+        }
+        self.start(host, &attempt, target);
+        self.sent = true;
+        Flow::Continue
+    }
+
+    /// Admits the attempt on the health board and starts counting it in stats.
+    fn start(&mut self, host: &mut dyn Host, attempt: &Attempt, target: &TargetRef) {
+        let plan = Rc::clone(&self.plan);
         if plan.health.enabled {
             let now = now_ms(host);
             let policy = &plan.health.policy;
@@ -231,7 +267,6 @@ impl AttemptFlow {
                 attempt.tokens,
             ));
         }
-        Flow::Continue
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -286,7 +321,11 @@ impl StreamFlow for AttemptFlow {
                 &ApiError::internal("The failover attempt names an unknown target."),
             );
         };
+        let first = attempt.number == 1;
         self.attempt = Some(attempt);
+        if first {
+            return self.send_first(host);
+        }
         if end_of_stream {
             return self.send(host, None);
         }
@@ -302,7 +341,7 @@ impl StreamFlow for AttemptFlow {
         if self.replied {
             return Flow::Pause;
         }
-        if self.attempt.is_none() {
+        if self.attempt.is_none() || self.sent {
             return Flow::Continue;
         }
         if !end_of_stream {

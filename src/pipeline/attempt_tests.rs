@@ -82,11 +82,12 @@ fn request_filter_sends_several_usable_candidates_to_the_failover_cluster() {
     assert_eq!(keys, [KEY_A, KEY_B]);
     assert_eq!(host.header("x-envoy-max-retries"), Some("1"));
     assert_eq!(host.header("x-envoy-retry-on"), None);
-    assert_eq!(host.header("authorization"), None);
     assert_eq!(host.header(HEADER_PATH), Some("/v1/chat/completions?x=1"));
     assert_eq!(host.header(HEADER_AUTHORITY), Some("router.local"));
-    // The model is the attempt filter's to set; router-only fields are gone already.
-    assert_eq!(host.request_body, br#"{"model":"duo","messages":[]}"#);
+    // Attempt 1 is rewritten for the first candidate already (the attempt filter only
+    // routes it); router-only fields are gone.
+    assert_eq!(host.header("authorization"), Some("Bearer key-KA"));
+    assert_eq!(host.request_body, br#"{"model":"m-a","messages":[]}"#);
     assert_eq!(
         host.header("content-length"),
         Some(host.request_body.len().to_string().as_str())
@@ -169,16 +170,38 @@ fn each_attempt_is_rewritten_for_its_candidate() {
     let plan = plan(json!({"cluster": "llm_failover"}));
     let body = r#"{"model":"duo","messages":[{"role":"user","content":"hi"}]}"#;
 
-    let mut host = attempt_host(1, body, &[KEY_A, KEY_B]);
+    // What the request filter sends to the failover cluster.
+    let mut host = request(body);
+    let mut request_flow = RequestFlow::new(Rc::clone(&plan), 1);
+    request_flow.on_request_headers(&mut host, false);
+    request_flow.on_request_body(&mut host, body.len(), true);
+    let sent_body = host.request_body.clone();
+    assert_eq!(
+        sent_body,
+        br#"{"model":"m-a","messages":[{"role":"user","content":"hi"}]}"#
+    );
+
+    // Attempt 1: only routed to the first candidate's cluster, not held for the body.
+    host.request_headers
+        .push(("x-envoy-attempt-count".to_owned(), "1".to_owned()));
+    let before = host.request_headers.clone();
     let mut flow = AttemptFlow::new(Rc::clone(&plan));
-    send_attempt(&mut flow, &mut host);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
+    assert_eq!(
+        flow.on_request_body(&mut host, sent_body.len(), true),
+        Flow::Continue
+    );
     assert_eq!(flow.target_key(), Some(KEY_A));
     assert_eq!(host.header("x-llm-router-cluster"), Some("ca"));
-    assert_eq!(host.header("authorization"), Some("Bearer key-KA"));
-    assert_eq!(host.header(":path"), Some("/v1/chat/completions?x=1"));
+    assert_eq!(host.request_body, sent_body);
+    let changed: Vec<_> = host
+        .request_headers
+        .iter()
+        .filter(|h| !before.contains(h))
+        .collect();
     assert_eq!(
-        host.request_body,
-        br#"{"model":"m-a","messages":[{"role":"user","content":"hi"}]}"#
+        changed,
+        [&("x-llm-router-cluster".to_owned(), "ca".to_owned())]
     );
 
     // Attempt 2 may get the header map attempt 1 changed: everything of a's is undone.
@@ -186,7 +209,8 @@ fn each_attempt_is_rewritten_for_its_candidate() {
         .retain(|(k, _)| k != "x-envoy-attempt-count");
     host.request_headers
         .push(("x-envoy-attempt-count".to_owned(), "2".to_owned()));
-    host.request_body = body.as_bytes().to_vec();
+    // Envoy replays the body the request filter sent.
+    host.request_body = sent_body.clone();
     let mut flow = AttemptFlow::new(Rc::clone(&plan));
     send_attempt(&mut flow, &mut host);
     assert_eq!(flow.target_key(), Some(KEY_B));
@@ -235,7 +259,7 @@ fn attempts_are_tracked_and_failures_counted_per_target() {
     let mut host = attempt_host(1, body, &[KEY_A, KEY_B]);
     host.now_nanos = 1_000_000_000_000;
     let mut flow = AttemptFlow::new(Rc::clone(&plan));
-    send_attempt(&mut flow, &mut host);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
     assert!(flow.is_tracked());
     host.response_headers = vec![
         (":status".to_owned(), "503".to_owned()),

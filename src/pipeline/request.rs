@@ -390,52 +390,18 @@ impl RequestFlow {
             host.set_request_header(name, value)
                 .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
         };
-        if let Some((failover, keys)) = failover_candidates(&plan, &decision) {
-            // Envoy's router retries through the failover cluster; the attempt filter there
-            // rewrites model, credential, path and cluster for each attempt's target.
-            let new_body = if remove.is_empty() {
-                None
-            } else {
-                Some(edit_object(&body, &[], &remove).map_err(|e| {
-                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
-                })?)
-            };
-            set(host, &plan.cluster_header, Some(&failover.cluster))?;
-            for name in CLIENT_CREDENTIAL_HEADERS
-                .iter()
-                .chain(&CLIENT_RETRY_HEADERS)
-            {
-                self.client.remove(host, name)?;
+        // With failover, the first candidate is sent through the failover cluster (not
+        // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
+        // health board admits goes straight to its cluster.
+        let failover = failover_candidates(&plan, &decision);
+        let (chosen, index) = match &failover {
+            Some((_, keys)) => (keys.first().copied(), 0),
+            None => {
+                let index = self.admit(host, &decision, estimate, now)?;
+                (decision.candidates.get(index), index)
             }
-            let path = self.client.get(host, ":path");
-            let authority = self.client.get(host, ":authority");
-            set(host, attempt::HEADER_PATH, path.as_deref())?;
-            set(host, attempt::HEADER_AUTHORITY, authority.as_deref())?;
-            let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
-            let list = attempt::encode_failover(classification.estimated_prompt_tokens, &key_list);
-            set(host, attempt::HEADER_FAILOVER, Some(&list))?;
-            let retries = (keys.len() - 1).to_string();
-            set(host, "x-envoy-max-retries", Some(&retries))?;
-            if let Some(new_body) = &new_body {
-                replace_body(host, body_size, new_body, self.client.has("content-length"))?;
-            }
-            let first = keys.first().and_then(|c| plan.upstream(c.upstream));
-            let mut r = report(
-                &decision.source,
-                first.map_or("", |u| u.name.as_str()),
-                keys.first().map_or("", |c| c.model.as_str()),
-                &classification,
-            );
-            r.failover = true;
-            if let (Some(m), Some(first)) = (&self.metrics, keys.first()) {
-                let at = m.scopes(&first.key, &decision.source).rule_only();
-                self.acc.meter = Some(Meter::start(m, host, at, estimate));
-            }
-            return Ok(r);
-        }
-
-        let index = self.admit(host, &decision, classification.estimated_prompt_tokens, now)?;
-        let chosen = decision.candidates.get(index).ok_or_else(|| {
+        };
+        let chosen = chosen.ok_or_else(|| {
             Refusal::Api(ApiError::no_candidate(
                 "No target is available for this request.",
             ))
@@ -474,23 +440,46 @@ impl RequestFlow {
             None,
             false,
         )?;
+        if let Some((failover, keys)) = &failover {
+            // Envoy's router retries through the failover cluster. Attempt 1 is already
+            // rewritten for the first candidate; the attempt filter sends it to that
+            // candidate's cluster and rewrites later attempts, from the client's path and
+            // host kept here, for the next candidates.
+            set(host, &plan.cluster_header, Some(&failover.cluster))?;
+            let authority = self.client.get(host, ":authority");
+            set(host, attempt::HEADER_PATH, path.as_deref())?;
+            set(host, attempt::HEADER_AUTHORITY, authority.as_deref())?;
+            let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
+            let list = attempt::encode_failover(estimate, &key_list);
+            set(host, attempt::HEADER_FAILOVER, Some(&list))?;
+            let retries = (keys.len() - 1).to_string();
+            set(host, "x-envoy-max-retries", Some(&retries))?;
+        }
         if let Some(new_body) = &new_body {
             replace_body(host, body_size, new_body, self.client.has("content-length"))?;
         }
         if let Some(m) = &self.metrics {
-            for skipped in decision.candidates.iter().take(index) {
-                m.failover(host, m.scopes(&skipped.key, &decision.source));
+            if failover.is_some() {
+                // The rule counts the request once; each attempt counts on its target.
+                let at = m.scopes(&chosen.key, &decision.source).rule_only();
+                self.acc.meter = Some(Meter::start(m, host, at, estimate));
+            } else {
+                for skipped in decision.candidates.iter().take(index) {
+                    m.failover(host, m.scopes(&skipped.key, &decision.source));
+                }
+                let at = m.scopes(&chosen.key, &decision.source);
+                self.acc.meter = Some(Meter::start(m, host, at, estimate));
             }
-            let at = m.scopes(&chosen.key, &decision.source);
-            self.acc.meter = Some(Meter::start(m, host, at, estimate));
         }
 
-        Ok(report(
+        let mut r = report(
             &decision.source,
             &upstream.name,
             &chosen.model,
             &classification,
-        ))
+        );
+        r.failover = failover.is_some();
+        Ok(r)
     }
 }
 
