@@ -15,7 +15,7 @@
 
 use std::rc::Rc;
 
-use crate::config::plan::{Plan, TargetRef};
+use crate::config::plan::{Plan, TargetRef, Upstream};
 use crate::errors::ApiError;
 use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
@@ -156,7 +156,9 @@ impl AttemptFlow {
         self.acc.tracker.is_tracked()
     }
 
-    /// Rewrites the attempt for its target and admits it on the health board.
+    /// Rewrites the attempt for its target and admits it on the health board. Attempt 1 was
+    /// rewritten for the first candidate by the request filter: only the cluster the hop
+    /// routes by is still the failover cluster's (and its body is not needed).
     fn send(&mut self, host: &mut dyn Host, body_size: Option<usize>) -> Flow {
         let plan = Rc::clone(&self.plan);
         let Some(attempt) = self.attempt.clone() else {
@@ -169,62 +171,14 @@ impl AttemptFlow {
         else {
             return self.reply(host, &ApiError::internal("unknown failover target"));
         };
-        let path = host.request_header(HEADER_PATH).ok().flatten();
-        let authority = host.request_header(HEADER_AUTHORITY).ok().flatten();
-        let rewritten = (|| -> Result<(), ApiError> {
-            if let Some(size) = body_size {
-                let body = host
-                    .request_body(size)
-                    .map_err(|e| ApiError::internal(format!("could not read the body: {e}")))?
-                    .unwrap_or_default();
-                let model = json_string(&target.model);
-                let new_body = edit_object(&body, &[("model", &model)], &[]).map_err(|e| {
-                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
-                })?;
-                let has_length = host
-                    .request_header("content-length")
-                    .ok()
-                    .flatten()
-                    .is_some();
-                replace_body(host, size, &new_body, has_length)?;
-            }
-            rewrite_for_upstream(
-                host,
-                &plan,
-                upstream,
-                &ClientHeaders::unknown(),
-                path.as_deref(),
-                authority.as_deref(),
-                true,
-            )
-        })();
+        let rewritten = if attempt.number == 1 {
+            host.set_request_header(&plan.cluster_header, Some(&upstream.cluster))
+                .map_err(|e| ApiError::internal(format!("could not set the cluster: {e}")))
+        } else {
+            rewrite_attempt(host, &plan, target, upstream, body_size)
+        };
         if let Err(e) = rewritten {
             return self.reply(host, &e);
-        }
-        self.start(host, &attempt, target);
-        self.sent = true;
-        Flow::Continue
-    }
-
-    /// The first attempt: the request filter rewrote it for the first candidate already;
-    /// only the cluster the hop routes by is still the failover cluster's.
-    fn send_first(&mut self, host: &mut dyn Host) -> Flow {
-        let plan = Rc::clone(&self.plan);
-        let Some(attempt) = self.attempt.clone() else {
-            return Flow::Continue;
-        };
-        let Some((target, upstream)) = plan
-            .targets
-            .get(&attempt.key)
-            .and_then(|t| Some((t, plan.upstream(t.upstream)?)))
-        else {
-            return self.reply(host, &ApiError::internal("unknown failover target"));
-        };
-        if let Err(e) = host.set_request_header(&plan.cluster_header, Some(&upstream.cluster)) {
-            return self.reply(
-                host,
-                &ApiError::internal(format!("could not set the cluster: {e}")),
-            );
         }
         self.start(host, &attempt, target);
         self.sent = true;
@@ -324,7 +278,7 @@ impl StreamFlow for AttemptFlow {
         let first = attempt.number == 1;
         self.attempt = Some(attempt);
         if first {
-            return self.send_first(host);
+            return self.send(host, None);
         }
         if end_of_stream {
             return self.send(host, None);
@@ -380,6 +334,43 @@ impl StreamFlow for AttemptFlow {
     fn on_log(&mut self, host: &mut dyn Host) {
         self.acc.finish(host, &self.plan);
     }
+}
+
+/// Rewrites a later attempt for `target`: its model in the body and every header that
+/// names the target, from the client's path and host kept by the request filter.
+fn rewrite_attempt(
+    host: &mut dyn Host,
+    plan: &Plan,
+    target: &TargetRef,
+    upstream: &Upstream,
+    body_size: Option<usize>,
+) -> Result<(), ApiError> {
+    let path = host.request_header(HEADER_PATH).ok().flatten();
+    let authority = host.request_header(HEADER_AUTHORITY).ok().flatten();
+    if let Some(size) = body_size {
+        let body = host
+            .request_body(size)
+            .map_err(|e| ApiError::internal(format!("could not read the body: {e}")))?
+            .unwrap_or_default();
+        let model = json_string(&target.model);
+        let new_body = edit_object(&body, &[("model", &model)], &[])
+            .map_err(|e| ApiError::internal(format!("could not rewrite the body: {}", e.0)))?;
+        let has_length = host
+            .request_header("content-length")
+            .ok()
+            .flatten()
+            .is_some();
+        replace_body(host, size, &new_body, has_length)?;
+    }
+    rewrite_for_upstream(
+        host,
+        plan,
+        upstream,
+        &ClientHeaders::unknown(),
+        path.as_deref(),
+        authority.as_deref(),
+        true,
+    )
 }
 
 #[cfg(test)]
