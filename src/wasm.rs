@@ -154,16 +154,9 @@ impl HttpContext for RouterHttp {
 fn ensure_health_keys(plan: &Plan) {
     let board = HealthBoard::default();
     let mut host = WasmHost;
-    let actions = plan
-        .aliases
-        .values()
-        .chain(plan.rules.iter().map(|r| &r.action))
-        .chain(plan.default.iter());
-    for action in actions {
-        for target in &action.targets {
-            if let Err(e) = board.ensure(&mut host, &target.key) {
-                log::warn!("llm-router: health key {}: {e}", target.key);
-            }
+    for key in plan.targets.keys() {
+        if let Err(e) = board.ensure(&mut host, key) {
+            log::warn!("llm-router: health key {key}: {e}");
         }
     }
 }

@@ -386,10 +386,7 @@ impl RequestFlow {
             .copied()
             .filter(|k| fields.contains_key(*k))
             .collect();
-        let set = |host: &mut dyn Host, name: &str, value: Option<&str>| {
-            host.set_request_header(name, value)
-                .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
-        };
+        let set = set_header;
         // With failover, the first candidate is sent through the failover cluster (not
         // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
         // health board admits goes straight to its cluster.
@@ -671,10 +668,7 @@ pub(crate) fn rewrite_for_upstream(
     authority: Option<&str>,
     again: bool,
 ) -> Result<(), ApiError> {
-    let set = |host: &mut dyn Host, name: &str, value: Option<&str>| {
-        host.set_request_header(name, value)
-            .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
-    };
+    let set = set_header;
     set(host, &plan.cluster_header, Some(&upstream.cluster))?;
     for name in CLIENT_CREDENTIAL_HEADERS {
         client.remove(host, name)?;
@@ -703,6 +697,12 @@ pub(crate) fn rewrite_for_upstream(
         }
     }
     Ok(())
+}
+
+/// Sets (or, with `None`, removes) a request header; a host failure fails the request.
+fn set_header(host: &mut dyn Host, name: &str, value: Option<&str>) -> Result<(), ApiError> {
+    host.set_request_header(name, value)
+        .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
 }
 
 /// Replaces the buffered request body, and `content-length` when the request has one.
