@@ -4,6 +4,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod endpoint;
@@ -12,9 +13,12 @@ pub mod glob;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod rewrite;
 pub mod route;
+pub mod sha256;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
