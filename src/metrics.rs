@@ -321,8 +321,13 @@ pub fn stat_name(scope: Scope, label: &str, stat: Stat) -> String {
 
 /// Estimated cost in micro-dollars. Prices are dollars per one million tokens, which is
 /// micro-dollars per token. Rounded to the nearest micro-dollar; 0 for nothing to count.
-pub fn cost_micro_usd(price: &Price, prompt_tokens: u64, completion_tokens: u64) -> u64 {
-    let cost = price.input * prompt_tokens as f64 + price.output * completion_tokens as f64;
+pub fn cost_micro_usd(
+    price: &Price,
+    prompt_tokens: u64,
+    cached: u64,
+    completion_tokens: u64,
+) -> u64 {
+    let cost = price.micro_cost(prompt_tokens, cached, completion_tokens);
     if cost.is_finite() && cost > 0.0 {
         // `as` saturates at u64::MAX.
         cost.round() as u64
@@ -377,6 +382,8 @@ pub struct Finish {
     pub prompt_tokens: u64,
     /// The provider's `usage`; 0 when unknown.
     pub completion_tokens: u64,
+    /// Prompt tokens the provider read from its cache (priced at `cached_input`).
+    pub cached_tokens: u64,
 }
 
 impl Finish {
@@ -626,7 +633,12 @@ impl Metrics {
             saturating_i64(end.completion_tokens),
         );
         if let Some(price) = self.target_price(at) {
-            let cost = cost_micro_usd(&price, end.prompt_tokens, end.completion_tokens);
+            let cost = cost_micro_usd(
+                &price,
+                end.prompt_tokens,
+                end.cached_tokens,
+                end.completion_tokens,
+            );
             self.add(host, at, Stat::CostMicroUsd, saturating_i64(cost));
         }
     }

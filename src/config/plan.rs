@@ -9,12 +9,13 @@ use regex::Regex;
 use super::error::ConfigError;
 use super::raw::{
     AuthKind, RawAction, RawConfig, RawFailover, RawHeaderMatch, RawHealth, RawMatch, RawTarget,
-    RawUpstream, Strategy, UnknownModel, WhenAllUnhealthy,
+    RawUpstream, RawUsage, Strategy, UnknownModel, WhenAllUnhealthy,
 };
 use crate::classify::{ClassifierPlan, Complexity, Task};
 use crate::endpoint::Endpoint;
 use crate::glob::Glob;
 use crate::health::{Budget, HealthBoard, HealthPolicy};
+use crate::models::ModelsCatalog;
 
 /// Compiled regexes are capped so that a hostile or careless config cannot exhaust VM memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -40,6 +41,10 @@ pub struct Plan {
     /// Every header name some upstream adds (`upstreams.*.headers`): an attempt removes
     /// those of the upstream tried before.
     pub upstream_header_names: Vec<String>,
+    pub usage: RawUsage,
+    /// What `GET /v1/models` answers; `None` when `models_endpoint` is off.
+    pub models: Option<ModelsCatalog>,
+    pub access_log: bool,
 }
 
 /// `failover`, compiled.
@@ -55,6 +60,7 @@ pub struct TargetRef {
     pub upstream: usize,
     pub model: String,
     pub budget: Budget,
+    pub price: Option<Price>,
 }
 
 /// The compiled `health` section.
@@ -115,6 +121,20 @@ pub struct Price {
     pub input: f64,
     /// Per one million output tokens.
     pub output: f64,
+    /// Per one million input tokens read from the provider's cache.
+    pub cached_input: f64,
+}
+
+impl Price {
+    /// What a request cost in millionths of the price's currency unit (prices are per one
+    /// million tokens, i.e. millionths per token): cached prompt tokens at `cached_input`,
+    /// the other prompt tokens at `input`, completion tokens at `output`.
+    pub fn micro_cost(&self, prompt: u64, cached: u64, completion: u64) -> f64 {
+        let cached = cached.min(prompt);
+        (prompt - cached) as f64 * self.input
+            + cached as f64 * self.cached_input
+            + completion as f64 * self.output
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -337,6 +357,7 @@ pub fn compile_raw(
                 upstream: t.upstream,
                 model: t.model.clone(),
                 budget: t.budget,
+                price: t.price,
             });
         }
     }
@@ -347,7 +368,7 @@ pub fn compile_raw(
     upstream_header_names.sort();
     upstream_header_names.dedup();
 
-    Ok(Plan {
+    let mut plan = Plan {
         failover,
         targets,
         upstream_header_names,
@@ -362,7 +383,14 @@ pub fn compile_raw(
         cluster_header,
         response_headers: raw.response_headers,
         health,
-    })
+        usage: raw.usage,
+        models: None,
+        access_log: raw.access_log,
+    };
+    if raw.models_endpoint {
+        plan.models = Some(ModelsCatalog::from_plan(&plan));
+    }
+    Ok(plan)
 }
 
 fn compile_failover(
@@ -657,19 +685,23 @@ fn compile_action(
         }
         let price = match t.price {
             Some(p) => {
-                if !(p.input.is_finite()
-                    && p.input >= 0.0
-                    && p.output.is_finite()
-                    && p.output >= 0.0)
-                {
+                let valid = |x: f64| x.is_finite() && x >= 0.0;
+                if !(valid(p.input) && valid(p.output)) {
                     return Err(ConfigError::new(
                         format!("{tfield}.price"),
                         "input and output must be finite, non-negative numbers",
                     ));
                 }
+                if !p.cached_input.is_none_or(valid) {
+                    return Err(ConfigError::new(
+                        format!("{tfield}.price.cached_input"),
+                        "must be a finite, non-negative number",
+                    ));
+                }
                 Some(Price {
                     input: p.input,
                     output: p.output,
+                    cached_input: p.cached_input.unwrap_or(p.input),
                 })
             }
             None => None,

@@ -99,6 +99,32 @@ pub struct RawConfig {
     /// Failover within one request across a rule's candidates (off unless `cluster` is set).
     #[serde(default)]
     pub failover: RawFailover,
+    /// Token usage of responses: what the router adds to read it, and what it reports.
+    #[serde(default)]
+    pub usage: RawUsage,
+    /// `GET /v1/models` (and `/v1/models/{id}`) answered from this configuration; `false`
+    /// passes those requests through.
+    #[serde(default = "default_true")]
+    pub models_endpoint: bool,
+    /// Publishes each request's record (decision, usage, the JSON access-log line) as
+    /// Envoy filter state `wasm.llm_router.*` for access logs.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+/// `usage`: reading token usage from responses.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// Adds `stream_options.include_usage: true` to streaming chat and completions requests
+    /// that do not ask for it (so that the stream reports its usage), and removes the
+    /// usage-only chunk this adds from what the client gets.
+    #[serde(default)]
+    pub include_stream_usage: bool,
+    /// Adds `x-llm-router-cost` to non-streaming responses of priced targets (the response
+    /// headers then wait for the end of the body).
+    #[serde(default)]
+    pub cost_header: bool,
 }
 
 /// `failover`: retries of one request on the next candidate, carried out by Envoy's router
@@ -251,6 +277,9 @@ pub struct RawTarget {
 pub struct RawPrice {
     pub input: f64,
     pub output: f64,
+    /// Prompt tokens read from the provider's cache; `input` when not given.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1585,3 +1585,92 @@ fn failover_errors_name_the_field() {
         assert_refused(v, field, needle);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Usage, the models endpoint, the access log
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn usage_models_endpoint_and_access_log_default_as_documented() {
+    let plan = ok(base());
+    assert!(!plan.usage.include_stream_usage && !plan.usage.cost_header);
+    assert!(plan.access_log);
+    let models = plan
+        .models
+        .as_ref()
+        .expect("the models endpoint is on by default");
+    assert_eq!(models.ids(), ["auto", "fast", "smart"]);
+
+    let mut v = base();
+    set_at(
+        &mut v,
+        "/usage",
+        json!({"include_stream_usage": true, "cost_header": true}),
+    );
+    set_at(&mut v, "/models_endpoint", json!(false));
+    set_at(&mut v, "/access_log", json!(false));
+    let plan = ok(v);
+    assert!(plan.usage.include_stream_usage && plan.usage.cost_header);
+    assert!(plan.models.is_none());
+    assert!(!plan.access_log);
+}
+
+#[test]
+fn bad_usage_settings_are_refused_by_name() {
+    let mut v = base();
+    set_at(&mut v, "/usage", json!({"include_usage": true}));
+    assert_refused(
+        v,
+        "usage.include_usage",
+        "expected `include_stream_usage` or `cost_header`",
+    );
+    let mut v = base();
+    set_at(&mut v, "/usage", json!({"cost_header": "yes"}));
+    assert_refused(v, "usage.cost_header", "invalid type");
+    let mut v = base();
+    set_at(&mut v, "/models_endpoint", json!(1));
+    assert_refused(v, "models_endpoint", "invalid type");
+}
+
+#[test]
+fn cached_input_prices_cached_prompt_tokens() {
+    let mut v = base();
+    set_at(
+        &mut v,
+        "/models/fast/targets/0/price",
+        json!({"input": 2.0, "output": 8.0, "cached_input": 0.5}),
+    );
+    set_at(
+        &mut v,
+        "/models/smart/targets/0/price",
+        json!({"input": 3.0, "output": 6.0}),
+    );
+    let plan = ok(v);
+    let fast = plan.aliases["fast"].targets[0].price.expect("priced");
+    // 600 uncached and 400 cached prompt tokens, 100 completion tokens, in millionths.
+    assert_eq!(
+        fast.micro_cost(1000, 400, 100),
+        600.0 * 2.0 + 400.0 * 0.5 + 800.0
+    );
+    // More cached than prompt tokens (a confused provider) never goes negative.
+    assert_eq!(fast.micro_cost(10, 50, 0), 10.0 * 0.5);
+    let smart = plan.aliases["smart"].targets[0].price.expect("priced");
+    assert_eq!(smart.cached_input, 3.0, "defaults to input");
+    let key = &plan.aliases["fast"].targets[0].key;
+    assert_eq!(
+        plan.targets[key].price,
+        Some(fast),
+        "found by key for the cost"
+    );
+
+    for bad in [json!(-1.0), json!("cheap")] {
+        let mut v = base();
+        set_at(
+            &mut v,
+            "/models/fast/targets/0/price",
+            json!({"input": 1.0, "output": 1.0, "cached_input": bad}),
+        );
+        let e = err(v);
+        assert!(e.field.starts_with("models.fast.targets[0].price"), "{e}");
+    }
+}

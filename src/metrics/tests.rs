@@ -346,6 +346,7 @@ fn a_request_counts_in_its_target_and_rule() {
         ttfb_ms: Some(300),
         prompt_tokens: 1000,
         completion_tokens: 250,
+        cached_tokens: 0,
     };
     m.request_finished(&mut host, at, &ok);
     let failed = Finish {
@@ -501,6 +502,7 @@ fn finish_from_health_outcome() {
             ttfb_ms: Some(120),
             prompt_tokens: 0,
             completion_tokens: 0,
+            cached_tokens: 0,
         }
     );
     let cases = [
@@ -626,30 +628,34 @@ fn cost_in_micro_dollars() {
     let p = Price {
         input: 2.5,
         output: 10.0,
+        cached_input: 0.0,
     };
     // $2.50 per million input tokens = 2.5 micro-dollars per token.
-    assert_eq!(cost_micro_usd(&p, 1000, 500), 2500 + 5000);
-    assert_eq!(cost_micro_usd(&p, 1_000_000, 0), 2_500_000);
-    assert_eq!(cost_micro_usd(&p, 0, 0), 0);
+    assert_eq!(cost_micro_usd(&p, 1000, 0, 500), 2500 + 5000);
+    assert_eq!(cost_micro_usd(&p, 1_000_000, 0, 0), 2_500_000);
+    assert_eq!(cost_micro_usd(&p, 0, 0, 0), 0);
     // Rounded to the nearest micro-dollar.
     let cheap = Price {
         input: 0.15,
         output: 0.6,
+        cached_input: 0.0,
     };
-    assert_eq!(cost_micro_usd(&cheap, 3, 0), 0); // 0.45
-    assert_eq!(cost_micro_usd(&cheap, 10, 0), 2); // 1.5
-    assert_eq!(cost_micro_usd(&cheap, 10, 1), 2); // 2.1
+    assert_eq!(cost_micro_usd(&cheap, 3, 0, 0), 0); // 0.45
+    assert_eq!(cost_micro_usd(&cheap, 10, 0, 0), 2); // 1.5
+    assert_eq!(cost_micro_usd(&cheap, 10, 0, 1), 2); // 2.1
     let free = Price {
         input: 0.0,
         output: 0.0,
+        cached_input: 0.0,
     };
-    assert_eq!(cost_micro_usd(&free, 1_000_000, 1_000_000), 0);
+    assert_eq!(cost_micro_usd(&free, 1_000_000, 0, 1_000_000), 0);
     // Saturates instead of wrapping.
     let dear = Price {
         input: 1e12,
         output: 1e12,
+        cached_input: 0.0,
     };
-    assert_eq!(cost_micro_usd(&dear, u64::MAX, u64::MAX), u64::MAX);
+    assert_eq!(cost_micro_usd(&dear, u64::MAX, 0, u64::MAX), u64::MAX);
 }
 
 #[test]
@@ -669,8 +675,9 @@ fn huge_values_saturate_in_counters() {
     let price = Price {
         input: 0.4,
         output: 1.6,
+        cached_input: 0.0,
     };
-    let cost = i64::try_from(cost_micro_usd(&price, u64::MAX, 0)).unwrap();
+    let cost = i64::try_from(cost_micro_usd(&price, u64::MAX, 0, 0)).unwrap();
     assert_eq!(value(&host, &stat("target", t, "cost_micro_usd")), cost);
 }
 
@@ -788,6 +795,7 @@ fn target_only_and_rule_only() {
         ttfb_ms: None,
         prompt_tokens: 100,
         completion_tokens: 10,
+        cached_tokens: 0,
     };
     for _ in 0..2 {
         m.request_started(&mut host, m.target(&k));

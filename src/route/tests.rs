@@ -853,7 +853,11 @@ fn target(upstream: usize, weight: u32, price: Option<(f64, f64)>) -> Target {
         upstream,
         model: format!("m{upstream}"),
         weight,
-        price: price.map(|(input, output)| Price { input, output }),
+        price: price.map(|(input, output)| Price {
+            input,
+            output,
+            cached_input: input,
+        }),
         budget: Budget::default(),
         key: format!("k{upstream}"),
     }
