@@ -132,8 +132,8 @@ impl HttpContext for RouterHttp {
         )
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        to_action(self.flow.on_response_headers(&mut self.host))
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        to_action(self.flow.on_response_headers(&mut self.host, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -224,6 +224,16 @@ impl Host for WasmHost {
 
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         hostcalls::get_property(path.to_vec()).map_err(|s| status("get_property", s))
+    }
+
+    fn set_property(&mut self, name: &str, value: &[u8]) -> HostResult<()> {
+        // One path segment: Envoy stores it as filter state `wasm.<name>`.
+        hostcalls::set_property(vec![name], Some(value)).map_err(|s| status("set_property", s))
+    }
+
+    fn replace_response_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, current_len, body)
+            .map_err(|s| status("set_buffer", s))
     }
 
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {

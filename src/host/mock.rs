@@ -40,6 +40,8 @@ pub struct MockHost {
     pub metrics_fail: bool,
     /// Makes `define_metric` fail for names containing this.
     pub refuse_metrics_containing: Option<String>,
+    /// Filter state the flow published, by name (without Envoy's `wasm.` prefix).
+    pub filter_state: HashMap<String, Vec<u8>>,
 }
 
 impl MockHost {
@@ -156,6 +158,17 @@ impl Host for MockHost {
 
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         Ok(self.properties.get(&path.join(".")).cloned())
+    }
+
+    fn set_property(&mut self, name: &str, value: &[u8]) -> HostResult<()> {
+        self.filter_state.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn replace_response_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        let end = current_len.min(self.response_body.len());
+        self.response_body.splice(..end, body.iter().copied());
+        Ok(())
     }
 
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {

@@ -59,6 +59,18 @@ pub trait Host {
     fn property(&self, _path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         Ok(None)
     }
+    /// Publishes `value` as the stream's filter state `wasm.<name>` (for access logs).
+    fn set_property(&mut self, name: &str, _value: &[u8]) -> HostResult<()> {
+        Err(HostError::Status(format!(
+            "set_property {name}: unsupported"
+        )))
+    }
+    /// Replaces the current response body chunk (of length `current_len`).
+    fn replace_response_body(&mut self, _current_len: usize, _body: &[u8]) -> HostResult<()> {
+        Err(HostError::Status(
+            "replace_response_body: unsupported".to_owned(),
+        ))
+    }
     /// Shared data (all workers of one `vm_id`): value and its CAS token.
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)>;
     /// Stores shared data if `cas` still matches; `Err(CasMismatch)` otherwise.

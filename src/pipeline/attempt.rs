@@ -21,7 +21,7 @@ use crate::health::{Admission, HealthBoard};
 use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders, Flow};
-use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter};
+use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 
@@ -304,7 +304,7 @@ impl StreamFlow for AttemptFlow {
         self.send(host, Some(body_size))
     }
 
-    fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+    fn on_response_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
         let Some(attempt) = &self.attempt else {
             return Flow::Continue;
         };
@@ -316,7 +316,8 @@ impl StreamFlow for AttemptFlow {
         let _ = host.set_response_header(HEADER_HOP_FLAGS, None);
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
-        let _ = self.acc.on_response_headers(host, &self.plan, flags);
+        // The request filter, downstream, edits what the client gets; this one only reads.
+        let _ = self.acc.on_response_headers(host, &self.plan, flags, false);
         Flow::Continue
     }
 
@@ -326,13 +327,14 @@ impl StreamFlow for AttemptFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        self.acc.on_response_body(host, body_size, end_of_stream);
+        let _ = self.acc.on_response_body(host, body_size, end_of_stream);
         Flow::Continue
     }
 
     /// The end of the attempt (a failed one ends when the router retries).
     fn on_log(&mut self, host: &mut dyn Host) {
-        self.acc.finish(host, &self.plan);
+        let end = StreamEnd::read(host);
+        self.acc.finish(host, &self.plan, &end);
     }
 }
 

@@ -100,7 +100,7 @@ fn request_filter_sends_several_usable_candidates_to_the_failover_cluster() {
         (":status".to_owned(), "200".to_owned()),
         (HEADER_SERVED.to_owned(), served(2, KEY_B)),
     ];
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert_eq!(host.response_header("x-llm-router-upstream"), Some("b"));
     assert_eq!(host.response_header("x-llm-router-model"), Some("m-b"));
     assert_eq!(host.response_header("x-llm-router-attempts"), Some("2"));
@@ -265,7 +265,7 @@ fn attempts_are_tracked_and_failures_counted_per_target() {
         (":status".to_owned(), "503".to_owned()),
         (HEADER_HOP_FLAGS.to_owned(), "-".to_owned()),
     ];
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert_eq!(host.response_header(HEADER_HOP_FLAGS), None);
     assert_eq!(
         host.response_header(HEADER_SERVED),
@@ -285,7 +285,7 @@ fn attempts_are_tracked_and_failures_counted_per_target() {
         (":status".to_owned(), "503".to_owned()),
         (HEADER_HOP_FLAGS.to_owned(), "UF,URX".to_owned()),
     ];
-    flow.on_response_headers(&mut host2);
+    flow.on_response_headers(&mut host2, false);
     flow.on_log(&mut host2);
     let b = HealthBoard::default().read(&host2, KEY_B).expect("read");
     assert_eq!(

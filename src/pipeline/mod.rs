@@ -19,7 +19,7 @@ pub trait StreamFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow;
-    fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow;
+    fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow;
     fn on_response_body(
         &mut self,
         host: &mut dyn Host,

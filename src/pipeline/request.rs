@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
+use crate::audit::{self, DecisionRecord, RequestRecord, UsageRecord};
 use crate::classify::Classification;
 use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
@@ -23,13 +24,15 @@ use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhea
 use crate::host::{shared_increment, Host};
 use crate::metrics::Metrics;
 use crate::pipeline::attempt;
-use crate::pipeline::track::{now_ms, Accounting, Meter};
+use crate::pipeline::track::{header_value, is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{
     route, Candidate, Chooser, ClientPrefs, Decision, RouteError, RouteRequest, TargetStatus,
 };
+use crate::sha256::key_id;
+use crate::usage::Edit;
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,7 @@ pub const HEADER_COMPLEXITY: &str = "x-llm-router-complexity";
 pub const HEADER_RULE: &str = "x-llm-router-rule";
 pub const HEADER_TAGS: &str = "x-llm-router-tags";
 pub const HEADER_ATTEMPTS: &str = "x-llm-router-attempts";
+pub const HEADER_COST: &str = "x-llm-router-cost";
 
 /// Retry instructions a client could send to Envoy's router; for routed requests retries are
 /// the router's decision (failover), never the client's.
@@ -85,6 +89,8 @@ struct Report {
     tags: String,
     /// Sent through the failover cluster: the attempt filter reports who served it.
     failover: bool,
+    /// The target's key (`upstream/model`); after failover, the one that served.
+    target: String,
 }
 
 pub struct RequestFlow {
@@ -102,6 +108,15 @@ pub struct RequestFlow {
     metrics: Option<Rc<Metrics>>,
     /// The client's headers as they arrived.
     client: ClientHeaders,
+    /// The access-log record, for requests the router handles (when `access_log` is on).
+    record: Option<RequestRecord>,
+    /// When the request headers arrived.
+    start_ms: u64,
+    /// The router asked the stream for its usage and the client did not: the usage-only
+    /// chunk is removed from the response.
+    strip_usage: bool,
+    /// The response headers wait for the end of the body (for `x-llm-router-cost`).
+    holding: bool,
 }
 
 /// The client's request headers, read with one host call: single reads cost a call (and an
@@ -161,6 +176,10 @@ impl RequestFlow {
             health_degraded: false,
             metrics: None,
             client: ClientHeaders::default(),
+            record: None,
+            start_ms: 0,
+            strip_usage: false,
+            holding: false,
         }
     }
 
@@ -203,6 +222,10 @@ impl RequestFlow {
         retry_after: Option<&str>,
     ) -> Flow {
         self.state = State::Replied;
+        if let Some(r) = &mut self.record {
+            r.status = Some(error.status);
+            r.error = Some(error.code);
+        }
         // Admitted but never sent upstream: not held against the target.
         self.acc.cancel(host, &self.plan);
         let body = error.body();
@@ -320,6 +343,11 @@ impl RequestFlow {
             .into());
         };
         let requested = requested_model(fields)?;
+        let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
+        if let Some(r) = &mut self.record {
+            r.requested_model = Some(audit::loggable(requested.unwrap_or("auto")));
+            r.stream = stream;
+        }
         let prefs = ClientPrefs::from_body(fields)?;
         let classification = plan.classifier.classify(&value, endpoint);
         let max_output_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
@@ -408,18 +436,23 @@ impl RequestFlow {
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
         // Body: only the changed members are replaced; everything else is the client's bytes.
-        let model_unchanged = fields.get("model").and_then(Value::as_str) == Some(&chosen.model);
+        let mut edits: Vec<(&str, String)> = Vec::new();
+        if fields.get("model").and_then(Value::as_str) != Some(&chosen.model) {
+            edits.push(("model", json_string(&chosen.model)));
+        }
+        self.strip_usage = plan.usage.include_stream_usage
+            && stream
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && !asks_for_usage(fields);
+        if self.strip_usage {
+            edits.push(("stream_options", stream_options_with_usage(fields)));
+        }
         let new_body =
-            if model_unchanged && remove.is_empty() {
+            if edits.is_empty() && remove.is_empty() {
                 None
             } else {
-                let model_json = json_string(&chosen.model);
-                let set: &[(&str, &str)] = if model_unchanged {
-                    &[]
-                } else {
-                    &[("model", &model_json)]
-                };
-                Some(edit_object(&body, set, &remove).map_err(|e| {
+                let set: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                Some(edit_object(&body, &set, &remove).map_err(|e| {
                     ApiError::internal(format!("could not rewrite the body: {}", e.0))
                 })?)
             };
@@ -476,6 +509,13 @@ impl RequestFlow {
             &classification,
         );
         r.failover = failover.is_some();
+        r.target = chosen.key.clone();
+        if let Some(record) = &mut self.record {
+            let decision = decision_record(&r, &upstream.name, &chosen.model);
+            // Published as soon as it is known, for whatever reads filter state next.
+            let _ = host.set_property(audit::STATE_DECISION, &audit::to_json(&decision));
+            record.decision = Some(decision);
+        }
         Ok(r)
     }
 }
@@ -490,6 +530,12 @@ impl StreamFlow for RequestFlow {
         }
         let method = self.client.get(host, ":method");
         let path = self.client.get(host, ":path");
+        if let (Some("GET" | "HEAD"), Some(path)) = (method.as_deref(), path.as_deref()) {
+            if let Some(answer) = self.models_answer(path) {
+                self.begin(host, "models");
+                return self.reply_raw(host, answer.status, &answer.body);
+            }
+        }
         let endpoint = match (method.as_deref(), path.as_deref()) {
             (Some("POST"), Some(path)) => Endpoint::from_path(path),
             _ => None,
@@ -498,6 +544,7 @@ impl StreamFlow for RequestFlow {
             self.state = State::Passthrough;
             return Flow::Continue;
         };
+        self.begin(host, endpoint.name());
         if end_of_stream {
             return self.reply(host, &missing_body());
         }
@@ -570,67 +617,200 @@ impl StreamFlow for RequestFlow {
         }
     }
 
-    fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+    fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         if self.state != State::Routed {
             return Flow::Continue;
         }
-        let upstream_headers = self.acc.on_response_headers(host, &self.plan, 0);
+        let strip = self.strip_usage;
+        let upstream_headers = self.acc.on_response_headers(host, &self.plan, 0, strip);
+        let plan = Rc::clone(&self.plan);
         let served = self.served_by(host);
+        if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
+            r.target = key.clone();
+            if let Some(t) = plan.targets.get(key) {
+                if let Some(up) = plan.upstream(t.upstream) {
+                    r.upstream = up.name.clone();
+                }
+                r.model = echoable(&t.model);
+                if let Some(d) = self.record.as_mut().and_then(|rec| rec.decision.as_mut()) {
+                    d.target = format!("{}/{}", r.upstream, t.model);
+                    d.upstream = r.upstream.clone();
+                    d.model = t.model.clone();
+                }
+            }
+        }
+        if let Some(r) = &mut self.record {
+            r.attempts = served.as_ref().map_or(1, |(_, n)| *n);
+            r.ttfb_ms = Some(now_ms(host).saturating_sub(self.start_ms));
+        }
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)
         {
             meter.reprice(m.scopes(key, &r.rule).rule_only());
         }
-        if !self.plan.response_headers {
-            return Flow::Continue;
+        let event_stream = is_event_stream(&upstream_headers);
+        if strip && event_stream && header_value(&upstream_headers, "content-length").is_some() {
+            // Events are removed: the length the upstream announced would be wrong.
+            let _ = host.set_response_header("content-length", None);
         }
-        let plan = Rc::clone(&self.plan);
-        if let Some(r) = &mut self.report {
-            let mut attempts = None;
-            if let Some((key, attempt)) = &served {
-                if let Some(t) = plan.targets.get(key) {
-                    if let Some(up) = plan.upstream(t.upstream) {
-                        r.upstream = up.name.clone();
-                    }
-                    r.model = echoable(&t.model);
-                }
-                attempts = Some(attempt.to_string());
-            }
-            // `None` removes a value the upstream sent: diagnostics are the router's own.
-            // (Only if it sent one, when its headers are known: a removal is a host call.)
-            let mut stamp = |name: &str, value: Option<&str>| {
-                let sent = upstream_headers
-                    .as_ref()
-                    .is_none_or(|h| h.iter().any(|(k, _)| k == name));
-                if value.is_some() || sent {
-                    let _ = host.set_response_header(name, value);
-                }
-            };
-            stamp(HEADER_UPSTREAM, Some(&r.upstream));
-            stamp(HEADER_MODEL, r.model.as_deref());
-            stamp(HEADER_ATTEMPTS, attempts.as_deref());
-            stamp(HEADER_TASK, Some(r.task));
-            stamp(HEADER_COMPLEXITY, Some(r.complexity));
-            stamp(HEADER_RULE, Some(&r.rule));
-            stamp(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
+        if plan.response_headers {
+            self.stamp_diagnostics(host, &upstream_headers, served.as_ref().map(|(_, n)| *n));
         }
-        Flow::Continue
+        // `x-llm-router-cost` needs the usage at the end of the body: the headers wait for
+        // it (a non-streaming answer of a priced target only).
+        let status = header_value(&upstream_headers, ":status");
+        self.holding = plan.usage.cost_header
+            && !end_of_stream
+            && !event_stream
+            && status.is_some_and(|s| s.starts_with('2'))
+            && self.target_price().is_some();
+        if self.holding {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
     }
 
-    /// A response body chunk passes (never held); the tracker may keep its end.
+    /// A response body chunk passes (a stream is never held, only an incomplete event when
+    /// the usage-only chunk is removed); its usage is read as it goes.
     fn on_response_body(
         &mut self,
         host: &mut dyn Host,
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
-        self.acc.on_response_body(host, body_size, end_of_stream);
+        if self.holding {
+            if !end_of_stream {
+                // Envoy keeps the body; the whole of it is read at the end.
+                return Flow::Pause;
+            }
+            self.holding = false;
+            let _ = self.acc.on_response_body(host, body_size, true);
+            if let Some(cost) = self.cost() {
+                let _ = host.set_response_header(HEADER_COST, Some(&format_cost(cost)));
+            }
+            return Flow::Continue;
+        }
+        if let Edit::Replace(bytes) = self.acc.on_response_body(host, body_size, end_of_stream) {
+            if let Err(e) = host.replace_response_body(body_size, &bytes) {
+                log::warn!("llm-router: could not edit the response stream: {e}");
+            }
+        }
         Flow::Continue
     }
 
-    /// The end of the stream (Envoy's access-log callback): finishes the tracked request.
+    /// The end of the stream (Envoy's access-log callback): finishes the tracked request
+    /// and publishes its record.
     fn on_log(&mut self, host: &mut dyn Host) {
-        self.acc.finish(host, &self.plan);
+        let end = StreamEnd::read(host);
+        self.acc.finish(host, &self.plan, &end);
+        self.publish_record(host, &end);
+    }
+}
+
+impl RequestFlow {
+    /// The `/v1/models` answer for `path`, when the endpoint is on and the path is its.
+    fn models_answer(&self, path: &str) -> Option<crate::models::ModelsAnswer> {
+        let anthropic = self.client.has("anthropic-version");
+        self.plan.models.as_ref()?.answer(path, anthropic)
+    }
+
+    /// A request the router handles starts: its clock and, when the access log is on, its
+    /// record.
+    fn begin(&mut self, host: &dyn Host, endpoint: &'static str) {
+        self.start_ms = now_ms(host);
+        if !self.plan.access_log {
+            return;
+        }
+        let credential = CLIENT_CREDENTIAL_HEADERS
+            .iter()
+            .find_map(|name| self.client.get(host, name));
+        self.record = Some(RequestRecord {
+            time: audit::rfc3339_millis(self.start_ms),
+            request_id: self
+                .client
+                .get(host, "x-request-id")
+                .map(|id| audit::loggable(&id)),
+            client_key_id: credential.map(|c| key_id(bare_credential(&c))),
+            endpoint,
+            attempts: 0,
+            ..RequestRecord::default()
+        });
+    }
+
+    /// Answers with a ready JSON body (e.g. `/v1/models`).
+    fn reply_raw(&mut self, host: &mut dyn Host, status: u32, body: &[u8]) -> Flow {
+        self.state = State::Replied;
+        if let Some(r) = &mut self.record {
+            r.status = Some(status);
+        }
+        let headers = [("content-type", crate::models::CONTENT_TYPE)];
+        if let Err(e) = host.send_local_reply(status, &headers, body) {
+            log::error!("could not send the {status} reply: {e}");
+        }
+        Flow::Pause
+    }
+
+    /// Stamps the diagnostic `x-llm-router-*` response headers. `attempts`: reported by the
+    /// failover attempt that served.
+    fn stamp_diagnostics(
+        &self,
+        host: &mut dyn Host,
+        upstream_headers: &[(String, String)],
+        attempts: Option<u32>,
+    ) {
+        let Some(r) = &self.report else {
+            return;
+        };
+        // `None` removes a value the upstream sent: diagnostics are the router's own.
+        // (Only if it sent one: a removal is a host call.)
+        let mut stamp = |name: &str, value: Option<&str>| {
+            if value.is_some() || upstream_headers.iter().any(|(k, _)| k == name) {
+                let _ = host.set_response_header(name, value);
+            }
+        };
+        let attempts = attempts.map(|n| n.to_string());
+        stamp(HEADER_UPSTREAM, Some(&r.upstream));
+        stamp(HEADER_MODEL, r.model.as_deref());
+        stamp(HEADER_ATTEMPTS, attempts.as_deref());
+        stamp(HEADER_TASK, Some(r.task));
+        stamp(HEADER_COMPLEXITY, Some(r.complexity));
+        stamp(HEADER_RULE, Some(&r.rule));
+        stamp(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
+        stamp(HEADER_COST, None);
+    }
+
+    /// The price of the target that served.
+    fn target_price(&self) -> Option<crate::config::plan::Price> {
+        let key = &self.report.as_ref()?.target;
+        self.plan.targets.get(key)?.price
+    }
+
+    /// What the request cost by the served target's price and the reported usage.
+    fn cost(&self) -> Option<f64> {
+        let usage = self.acc.usage()?;
+        let price = self.target_price()?;
+        let micro = price.micro_cost(usage.prompt, usage.cached.unwrap_or(0), usage.completion);
+        Some(micro / 1_000_000.0)
+    }
+
+    /// Publishes the usage and the access-log line as filter state.
+    fn publish_record(&mut self, host: &mut dyn Host, end: &StreamEnd) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        if record.status.is_none() {
+            record.status = end.code();
+        }
+        record.latency_ms = Some(end.now_ms().saturating_sub(self.start_ms));
+        if self.state == State::Routed {
+            record.attempts = record.attempts.max(1);
+            record.usage = UsageRecord::new(self.acc.usage(), self.cost());
+            let _ = host.set_property(audit::STATE_USAGE, &audit::to_json(&record.usage));
+        }
+        if let Err(e) = host.set_property(audit::STATE_LOG, &audit::to_json(&record)) {
+            log::debug!("llm-router: no access-log record: {e}");
+        }
     }
 }
 
@@ -753,6 +933,63 @@ fn report(source: &str, upstream: &str, model: &str, c: &Classification) -> Repo
         rule: source.to_owned(),
         tags: c.tags.join(","),
         failover: false,
+        target: String::new(),
+    }
+}
+
+fn decision_record(r: &Report, upstream: &str, model: &str) -> DecisionRecord {
+    DecisionRecord {
+        task: r.task,
+        complexity: r.complexity,
+        tags: r
+            .tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        rule: r.rule.clone(),
+        target: format!("{upstream}/{model}"),
+        upstream: upstream.to_owned(),
+        model: model.to_owned(),
+    }
+}
+
+/// The key itself, without the `Bearer` scheme of an `authorization` header.
+fn bare_credential(value: &str) -> &str {
+    let v = value.trim();
+    match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v[7..].trim_start(),
+        _ => v,
+    }
+}
+
+/// Whether the client asked a stream for its usage (`stream_options.include_usage`).
+fn asks_for_usage(fields: &Map<String, Value>) -> bool {
+    fields
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// The client's `stream_options` (if an object) with `include_usage: true`, as JSON.
+fn stream_options_with_usage(fields: &Map<String, Value>) -> String {
+    let mut options = match fields.get("stream_options") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    Value::Object(options).to_string()
+}
+
+/// A cost for `x-llm-router-cost`: plain decimal, up to ten places, no trailing zeros.
+fn format_cost(cost: f64) -> String {
+    let s = format!("{:.10}", cost.max(0.0));
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".to_owned()
+    } else {
+        s.to_owned()
     }
 }
 

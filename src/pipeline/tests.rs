@@ -204,7 +204,7 @@ fn non_post_passes_through() {
         assert_eq!(host.header("authorization"), Some("Bearer client-secret"));
         assert_eq!(host.header(":path"), Some(CHAT));
         assert!(host.local_reply.is_none());
-        assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+        assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
         assert!(no_router_headers(&host));
     }
 }
@@ -254,7 +254,7 @@ fn missing_pseudo_headers_pass_through() {
 
 #[test]
 fn client_cluster_header_is_removed_even_on_passthrough() {
-    let mut host = post("/v1/models", "");
+    let mut host = post("/v1/files", "");
     host.request_headers.retain(|(k, _)| k != ":method");
     host.request_headers
         .push((":method".to_owned(), "GET".to_owned()));
@@ -268,7 +268,7 @@ fn client_cluster_header_is_removed_even_on_passthrough() {
     let mut host = MockHost::with_request(
         &[
             (":method", "GET"),
-            (":path", "/v1/models"),
+            (":path", "/v1/files"),
             ("X-Route-Cluster", "attacker"),
             ("x-llm-router-cluster", "not-ours"),
         ],
@@ -321,7 +321,7 @@ fn body_callback_without_headers_passes() {
     let mut flow = flow_for(test_plan());
     assert_eq!(flow.on_request_body(&mut host, 2, true), Flow::Continue);
     assert!(host.local_reply.is_none());
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
 }
 
@@ -341,7 +341,7 @@ fn headers_only_request_gets_400_missing_body() {
     assert_eq!(v["error"]["param"], Value::Null);
     // Once answered, the stream stays stopped and the response is not stamped.
     assert_eq!(flow.on_request_body(&mut host, 0, true), Flow::Pause);
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
     // Client credentials are irrelevant here but must not have been replaced by ours.
     assert_eq!(host.header("authorization"), Some("Bearer client-secret"));
@@ -450,7 +450,7 @@ fn chunked_body_growing_over_the_limit_gets_413() {
     assert_eq!(v["error"]["code"], "request_too_large");
     // The stream stays stopped afterwards.
     assert_eq!(flow.on_request_body(&mut host, 1500, true), Flow::Pause);
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
 }
 
@@ -551,7 +551,7 @@ fn unknown_model_gets_404() {
     assert_eq!(host.header("x-llm-router-cluster"), None);
     assert_eq!(body_str(&host), r#"{"model":"gpt-5","messages":[]}"#);
     // The local reply's response headers are not stamped.
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
 }
 
@@ -568,7 +568,7 @@ fn unknown_model_passthrough_forwards_it_unchanged() {
         host.header("content-length"),
         Some(&*body.len().to_string())
     );
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_RULE), Some("passthrough"));
     assert_eq!(host.response_header(HEADER_MODEL), Some("my-fine-tune"));
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
@@ -581,7 +581,7 @@ fn passthrough_model_unsafe_for_a_header_is_not_echoed() {
     config["passthrough_upstream"] = json!("local");
     let body = r#"{"model":"evil\r\nx-injected: 1","messages":[]}"#;
     let (mut flow, mut host) = routed(plan_json(&config), chat(body));
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_MODEL), None);
     assert_eq!(host.response_header("x-injected"), None);
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
@@ -818,7 +818,7 @@ fn rule_header_conditions_read_request_headers() {
         .push(("x-team".to_owned(), "research".to_owned()));
     let (mut flow, mut host) = routed(test_plan(), host);
     assert_eq!(host.header("x-llm-router-cluster"), Some("anthropic"));
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_RULE), Some("rule:team-x"));
 
     let mut host = chat(r#"{"model":"auto"}"#);
@@ -917,7 +917,7 @@ fn weighted_choice_comes_from_the_seed() {
 #[test]
 fn response_headers_are_stamped() {
     let (mut flow, mut host) = routed(test_plan(), chat(r#"{"model":"smart","messages":[]}"#));
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("azure"));
     assert_eq!(host.response_header(HEADER_MODEL), Some("gpt-4o-2024"));
     assert_eq!(host.response_header(HEADER_RULE), Some("model:smart"));
@@ -961,7 +961,7 @@ fn upstream_sent_diagnostics_are_replaced_or_removed() {
         host.response_headers
             .push((name.to_owned(), value.to_owned()));
     }
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("local"));
     assert_eq!(host.response_header(HEADER_RULE), Some("passthrough"));
     assert_eq!(
@@ -992,7 +992,7 @@ fn tags_and_default_are_reported() {
     let body =
         r#"{"model":"auto","messages":[{"role":"user","content":"Please review this contract."}]}"#;
     let (mut flow, mut host) = routed(test_plan(), chat(body));
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_TAGS), Some("legal"));
     assert_eq!(host.response_header(HEADER_RULE), Some("default"));
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("openai"));
@@ -1005,7 +1005,7 @@ fn embeddings_report_the_embedding_task() {
         test_plan(),
         post("/v1/embeddings", r#"{"model":"local","input":"hello"}"#),
     );
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_TASK), Some("embedding"));
 }
 
@@ -1014,7 +1014,7 @@ fn response_headers_can_be_turned_off() {
     let mut config = test_config();
     config["response_headers"] = json!(false);
     let (mut flow, mut host) = routed(plan_json(&config), chat(r#"{"model":"smart"}"#));
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
     // Routing itself is unaffected.
     assert_eq!(host.header("x-llm-router-cluster"), Some("azure"));
@@ -1025,7 +1025,7 @@ fn passthrough_requests_are_not_stamped() {
     let mut host = post("/v1/models", "");
     let mut flow = flow_for(test_plan());
     assert_eq!(flow.on_request_headers(&mut host, true), Flow::Continue);
-    assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
     assert!(no_router_headers(&host));
 }
 
@@ -1051,7 +1051,7 @@ fn bundled_hello_goes_to_the_default() {
         body_str(&host),
         r#"{"model":"mock-small","messages":[{"role":"user","content":"Say hello"}]}"#
     );
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("mock-a"));
     assert_eq!(host.response_header(HEADER_MODEL), Some("mock-small"));
     assert_eq!(host.response_header(HEADER_TASK), Some("general"));
@@ -1068,7 +1068,7 @@ fn bundled_code_question_goes_to_mock_b() {
     assert_eq!(host.header(":path"), Some("/openai/v1/chat/completions"));
     assert_eq!(host.header("x-api-key"), Some("key-MOCK_API_KEY"));
     assert_eq!(host.header("authorization"), None);
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_MODEL), Some("mock-large"));
     let rule = host.response_header(HEADER_RULE).unwrap_or_default();
     assert!(rule.starts_with("rule:"), "{rule}");
@@ -1079,7 +1079,7 @@ fn bundled_legal_tag_goes_to_smart() {
     let body =
         r#"{"model":"auto","messages":[{"role":"user","content":"Is this lawsuit worth it?"}]}"#;
     let (mut flow, mut host) = routed(bundled_plan(), chat(body));
-    flow.on_response_headers(&mut host);
+    flow.on_response_headers(&mut host, false);
     assert_eq!(host.response_header(HEADER_TAGS), Some("legal"));
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("mock-b"));
 }
@@ -1358,7 +1358,10 @@ mod health {
                     .response_headers
                     .push(((*k).to_owned(), (*v).to_owned()));
             }
-            assert_eq!(r.flow.on_response_headers(&mut r.host), Flow::Continue);
+            assert_eq!(
+                r.flow.on_response_headers(&mut r.host, false),
+                Flow::Continue
+            );
             self.shared = std::mem::take(&mut r.host.shared);
         }
 
@@ -1705,7 +1708,7 @@ mod health {
             (":status".to_owned(), "429".to_owned()),
             ("retry-after".to_owned(), "1".to_owned()),
         ];
-        assert_eq!(flow.on_response_headers(&mut host), Flow::Continue);
+        assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
         flow.on_log(&mut host);
         assert!(host.local_reply.is_none());
     }
@@ -1728,7 +1731,7 @@ mod health {
 
     #[test]
     fn usage_is_read_from_the_end_of_the_body() {
-        use crate::pipeline::track::usage_tokens;
+        let usage_tokens = |tail: &[u8]| crate::usage::usage_of(tail).map(|u| u.total);
         let cases: &[(&str, Option<u64>)] = &[
             (
                 r#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#,
@@ -1801,3 +1804,5 @@ mod health {
         assert_eq!(totals.tokens, 300);
     }
 }
+
+mod usage;

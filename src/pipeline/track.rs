@@ -5,8 +5,8 @@
 //! upstream reset. Used by the request flow (one target per request) and by the attempt flow
 //! (one target per failover attempt).
 //!
-//! [`Meter`] does the same for Envoy stats (whether or not health is on), and [`UsageTail`]
-//! keeps the end of a response body for the `usage` both of them read.
+//! [`Meter`] does the same for Envoy stats (whether or not health is on), and [`Accounting`]
+//! reads the response's `usage` (from its events or its JSON body) that both of them use.
 
 use std::rc::Rc;
 
@@ -14,6 +14,7 @@ use crate::config::plan::Plan;
 use crate::health::{retry_headers, Budget, HealthBoard, Outcome};
 use crate::host::Host;
 use crate::metrics::{Finish, Metrics, Scopes};
+use crate::usage::{BodyUsage, Edit, StreamUsage, Usage};
 
 /// Envoy's response flags (the `response.flags` attribute, a bit vector).
 pub mod response_flags {
@@ -59,9 +60,6 @@ struct Tracked {
     /// The target has a tokens-per-minute budget: read `usage` from the response.
     count_usage: bool,
 }
-
-/// How much of the end of a response body is kept to find its `usage`.
-pub const USAGE_TAIL_BYTES: usize = 4096;
 
 /// The request being tracked on the health board, if any.
 #[derive(Debug, Default)]
@@ -167,7 +165,7 @@ impl Tracker {
     /// The end of the stream: finishes the tracked request, once, with what the response
     /// said, or, when no response came, with what Envoy's response flags say (connection
     /// failure, reset, timeout) or as cancelled.
-    /// `usage`: what the response reported (see [`UsageTail`]).
+    /// `usage`: what the response reported.
     fn finish_at_end(
         &mut self,
         host: &mut dyn Host,
@@ -228,6 +226,15 @@ impl StreamEnd {
                 .and_then(|c| u32::try_from(c).ok()),
             now_ms: now_ms(host),
         }
+    }
+
+    /// Envoy's response code (the status the client got), if any.
+    pub fn code(&self) -> Option<u32> {
+        self.code
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 
     /// How a request ended: the status its response headers gave (else Envoy's response
@@ -302,6 +309,7 @@ impl Meter {
             Some(u) => {
                 end.prompt_tokens = u.prompt;
                 end.completion_tokens = u.completion;
+                end.cached_tokens = u.cached.unwrap_or(0);
             }
             None if matches!(outcome, Outcome::Success { .. }) => end.prompt_tokens = self.estimate,
             None => {}
@@ -317,13 +325,23 @@ impl Meter {
 }
 
 /// Everything one request (or failover attempt) is counted in: the health board, Envoy
-/// stats, and the end of the response body whose `usage` both read.
+/// stats, and the `usage` the response reports, which both read.
 #[derive(Debug, Default)]
 pub struct Accounting {
     pub tracker: Tracker,
     /// The request in Envoy stats, once it was sent.
     pub meter: Option<Meter>,
-    tail: Option<UsageTail>,
+    /// Reads the response's usage as it passes, once the headers said how.
+    reader: Option<UsageReader>,
+    /// What the response reported, once its body ended.
+    usage: Option<Usage>,
+}
+
+/// How a response reports its usage: in its server-sent events, or in its JSON body.
+#[derive(Debug)]
+enum UsageReader {
+    Stream(StreamUsage),
+    Body(BodyUsage),
 }
 
 impl Accounting {
@@ -335,51 +353,79 @@ impl Accounting {
     }
 
     /// The response headers: the health verdict, status and time to first byte for stats,
-    /// and whether the body's `usage` will be wanted. `flags`: response flags known from
-    /// elsewhere (the failover hop's). Returns the response headers when it read them.
+    /// and how the body reports its usage. `flags`: response flags known from elsewhere
+    /// (the failover hop's). `strip`: remove the usage-only chunk from a stream (the router
+    /// asked for it, the client did not). Returns the response headers (one host call).
     pub fn on_response_headers(
         &mut self,
         host: &mut dyn Host,
         plan: &Plan,
         flags: u64,
-    ) -> Option<Vec<(String, String)>> {
-        if !self.tracker.is_tracked() && self.meter.is_none() {
-            return None;
-        }
+        strip: bool,
+    ) -> Vec<(String, String)> {
         let headers = host.response_headers().unwrap_or_default();
         let now = now_ms(host);
         self.tracker
             .observe_response(host, plan, &headers, flags, now);
         if let Some(meter) = &mut self.meter {
-            let status = headers
-                .iter()
-                .find(|(k, _)| k == ":status")
-                .and_then(|(_, v)| v.trim().parse().ok());
+            let status = header_value(&headers, ":status").and_then(|v| v.trim().parse().ok());
             meter.observe(status, flags, now);
         }
-        if self.meter.is_some() || self.tracker.wants_usage() {
-            self.tail = Some(UsageTail::default());
-        }
-        Some(headers)
+        self.reader = Some(if is_event_stream(&headers) {
+            UsageReader::Stream(StreamUsage::new(strip))
+        } else {
+            UsageReader::Body(BodyUsage::default())
+        });
+        headers
     }
 
-    /// A response body chunk passes (never held); its end may be kept for `usage`.
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) {
-        if let Some(tail) = &mut self.tail {
-            tail.push(host, body_size, end_of_stream);
+    /// A response body chunk (`body_size` bytes) passes; never held here. Returns what the
+    /// client should get instead, when that differs (only when stripping a stream).
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end: bool) -> Edit {
+        let Some(reader) = &mut self.reader else {
+            return Edit::Unchanged;
+        };
+        let chunk = match host.response_body(body_size) {
+            Ok(Some(chunk)) => chunk,
+            _ => Vec::new(),
+        };
+        match reader {
+            UsageReader::Stream(stream) => {
+                let edit = stream.push(&chunk, end);
+                if end {
+                    self.usage = stream.usage();
+                }
+                edit
+            }
+            UsageReader::Body(body) => {
+                body.push(&chunk);
+                if end {
+                    self.usage = body.finish();
+                }
+                Edit::Unchanged
+            }
+        }
+    }
+
+    /// What the response reported: final once its body ended; for a stream cut short, what
+    /// its events said so far.
+    pub fn usage(&self) -> Option<Usage> {
+        match (&self.usage, &self.reader) {
+            (Some(u), _) => Some(*u),
+            (None, Some(UsageReader::Stream(stream))) => stream.usage(),
+            _ => None,
         }
     }
 
     /// The end of the stream: finishes the request everywhere it is counted, once.
-    pub fn finish(&mut self, host: &mut dyn Host, plan: &Plan) {
+    pub fn finish(&mut self, host: &mut dyn Host, plan: &Plan, end: &StreamEnd) {
         if !self.tracker.is_tracked() && self.meter.is_none() {
             return;
         }
-        let end = StreamEnd::read(host);
-        let usage = self.tail.as_ref().and_then(UsageTail::usage);
-        self.tracker.finish_at_end(host, plan, usage, &end);
+        let usage = self.usage();
+        self.tracker.finish_at_end(host, plan, usage, end);
         if let Some(meter) = self.meter.take() {
-            meter.finish(host, usage, &end);
+            meter.finish(host, usage, end);
         }
     }
 
@@ -392,42 +438,21 @@ impl Accounting {
     }
 }
 
-/// Token counts a response reported in `usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt: u64,
-    pub completion: u64,
-    /// `total_tokens` when given, else prompt + completion.
-    pub total: u64,
+/// A header's value by lower-case name.
+pub fn header_value<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
-/// The last bytes of a response body as it passes (never held), to read its `usage`.
-#[derive(Debug, Default)]
-pub struct UsageTail {
-    tail: Vec<u8>,
-    usage: Option<Usage>,
-}
-
-impl UsageTail {
-    pub fn push(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) {
-        let take = body_size.min(USAGE_TAIL_BYTES);
-        let skip = body_size - take;
-        if let Ok(Some(chunk)) = host.response_body(body_size) {
-            let chunk = chunk.get(skip..).unwrap_or(&chunk);
-            self.tail.extend_from_slice(chunk);
-            let excess = self.tail.len().saturating_sub(USAGE_TAIL_BYTES);
-            self.tail.drain(..excess);
-        }
-        if end_of_stream {
-            self.usage = usage_of(&self.tail);
-            self.tail = Vec::new();
-        }
-    }
-
-    /// What the whole body reported, once it ended.
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
+/// Whether the response is a stream of server-sent events.
+pub fn is_event_stream(headers: &[(String, String)]) -> bool {
+    header_value(headers, "content-type").is_some_and(|v| {
+        v.trim_start()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+    })
 }
 
 pub fn now_ms(host: &dyn Host) -> u64 {
@@ -490,67 +515,4 @@ fn outcome_of(
             tokens: 0,
         },
     }
-}
-
-/// Tokens reported by the last `usage` object in `tail` (the end of a response body, JSON or
-/// server-sent events): `total_tokens`, else prompt + completion (OpenAI chat and
-/// completions), else input + output (OpenAI responses, Anthropic). `None` when there is no
-/// `usage` with numbers. A lenient scan, not a JSON parse: the tail may start mid-document.
-pub fn usage_tokens(tail: &[u8]) -> Option<u64> {
-    usage_of(tail).map(|u| u.total)
-}
-
-/// The last `usage` object in `tail`, split (see [`usage_tokens`]).
-pub fn usage_of(tail: &[u8]) -> Option<Usage> {
-    const KEY: &[u8] = b"\"usage\"";
-    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)?;
-    let rest = tail.get(at + KEY.len()..)?;
-    // The object after `"usage":`, up to its closing brace (usage objects hold at most one
-    // level of nested objects, e.g. `prompt_tokens_details`).
-    let open = rest.iter().position(|b| *b == b'{')?;
-    let mut depth = 0usize;
-    let mut end = rest.len();
-    for (i, b) in rest.iter().enumerate().skip(open) {
-        match b {
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    end = i;
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let object = rest.get(open..end)?;
-    let number = |name: &str| -> Option<u64> {
-        let key = format!("\"{name}\"");
-        let key = key.as_bytes();
-        let at = object.windows(key.len()).position(|w| w == key)?;
-        let after = object.get(at + key.len()..)?;
-        let digits: Vec<u8> = after
-            .iter()
-            .skip_while(|b| b.is_ascii_whitespace() || **b == b':')
-            .take_while(|b| b.is_ascii_digit())
-            .copied()
-            .collect();
-        std::str::from_utf8(&digits).ok()?.parse().ok()
-    };
-    let pair = |a: &str, b: &str| match (number(a), number(b)) {
-        (None, None) => None,
-        (x, y) => Some((x.unwrap_or(0), y.unwrap_or(0))),
-    };
-    let split = pair("prompt_tokens", "completion_tokens")
-        .or_else(|| pair("input_tokens", "output_tokens"));
-    let total = number("total_tokens");
-    if split.is_none() && total.is_none() {
-        return None;
-    }
-    let (prompt, completion) = split.unwrap_or((0, 0));
-    Some(Usage {
-        prompt,
-        completion,
-        total: total.unwrap_or(prompt.saturating_add(completion)),
-    })
 }
