@@ -128,9 +128,13 @@ def build_config(
     extra_env_keys: Iterable[str] = (),
     listener_port: int = 0,
     admin_port: int = 0,
+    access_log_path: Optional[str] = None,
 ) -> dict:
     """The bundled YAML with the test's changes applied (see module doc)."""
     doc = load_bundled()
+    if access_log_path is not None:
+        for log in _hcm(doc).get("access_log", []):
+            log["typed_config"]["path"] = access_log_path
     doc["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": int(admin_port)}
     _listener(doc)["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": int(listener_port)}
     template = copy.deepcopy(_cluster(doc, "mock-a"))
@@ -214,6 +218,8 @@ class EnvoyRouter:
         self.proc: Optional[subprocess.Popen] = None
         self.workdir: Optional[str] = None
         self.log_path = ""
+        #: The bundled JSONL access log, written here instead of stdout.
+        self.access_log_path: Optional[str] = None
         self.port = 0
         self.admin_port = 0
 
@@ -223,12 +229,14 @@ class EnvoyRouter:
     # ---- lifecycle ----------------------------------------------------------
     def config_doc(self) -> dict:
         """The bootstrap to run; subclasses may build another (``self.workdir`` exists)."""
-        return build_config(self.plugin_config, self.cluster_ports, self.extra_env_keys)
+        return build_config(self.plugin_config, self.cluster_ports, self.extra_env_keys,
+                            access_log_path=self.access_log_path)
 
     def start(self) -> "EnvoyRouter":
         if not os.path.exists(WASM):
             raise EnvoyError("%s is missing: run `make build`" % WASM)
         self.workdir = tempfile.mkdtemp(prefix="llm-router-%s-" % self.name)
+        self.access_log_path = os.path.join(self.workdir, "access.jsonl")
         doc = self.config_doc()
         cfg_path = os.path.join(self.workdir, "envoy.yaml")
         with open(cfg_path, "w", encoding="utf-8") as f:
@@ -243,6 +251,8 @@ class EnvoyRouter:
             "--admin-address-path", admin_path,
             "--log-level", self.log_level,
             "--component-log-level", "wasm:info",
+            # Access-log lines within 100 ms (Envoy's default is every 10 s).
+            "--file-flush-interval-msec", "100",
         ]
         logf = open(self.log_path, "wb")
         try:
@@ -322,6 +332,21 @@ class EnvoyRouter:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def access_log(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """The JSONL access log's lines, parsed, once there are at least ``count`` (Envoy
+        writes its file logs out every 100 ms here)."""
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        while True:
+            try:
+                with open(self.access_log_path or "", encoding="utf-8") as f:
+                    lines = [ln for ln in f.read().splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            if len(lines) >= count or time.monotonic() > deadline:
+                return [json.loads(ln) for ln in lines]
+            time.sleep(0.1)
 
     # ---- access -------------------------------------------------------------
     @property

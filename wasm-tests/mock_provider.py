@@ -18,6 +18,8 @@ Library::
     p = MockProvider(name="mock-a", port=0).start()   # port 0 -> ephemeral
     ... p.port, p.url, p.requests, p.wait_for_requests(1), p.clear()
     p.set_response(status=500, body={"error": "boom"}); p.reset_response()
+    p.set_stream([b'data: {"a":1}\n\n', b'data: [DONE]\n\n'], delay_ms=50, times=1)
+    ... p.stream_log, p.wait_for_streams(1)     # when each scripted chunk was written
     p.stop()
 
 Every request is recorded (method, path, headers in received order, exact body
@@ -44,7 +46,7 @@ RESET = -1
 #: abort the connection.
 RESET_MID_STREAM = -2
 
-__all__ = ["MockProvider", "RecordedRequest", "main"]
+__all__ = ["MockProvider", "RecordedRequest", "StreamRecord", "main"]
 
 
 # --------------------------------------------------------------------------
@@ -81,6 +83,30 @@ class RecordedRequest:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass
+class StreamRecord:
+    """One scripted stream (``MockProvider.set_stream``) as the mock wrote it.
+
+    Times are ``time.monotonic()`` of this process, each taken just before the bytes were
+    handed to the socket (TCP_NODELAY, one send per chunk), so a client's receive time
+    minus it is the delivery latency.
+    """
+
+    request_n: int  # the request's number (x-mock-request-n)
+    headers_at: float = 0.0  # the response head was written (before any chunk)
+    chunks: list[tuple[float, int]] = field(default_factory=list)  # (time, data length) per chunk
+    done: bool = False  # every chunk and the terminating zero-length chunk were written
+    error: Optional[str] = None  # the client went away mid-stream
+
+
+@dataclass
+class _StreamScript:
+    status: int
+    chunks: list[bytes]
+    delay_ms: float
+    headers: list[tuple[str, str]]
 
 
 # --------------------------------------------------------------------------
@@ -275,6 +301,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(p.latency_ms / 1000.0)
         try:
             override = p._take_override()
+            if isinstance(override, _StreamScript):
+                self._scripted_stream(p, rec, n, override)
+                return
             if override is not None:
                 status, obody, oheaders = override
                 if status == RESET:
@@ -467,6 +496,58 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             }
         self._send_bytes(200, _dumps(obj).encode("utf-8"), [("content-type", "application/json")] + hdrs)
 
+    # ---- scripted stream (set_stream) -----------------------------------------------
+    def _scripted_stream(self, p: "MockProvider", rec: RecordedRequest, n: int, script: _StreamScript):
+        try:
+            data = json.loads(rec.body) if rec.body else None
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        model = data.get("model") if isinstance(data, dict) else None
+        log = StreamRecord(request_n=n)
+        p._add_stream(log)
+        self._chunked = self.request_version != "HTTP/1.0"
+        self.send_response(script.status)
+        names = {k.lower() for k, _ in script.headers}
+        if "content-type" not in names:
+            self.send_header("content-type", "text/event-stream")
+        if "cache-control" not in names:
+            self.send_header("cache-control", "no-cache")
+        for k, v in self._mock_headers(p, model, n) + script.headers:
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        if self._chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        try:
+            # wfile is unbuffered (one sendall per write): the head goes out now.
+            self.end_headers()
+            self.wfile.flush()
+            with p._lock:
+                log.headers_at = time.monotonic()
+            if self.command == "HEAD":
+                with p._lock:
+                    log.done = True
+                return
+            for i, chunk in enumerate(script.chunks):
+                if i and script.delay_ms > 0:
+                    time.sleep(script.delay_ms / 1000.0)
+                t = time.monotonic()
+                self._write_chunk(chunk)
+                with p._lock:
+                    log.chunks.append((t, len(chunk)))
+            self._end_stream()
+            with p._lock:
+                log.done = True
+        except OSError as e:
+            with p._lock:
+                log.error = "%s: %s" % (type(e).__name__, e)
+            self.close_connection = True  # the head is out: nothing else can be sent
+        finally:
+            with p._cond:
+                p._cond.notify_all()
+
     # ---- streaming -------------------------------------------------------------
     def _start_stream(self, hdrs: list[tuple[str, str]]):
         self._chunked = self.request_version != "HTTP/1.0"
@@ -637,8 +718,9 @@ class MockProvider:
         self._cond = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._counter = 0
-        self._override: Optional[tuple[int, bytes, list[tuple[str, str]]]] = None
+        self._override: Any = None  # (status, body, headers) or a _StreamScript
         self._override_left: Optional[int] = None
+        self._streams: list[StreamRecord] = []
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -714,9 +796,10 @@ class MockProvider:
             return self._requests[-1] if self._requests else None
 
     def clear(self) -> None:
-        """Forget recorded requests (the id counter keeps going)."""
+        """Forget recorded requests and stream logs (the id counter keeps going)."""
         with self._lock:
             self._requests.clear()
+            self._streams.clear()
 
     def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until at least ``count`` requests are recorded; return the snapshot.
@@ -769,8 +852,73 @@ class MockProvider:
             self._override = (int(status), data, hdrs)
             self._override_left = times
 
+    def set_stream(
+        self,
+        chunks: Iterable[Any],
+        delay_ms: float = 0,
+        times: Optional[int] = None,
+        status: int = 200,
+        headers: Any = None,
+    ) -> None:
+        """Answer the following request(s) with exactly these bytes, chunk by chunk, in time.
+
+        The response head (``status``; content-type text/event-stream and cache-control
+        no-cache unless ``headers`` name them; the usual ``x-mock-*`` headers; then
+        ``headers``, a dict or list of (name, value)) is sent at once; then each chunk is
+        written as one HTTP/1.1 chunked-encoding chunk in its own send (TCP_NODELAY), with
+        ``delay_ms`` of sleep before every chunk but the first; then the zero-length chunk.
+        (An HTTP/1.0 request gets the raw bytes and a closed connection instead.)
+
+        chunks: non-empty bytes (str is UTF-8 encoded); they need not be whole SSE events.
+        times: apply to the next ``times`` requests only (None = until reset_response()).
+        Replaces any set_response() override and vice versa. Requests are still recorded,
+        and each scripted answer appends a StreamRecord to ``stream_log`` (when each chunk
+        was written), see wait_for_streams().
+        """
+        data = []
+        for c in chunks:
+            b = c.encode("utf-8") if isinstance(c, str) else bytes(c)
+            if not b:
+                raise ValueError("set_stream: empty chunk (it would end the chunked body)")
+            data.append(b)
+        if isinstance(headers, dict):
+            hdrs = [(str(k), str(v)) for k, v in headers.items()]
+        else:
+            hdrs = [(str(k), str(v)) for k, v in (headers or [])]
+        if times is not None and times < 1:
+            raise ValueError("set_stream: times must be >= 1 or None")
+        with self._lock:
+            self._override = _StreamScript(int(status), data, float(delay_ms), hdrs)
+            self._override_left = times
+
+    def _add_stream(self, rec: StreamRecord) -> None:
+        with self._lock:
+            self._streams.append(rec)
+
+    @property
+    def stream_log(self) -> list[StreamRecord]:
+        """Snapshot (copies) of the scripted streams answered so far, oldest first."""
+        with self._lock:
+            return [StreamRecord(s.request_n, s.headers_at, list(s.chunks), s.done, s.error)
+                    for s in self._streams]
+
+    def wait_for_streams(self, count: int = 1, timeout: float = 5.0) -> list[StreamRecord]:
+        """Block until at least ``count`` scripted streams have finished (all written, or
+        ended by an error); return ``stream_log``. Raises TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(1 for s in self._streams if s.done or s.error) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("%s: expected %d finished streams, got %d of %d"
+                                       % (self.name, count,
+                                          sum(1 for s in self._streams if s.done or s.error),
+                                          len(self._streams)))
+                self._cond.wait(left)
+        return self.stream_log
+
     def reset_response(self) -> None:
-        """Back to normal (mock LLM) answers."""
+        """Back to normal (mock LLM) answers (cancels set_response and set_stream)."""
         with self._lock:
             self._override = None
             self._override_left = None

@@ -69,7 +69,9 @@ def main() -> int:
         env.setdefault("MOCK_API_KEY", "mock-key")
         proc = subprocess.Popen(
             [envoy_binary(), "-c", ENVOY_YAML, "--disable-hot-restart", "--log-level", "warn",
-             "--component-log-level", "wasm:info"],
+             "--component-log-level", "wasm:info",
+             # The JSONL access log (stdout) within a second rather than Envoy's default 10 s.
+             "--file-flush-interval-msec", "1000"],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -303,3 +304,143 @@ def test_program_mode_prints_line_and_exits_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# Scripted streams (set_stream)
+# ---------------------------------------------------------------------------
+
+
+def _read_head(s, buf=b""):
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        assert d, "connection closed before the response head"
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def _read_chunks(s, rest):
+    """Reads chunked frames off ``s``: [(data, monotonic time the frame was complete,
+    recv number)] and the wire bytes, up to and including the zero-length chunk."""
+    frames, wire, recvs = [], rest, 0
+    buf = rest
+    while True:
+        j = buf.find(b"\r\n")
+        if j >= 0:
+            size = int(buf[:j], 16)
+            end = j + 2 + size + 2
+            if len(buf) >= end:
+                assert buf[j + 2 + size:end] == b"\r\n"
+                if size == 0:
+                    assert buf[end:] == b""
+                    return frames, wire
+                frames.append((buf[j + 2:j + 2 + size], time.monotonic(), recvs))
+                buf = buf[end:]
+                continue
+        d = s.recv(65536)
+        assert d, "connection closed inside the chunked body"
+        recvs += 1
+        buf += d
+        wire += d
+
+
+SCRIPT = [
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"del',  # an event split across two chunks
+    b'ta":{"content":"lo \xc3\xa9"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3}}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+def test_set_stream_chunks_arrive_separately_in_time_and_exact(mock):
+    delay_ms = 80
+    mock.set_stream(SCRIPT, delay_ms=delay_ms, headers={"x-extra": "1"})
+    body = b'{"model":"m-s","stream":true}'
+    s = socket.create_connection(("127.0.0.1", mock.port), timeout=5)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t0 = time.monotonic()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(body), body))
+        head, rest = _read_head(s)
+        t_head = time.monotonic()
+        frames, wire = _read_chunks(s, rest)
+    finally:
+        s.close()
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    h = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    assert h["content-type"] == "text/event-stream"
+    assert h["transfer-encoding"] == "chunked"
+    assert "content-length" not in h
+    assert h["x-mock-upstream"] == "mock-a" and h["x-mock-model"] == "m-s"
+    assert h["x-mock-path"] == "/v1/chat/completions" and h["x-extra"] == "1"
+    # The head came at once, not with the (delayed) later chunks.
+    assert t_head - t0 < delay_ms / 1000.0
+
+    # Exact bytes, one chunked frame per scripted chunk, each in a recv of its own.
+    assert [f[0] for f in frames] == SCRIPT
+    assert wire == b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in SCRIPT) + b"0\r\n\r\n"
+    assert len({f[2] for f in frames}) == len(SCRIPT)
+
+    (log,) = mock.wait_for_streams(1)
+    assert log.done and log.error is None
+    assert log.request_n == int(h["x-mock-request-n"])
+    assert [n for _, n in log.chunks] == [len(c) for c in SCRIPT]
+    assert t0 <= log.headers_at <= log.chunks[0][0]
+    sent = [t for t, _ in log.chunks]
+    got = [t for _, t, _ in frames]
+    for i in range(1, len(sent)):
+        assert sent[i] - sent[i - 1] >= delay_ms / 1000.0 * 0.95, sent
+        assert got[i] - got[i - 1] >= delay_ms / 1000.0 * 0.5, got
+    for ts, tr in zip(sent, got):
+        # received before the next chunk was due: not held back or coalesced
+        assert 0 <= tr - ts < delay_ms / 1000.0, (ts, tr)
+    # The request was recorded as usual.
+    assert mock.requests[0].body == body
+
+
+def test_set_stream_times_status_keepalive_and_reset(mock):
+    mock.set_stream([b"data: 1\n\n", "data: \u00e9\n\n"], times=2, status=503,
+                    headers=[("content-type", "text/plain"), ("Content-Length", "99")])
+    c = _conn(mock)
+    for i in range(2):  # both scripted, on one keep-alive connection
+        c.request("POST", "/v1/chat/completions", body=b'{"model":"x"}')
+        r = c.getresponse()
+        assert r.status == 503
+        assert r.getheader("content-type") == "text/plain"
+        assert r.getheader("content-length") is None  # framing is the mock's own
+        assert r.read() == "data: 1\n\ndata: \u00e9\n\n".encode()
+    c.request("POST", "/v1/chat/completions", body=b'{"model":"x"}')  # back to normal
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["object"] == "chat.completion"
+    c.close()
+    logs = mock.wait_for_streams(2)
+    assert len(logs) == 2 and all(x.done for x in logs)
+    assert len(mock.requests) == 3
+
+    mock.set_stream([b"data: x\n\n"])
+    mock.set_response(418, {"teapot": True}, times=1)  # replaces the stream
+    assert _post(mock, "/v1/chat/completions", b"{}")[0] == 418
+    mock.set_stream([b"data: x\n\n"])
+    mock.reset_response()
+    assert _post(mock, "/v1/chat/completions", b"{}")[0] == 200
+    mock.clear()
+    assert mock.stream_log == [] and mock.requests == []
+    with pytest.raises(ValueError):
+        mock.set_stream([b"ok", b""])
+
+
+def test_set_stream_client_gone_is_logged(mock):
+    mock.set_stream([b"data: %d\n\n" % i for i in range(200)], delay_ms=5, times=1)
+    s = socket.create_connection(("127.0.0.1", mock.port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    _read_head(s)
+    s.close()
+    (log,) = mock.wait_for_streams(1, timeout=10)
+    assert not log.done and log.error
+    assert len(log.chunks) < 200
+    # The mock still answers.
+    assert _post(mock, "/v1/chat/completions", b'{"model":"y"}')[0] == 200

@@ -422,14 +422,14 @@ def test_query_string_is_kept_when_path_prefix_changes(bundled, mock_a, mock_b):
     check_upstream(only_request(mock_b, mock_a), "/openai/v1/chat/completions/", "mock-large")
 
 
-def test_get_models_passes_through_untouched(bundled, mock_a, mock_b):
-    """GET /v1/models reaches mock-a (default Envoy route) with the client's auth and no router headers."""
-    resp = send(bundled, "/v1/models", None, {"authorization": "Bearer client-key", "x-api-key": "cx"},
+def test_other_gets_pass_through_untouched(bundled, mock_a, mock_b):
+    """GET /v1/files reaches mock-a (default Envoy route) with the client's auth and no router headers."""
+    resp = send(bundled, "/v1/files", None, {"authorization": "Bearer client-key", "x-api-key": "cx"},
                 method="GET")
     assert resp.status_code == 200, resp.text
     assert router_headers(resp) == {}
     rec = only_request(mock_a, mock_b)
-    assert (rec.method, rec.path) == ("GET", "/v1/models")
+    assert (rec.method, rec.path) == ("GET", "/v1/files")
     assert rec.header("authorization") == "Bearer client-key"
     assert rec.header("x-api-key") == "cx"
 
@@ -1053,10 +1053,10 @@ def test_client_cannot_choose_cluster_via_cluster_header(bundled, mock_a, mock_b
         check_upstream(only_request(mock_a, mock_b), CHAT, "mock-small")
         mock_a.clear()
         # Also on requests the router does not route (default Envoy route, mock-a).
-        resp = send(bundled, "/v1/models", None, {name: "mock-b"}, method="GET")
+        resp = send(bundled, "/v1/files/f-1", None, {name: "mock-b"}, method="GET")
         assert resp.status_code == 200
         rec = only_request(mock_a, mock_b)
-        assert rec.path == "/v1/models" and rec.header("x-llm-router-cluster") is None
+        assert rec.path == "/v1/files/f-1" and rec.header("x-llm-router-cluster") is None
         mock_a.clear()
         resp = send(bundled, "/v1/files", b'{"model":"smart"}', {name: "mock-b"})
         assert resp.status_code == 200
