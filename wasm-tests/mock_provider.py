@@ -515,11 +515,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in self._mock_headers(p, model, n) + script.headers:
             if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(k, v)
-        if self._chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.close_connection = True
-            self.send_header("Connection", "close")
+        self._send_framing()
         try:
             # wfile is unbuffered (one sendall per write): the head goes out now.
             self.end_headers()
@@ -549,6 +545,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 p._cond.notify_all()
 
     # ---- streaming -------------------------------------------------------------
+    def _send_framing(self):
+        """A stream's framing header: chunked on HTTP/1.1; HTTP/1.0 gets the raw bytes and a
+        closed connection."""
+        if self._chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+
     def _start_stream(self, hdrs: list[tuple[str, str]]):
         self._chunked = self.request_version != "HTTP/1.0"
         self.send_response(200)
@@ -556,11 +561,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         for k, v in hdrs:
             self.send_header(k, v)
-        if self._chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.close_connection = True
-            self.send_header("Connection", "close")
+        self._send_framing()
         self.end_headers()
         self.wfile.flush()
 

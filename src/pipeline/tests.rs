@@ -1730,41 +1730,6 @@ mod health {
     }
 
     #[test]
-    fn usage_is_read_from_the_end_of_the_body() {
-        let usage_tokens = |tail: &[u8]| crate::usage::usage_of(tail).map(|u| u.total);
-        let cases: &[(&str, Option<u64>)] = &[
-            (
-                r#"{"id":"x","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#,
-                Some(18),
-            ),
-            (r#"{"usage":{"prompt_tokens":11,"completion_tokens":7}}"#, Some(18)),
-            (
-                r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":1}}"#,
-                Some(6),
-            ),
-            (r#"{"type":"message","usage":{"input_tokens":20,"output_tokens":4}}"#, Some(24)),
-            (
-                "data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
-                Some(5),
-            ),
-            (
-                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n",
-                Some(9),
-            ),
-            // The last usage wins.
-            (r#"{"usage":{"total_tokens":1}} {"usage":{"total_tokens":2}}"#, Some(2)),
-            (r#"{"usage":null}"#, None),
-            (r#"{"usage":{}}"#, None),
-            (r#"{"choices":[]}"#, None),
-            (r#"{"usage":{"total_tokens":"#, None),
-            ("", None),
-        ];
-        for (body, want) in cases {
-            assert_eq!(usage_tokens(body.as_bytes()), *want, "{body}");
-        }
-    }
-
-    #[test]
     fn a_token_budget_counts_the_reported_usage() {
         let mut w = world(json!({}));
         let plan = json!({
