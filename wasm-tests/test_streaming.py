@@ -211,11 +211,11 @@ def test_chat_usage_at_every_split_and_the_usage_chunk_removed(router, mock_a):
 @pytest.mark.parametrize("name,stream,path,want", [
     ("responses", RESPONSES_STREAM, "/v1/responses", (40, 9, 49, 8, 4)),
     ("anthropic", ANTHROPIC_STREAM, "/v1/messages", (36, 6, 42, 10, None)),
-])
+], ids=["responses", "anthropic"])
 def test_other_stream_formats_at_every_split(router, mock_a, name, stream, path, want):
     body = {"model": "priced", "stream": True, "input": "Hi"} if name == "responses" else \
         {"model": "priced", "stream": True, "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
-    cuts, outputs, lines = split_everywhere(router, mock_a, stream, path, body, step=2)
+    cuts, outputs, lines = split_everywhere(router, mock_a, stream, path, body)
     for k, got, line in zip(cuts, outputs, lines):
         assert got == stream, k  # nothing removed from these
         assert tokens(line) == want, (k, line)
