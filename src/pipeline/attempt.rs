@@ -333,8 +333,10 @@ impl StreamFlow for AttemptFlow {
 
     /// The end of the attempt (a failed one ends when the router retries).
     fn on_log(&mut self, host: &mut dyn Host) {
-        let end = StreamEnd::read(host);
-        self.acc.finish(host, &self.plan, &end);
+        if self.acc.is_open() {
+            let end = StreamEnd::read(host);
+            self.acc.finish(host, &self.plan, &end);
+        }
     }
 }
 

@@ -202,13 +202,18 @@ impl RequestFlow {
 
     /// For a request sent through the failover cluster: the target key and attempt number
     /// that the attempt filter reported in the response (and removes them from it).
-    fn served_by(&self, host: &mut dyn Host) -> Option<(String, u32)> {
+    /// `headers`: the response headers, already read.
+    fn served_by(
+        &self,
+        host: &mut dyn Host,
+        headers: &[(String, String)],
+    ) -> Option<(String, u32)> {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
         }
-        let served = host.response_header(attempt::HEADER_SERVED).ok().flatten();
+        let served = header_value(headers, attempt::HEADER_SERVED)?;
         let _ = host.set_response_header(attempt::HEADER_SERVED, None);
-        attempt::parse_served(&served?)
+        attempt::parse_served(served)
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -624,7 +629,7 @@ impl StreamFlow for RequestFlow {
         let strip = self.strip_usage;
         let upstream_headers = self.acc.on_response_headers(host, &self.plan, 0, strip);
         let plan = Rc::clone(&self.plan);
-        let served = self.served_by(host);
+        let served = self.served_by(host, &upstream_headers);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
             r.target = key.clone();
             if let Some(t) = plan.targets.get(key) {
@@ -702,6 +707,10 @@ impl StreamFlow for RequestFlow {
     /// The end of the stream (Envoy's access-log callback): finishes the tracked request
     /// and publishes its record.
     fn on_log(&mut self, host: &mut dyn Host) {
+        // Passthrough requests end here with nothing to read (the floor of every request).
+        if !self.acc.is_open() && self.record.is_none() {
+            return;
+        }
         let end = StreamEnd::read(host);
         self.acc.finish(host, &self.plan, &end);
         self.publish_record(host, &end);

@@ -133,12 +133,7 @@ impl Tracker {
         if t.status.is_some() {
             return;
         }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
+        let header = |name: &str| header_value(headers, name).map(str::to_owned);
         let status = header(":status")
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(0);
@@ -417,9 +412,15 @@ impl Accounting {
         }
     }
 
+    /// Whether the request is counted somewhere and not yet finished (only then is the end
+    /// of its stream worth reading).
+    pub fn is_open(&self) -> bool {
+        self.tracker.is_tracked() || self.meter.is_some()
+    }
+
     /// The end of the stream: finishes the request everywhere it is counted, once.
     pub fn finish(&mut self, host: &mut dyn Host, plan: &Plan, end: &StreamEnd) {
-        if !self.tracker.is_tracked() && self.meter.is_none() {
+        if !self.is_open() {
             return;
         }
         let usage = self.usage();
