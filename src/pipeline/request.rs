@@ -226,22 +226,16 @@ impl RequestFlow {
         error: &ApiError,
         retry_after: Option<&str>,
     ) -> Flow {
-        self.state = State::Replied;
         if let Some(r) = &mut self.record {
-            r.status = Some(error.status);
             r.error = Some(error.code);
         }
         // Admitted but never sent upstream: not held against the target.
         self.acc.cancel(host, &self.plan);
-        let body = error.body();
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-        if let Some(secs) = retry_after {
-            headers.push(("retry-after", secs));
-        }
-        if let Err(e) = host.send_local_reply(error.status, &headers, &body) {
-            log::error!("could not send the {} reply: {e}", error.status);
-        }
-        Flow::Pause
+        let retry_after: Vec<(&str, &str)> = retry_after
+            .map(|s| ("retry-after", s))
+            .into_iter()
+            .collect();
+        self.reply_raw(host, error.status, &retry_after, &error.body())
     }
 
     /// Admits the request on the health board: the first usable candidate whose admission
@@ -538,7 +532,7 @@ impl StreamFlow for RequestFlow {
         if let (Some("GET" | "HEAD"), Some(path)) = (method.as_deref(), path.as_deref()) {
             if let Some(answer) = self.models_answer(path) {
                 self.begin(host, "models");
-                return self.reply_raw(host, answer.status, &answer.body);
+                return self.reply_raw(host, answer.status, &[], &answer.body);
             }
         }
         let endpoint = match (method.as_deref(), path.as_deref()) {
@@ -747,13 +741,21 @@ impl RequestFlow {
         });
     }
 
-    /// Answers with a ready JSON body (e.g. `/v1/models`).
-    fn reply_raw(&mut self, host: &mut dyn Host, status: u32, body: &[u8]) -> Flow {
+    /// Answers the client itself with a JSON body (an error, `/v1/models`) and `extra`
+    /// headers.
+    fn reply_raw(
+        &mut self,
+        host: &mut dyn Host,
+        status: u32,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Flow {
         self.state = State::Replied;
         if let Some(r) = &mut self.record {
             r.status = Some(status);
         }
-        let headers = [("content-type", crate::models::CONTENT_TYPE)];
+        let mut headers = vec![("content-type", crate::models::CONTENT_TYPE)];
+        headers.extend_from_slice(extra);
         if let Err(e) = host.send_local_reply(status, &headers, body) {
             log::error!("could not send the {status} reply: {e}");
         }
