@@ -22,7 +22,8 @@ use super::state::{Circuit, TargetHealth};
 use super::window::{Bucket, Window, BUCKETS};
 
 pub const VERSION: u8 = 1;
-const WINDOW_LEN: usize = 8 + BUCKETS * 12;
+/// Bytes of one encoded [`Window`] ([`put_window`]).
+pub(crate) const WINDOW_LEN: usize = 8 + BUCKETS * 12;
 /// Bytes per target in shared data.
 pub const ENCODED_LEN: usize = 4 + 8 * 8 + 2 * 4 + 2 * 8 + 2 * 8 + 2 * WINDOW_LEN;
 
@@ -57,22 +58,26 @@ pub fn encode(h: &TargetHealth) -> Vec<u8> {
     for v in [lat, ttfb, h.cooldown_until_ms, h.probe_started_ms] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for w in [&h.recent, &h.budget] {
-        out.extend_from_slice(&w.head.to_le_bytes());
-        for b in &w.buckets {
-            out.extend_from_slice(&b.requests.to_le_bytes());
-            out.extend_from_slice(&b.failures.to_le_bytes());
-            out.extend_from_slice(&b.tokens.to_le_bytes());
-        }
-    }
+    put_window(&mut out, &h.recent);
+    put_window(&mut out, &h.budget);
     out
+}
+
+/// Appends a window: head u64, then each bucket's requests, failures, tokens as u32.
+pub(crate) fn put_window(out: &mut Vec<u8>, w: &Window) {
+    out.extend_from_slice(&w.head.to_le_bytes());
+    for b in &w.buckets {
+        out.extend_from_slice(&b.requests.to_le_bytes());
+        out.extend_from_slice(&b.failures.to_le_bytes());
+        out.extend_from_slice(&b.tokens.to_le_bytes());
+    }
 }
 
 pub fn decode(bytes: &[u8]) -> Option<TargetHealth> {
     if bytes.len() != ENCODED_LEN {
         return None;
     }
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let [version, circuit, flags, reserved] = r.take::<4>()?;
     if version != VERSION || reserved != 0 || flags & !(FLAG_LATENCY | FLAG_TTFB) != 0 {
         return None;
@@ -106,28 +111,33 @@ pub fn decode(bytes: &[u8]) -> Option<TargetHealth> {
     Some(h)
 }
 
-struct Reader<'a> {
+/// Reads little-endian fields in order; `None` past the end.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let end = self.pos.checked_add(N)?;
         let a = <[u8; N]>::try_from(self.bytes.get(self.pos..end)?).ok()?;
         self.pos = end;
         Some(a)
     }
 
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take::<8>().map(u64::from_le_bytes)
     }
 
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.take::<4>().map(u32::from_le_bytes)
     }
 
-    fn window(&mut self) -> Option<Window> {
+    pub(crate) fn window(&mut self) -> Option<Window> {
         let mut w = Window {
             head: self.u64()?,
             ..Window::default()

@@ -3,6 +3,7 @@
 //! The proxy-wasm implementation lives in `crate::wasm` and is only compiled for wasm32.
 
 pub mod mock;
+pub mod shared;
 
 use std::fmt;
 
