@@ -64,9 +64,13 @@ pub struct RequestRecord {
     /// When the request headers reached the router (RFC 3339, UTC, milliseconds).
     pub time: String,
     pub request_id: Option<String>,
-    /// Id of the client's credential (a hash prefix), if it sent one.
+    /// The configured client (`clients.keys[].name`) that sent the request, if known.
+    pub client: Option<String>,
+    /// Id of the client's credential (a hash prefix), if it sent one and is not a known
+    /// client.
     pub client_key_id: Option<String>,
-    /// `chat`, `completions`, `responses`, `embeddings`, `messages` or `models`.
+    /// `chat`, `completions`, `responses`, `embeddings`, `messages`, `models`, or `other`
+    /// (a request refused before it was passed through).
     pub endpoint: &'static str,
     /// The model the client asked for (`auto` when it left the choice to the router).
     pub requested_model: Option<String>,
@@ -106,7 +110,7 @@ pub fn to_json<T: Serialize>(record: &T) -> Vec<u8> {
 pub fn rfc3339_millis(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::calendar::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
@@ -114,21 +118,6 @@ pub fn rfc3339_millis(unix_ms: u64) -> String {
         rem % 60,
         unix_ms % 1000
     )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`,
-/// for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::clients::ledger::{duration, Exceeded, Limited};
+
 /// An error reply: status plus the OpenAI error object
 /// `{"error":{"message","type","param","code"}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,81 @@ impl ApiError {
             kind: "service_unavailable_error",
             param: None,
             code: "no_available_target",
+        }
+    }
+
+    /// 401: no key (`missing`) or one no client has. Never repeats the key.
+    pub fn unauthorized(missing: bool) -> Self {
+        let (message, code) = if missing {
+            (
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+                "missing_api_key",
+            )
+        } else {
+            ("Incorrect API key provided.", "invalid_api_key")
+        };
+        ApiError {
+            status: 401,
+            message: message.to_owned(),
+            kind: "invalid_request_error",
+            param: None,
+            code,
+        }
+    }
+
+    /// 403: the client's key may not use this model (or, for `auto`, any routed target).
+    pub fn model_not_allowed(model: Option<&str>) -> Self {
+        let message = match model {
+            Some(m) => format!("This API key is not allowed to use the model '{m}'."),
+            None => "This API key is not allowed to use any model that could serve this request."
+                .to_owned(),
+        };
+        ApiError {
+            status: 403,
+            message,
+            kind: "permission_error",
+            param: Some("model"),
+            code: "model_not_allowed",
+        }
+    }
+
+    /// 429: the client is over one of its limits (OpenAI's types: `requests`, `tokens`,
+    /// `insufficient_quota`).
+    pub fn rate_limited(client: &str, limited: &Limited) -> Self {
+        let wait = duration(limited.retry_after_ms);
+        let (kind, code, message) = match limited.exceeded {
+            Exceeded::Requests => (
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for client '{client}' on requests per min (RPM): Limit {}, Used {}, Requested 1. Please try again in {wait}.",
+                    limited.limit, limited.used
+                ),
+            ),
+            Exceeded::Tokens => (
+                "tokens",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for client '{client}' on tokens per min (TPM): Limit {}, Used {}. Please try again in {wait}.",
+                    limited.limit, limited.used
+                ),
+            ),
+            Exceeded::Budget => (
+                "insufficient_quota",
+                "insufficient_quota",
+                format!(
+                    "Client '{client}' has used its monthly budget ({} of {}); it renews at the start of next month (UTC), in {wait}.",
+                    limited.used as f64 / 1e6,
+                    limited.limit as f64 / 1e6
+                ),
+            ),
+        };
+        ApiError {
+            status: 429,
+            message,
+            kind,
+            param: None,
+            code,
         }
     }
 

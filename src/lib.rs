@@ -5,7 +5,9 @@
 )]
 
 pub mod audit;
+pub mod calendar;
 pub mod classify;
+pub mod clients;
 pub mod config;
 pub mod endpoint;
 pub mod errors;

@@ -89,6 +89,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::clients::ClientStats;
 use crate::config::plan::{Action, Plan, Price};
 use crate::config::raw::UnknownModel;
 use crate::health::{HealthBoard, Outcome};
@@ -527,6 +528,8 @@ pub struct Metrics {
     rules: Vec<ScopeIds>,
     target_index: HashMap<String, usize>,
     rule_index: HashMap<String, usize>,
+    /// Per-client stats (`clients`).
+    pub clients: ClientStats,
 }
 
 impl Metrics {
@@ -571,6 +574,9 @@ impl Metrics {
                 ids,
                 price: spec.price,
             });
+        }
+        if let Some(clients) = &plan.clients {
+            m.clients = ClientStats::define(clients, host);
         }
         if let Some(first) = first_error {
             log::warn!(

@@ -103,26 +103,46 @@ impl ModelsCatalog {
             .chain(names)
             .map(str::to_owned)
             .collect();
-        let openai_list = json_answer(
-            200,
-            &OpenAiList {
-                object: "list",
-                data: ids.iter().map(|id| openai_model(id)).collect(),
-            },
-        );
-        let anthropic_list = json_answer(
-            200,
-            &AnthropicList {
-                data: ids.iter().map(|id| anthropic_model(id)).collect(),
-                has_more: false,
-                first_id: ids.first().map(String::as_str),
-                last_id: ids.last().map(String::as_str),
-            },
-        );
+        let (openai_list, anthropic_list) = lists(&ids);
         ModelsCatalog {
             ids,
             openai_list,
             anthropic_list,
+        }
+    }
+
+    /// [`ModelsCatalog::answer`] for a client that may only use the names `allowed` accepts
+    /// (`auto` stays: it routes within what the client may use); others are unknown to it.
+    pub fn answer_for(
+        &self,
+        path: &str,
+        anthropic: bool,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Option<ModelsAnswer> {
+        let answer = self.answer(path, anthropic)?;
+        if answer.status != 200 {
+            return Some(answer);
+        }
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let rest = path.strip_prefix(LIST_PATH).unwrap_or_default();
+        if rest.is_empty() || rest == "/" {
+            let ids: Vec<String> = self
+                .ids
+                .iter()
+                .filter(|id| *id == AUTO || allowed(id))
+                .cloned()
+                .collect();
+            let (openai, anthropic_list) = lists(&ids);
+            return Some(if anthropic { anthropic_list } else { openai });
+        }
+        let raw_id = rest.strip_prefix('/').unwrap_or(rest);
+        let id = String::from_utf8(percent_decode(raw_id)).ok();
+        match id {
+            Some(id) if id == AUTO || allowed(&id) => Some(answer),
+            id => Some(not_found(
+                id.as_deref().filter(|id| echo_safe(id)),
+                anthropic,
+            )),
         }
     }
 
@@ -171,6 +191,27 @@ impl ModelsCatalog {
                 .get(1..)
                 .is_some_and(|rest| rest.binary_search_by(|p| p.as_str().cmp(id)).is_ok())
     }
+}
+
+/// The list answers (OpenAI's, Anthropic's) of `ids`.
+fn lists(ids: &[String]) -> (ModelsAnswer, ModelsAnswer) {
+    let openai = json_answer(
+        200,
+        &OpenAiList {
+            object: "list",
+            data: ids.iter().map(|id| openai_model(id)).collect(),
+        },
+    );
+    let anthropic = json_answer(
+        200,
+        &AnthropicList {
+            data: ids.iter().map(|id| anthropic_model(id)).collect(),
+            has_more: false,
+            first_id: ids.first().map(String::as_str),
+            last_id: ids.last().map(String::as_str),
+        },
+    );
+    (openai, anthropic)
 }
 
 fn openai_model(id: &str) -> OpenAiModel<'_> {

@@ -8,9 +8,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
+use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
 use crate::health::HealthBoard;
-use crate::host::{Host, HostError, HostResult, MetricKind};
+use crate::host::{shared, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::Metrics;
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
 
@@ -66,6 +67,7 @@ impl RootContext for RouterRoot {
                 if plan.health.enabled {
                     ensure_health_keys(&plan);
                 }
+                ensure_client_keys(&plan);
                 self.attempt_filter = matches!(
                     hostcalls::get_property(vec!["plugin_root_id"]),
                     Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
@@ -157,6 +159,18 @@ fn ensure_health_keys(plan: &Plan) {
     for key in plan.targets.keys() {
         if let Err(e) = board.ensure(&mut host, key) {
             log::warn!("llm-router: health key {key}: {e}");
+        }
+    }
+}
+
+/// Creates the ledger of every client with limits ahead of traffic (as for health keys).
+fn ensure_client_keys(plan: &Plan) {
+    let mut host = WasmHost;
+    let clients = plan.clients.iter().flat_map(|c| &c.clients);
+    for client in clients.filter(|c| c.limits.any()) {
+        let key = &client.ledger_key;
+        if let Err(e) = shared::ensure::<ClientUsage>(&mut host, key, CAS_RETRIES) {
+            log::warn!("llm-router: client ledger {key}: {e}");
         }
     }
 }

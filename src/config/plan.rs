@@ -8,10 +8,11 @@ use regex::Regex;
 
 use super::error::ConfigError;
 use super::raw::{
-    AuthKind, RawAction, RawConfig, RawFailover, RawHeaderMatch, RawHealth, RawMatch, RawTarget,
-    RawUpstream, RawUsage, Strategy, UnknownModel, WhenAllUnhealthy,
+    AuthKind, Profile, RawAction, RawConfig, RawFailover, RawHeaderMatch, RawHealth, RawMatch,
+    RawTarget, RawUpstream, RawUsage, Strategy, UnknownModel, WhenAllUnhealthy,
 };
 use crate::classify::{ClassifierPlan, Complexity, Task};
+use crate::clients::ClientsPlan;
 use crate::endpoint::Endpoint;
 use crate::glob::Glob;
 use crate::health::{Budget, HealthBoard, HealthPolicy};
@@ -45,6 +46,8 @@ pub struct Plan {
     /// What `GET /v1/models` answers; `None` when `models_endpoint` is off.
     pub models: Option<ModelsCatalog>,
     pub access_log: bool,
+    /// Client keys and limits; `None`: no client authentication.
+    pub clients: Option<ClientsPlan>,
 }
 
 /// `failover`, compiled.
@@ -178,6 +181,9 @@ pub struct Matcher {
     pub images: Option<bool>,
     pub min_prompt_tokens: Option<u64>,
     pub max_prompt_tokens: Option<u64>,
+    /// Client names (`clients.keys[].name`); an anonymous request matches none.
+    pub clients: Option<Vec<Glob>>,
+    pub profiles: Option<Vec<Profile>>,
 }
 
 #[derive(Debug, Default)]
@@ -281,7 +287,12 @@ pub fn compile_raw(
                 format!("duplicate rule name `{}`", rule.name),
             ));
         }
-        let matcher = compile_match(&rule.matcher, &format!("{field}.match"), &tag_names)?;
+        let matcher = compile_match(
+            &rule.matcher,
+            &format!("{field}.match"),
+            &tag_names,
+            raw.clients.is_some(),
+        )?;
         let action = compile_action(
             &rule.action(),
             &format!("rule:{}", rule.name),
@@ -346,21 +357,35 @@ pub fn compile_raw(
     }
 
     let failover = compile_failover(&raw.failover, &upstreams)?;
-    let mut targets = HashMap::new();
-    for action in aliases
-        .values()
-        .chain(rules.iter().map(|r| &r.action))
-        .chain(default.iter())
-    {
-        for t in &action.targets {
-            targets.entry(t.key.clone()).or_insert_with(|| TargetRef {
-                upstream: t.upstream,
-                model: t.model.clone(),
-                budget: t.budget,
-                price: t.price,
-            });
+    let clients = match &raw.clients {
+        Some(c) => Some(ClientsPlan::compile(c, "clients")?),
+        None => None,
+    };
+    if let Some(h) = clients.as_ref().and_then(|c| c.identity_header.as_deref()) {
+        if h == cluster_header
+            || upstreams
+                .iter()
+                .any(|u| u.headers.iter().any(|(n, _)| n == h))
+        {
+            return Err(ConfigError::new(
+                "clients.identity_header",
+                format!("{h:?} is a header the router sets for upstreams; choose another"),
+            ));
         }
     }
+    // In configuration order, so that an error names the same place every time.
+    let actions = raw
+        .models
+        .keys()
+        .filter_map(|alias| Some((format!("models.{alias}"), aliases.get(alias)?)))
+        .chain(
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("rules[{i}]"), &r.action)),
+        )
+        .chain(default.iter().map(|d| ("default".to_owned(), d)));
+    let targets = target_refs(actions)?;
     let mut upstream_header_names: Vec<String> = upstreams
         .iter()
         .flat_map(|u| u.headers.iter().map(|(n, _)| n.clone()))
@@ -386,11 +411,53 @@ pub fn compile_raw(
         usage: raw.usage,
         models: None,
         access_log: raw.access_log,
+        clients,
     };
     if raw.models_endpoint {
         plan.models = Some(ModelsCatalog::from_plan(&plan));
     }
     Ok(plan)
+}
+
+/// Every configured target by key, with the price and budget it is given wherever it is
+/// listed (a target has one of each: cost and budgets are kept per target, not per action).
+fn target_refs<'a>(
+    actions: impl Iterator<Item = (String, &'a Action)>,
+) -> Result<HashMap<String, TargetRef>, ConfigError> {
+    let mut targets: HashMap<String, (TargetRef, String)> = HashMap::new();
+    for (field, action) in actions {
+        for (j, t) in action.targets.iter().enumerate() {
+            let here = format!("{field}.targets[{j}]");
+            let Some((known, at)) = targets.get_mut(&t.key) else {
+                let r = TargetRef {
+                    upstream: t.upstream,
+                    model: t.model.clone(),
+                    budget: t.budget,
+                    price: t.price,
+                };
+                targets.insert(t.key.clone(), (r, here));
+                continue;
+            };
+            let conflict = |what: &str| {
+                ConfigError::new(
+                    format!("{here}.{what}"),
+                    format!("differs from the {what} of the same target at {at}; give a target one {what}"),
+                )
+            };
+            match (known.price, t.price) {
+                (Some(a), Some(b)) if a != b => return Err(conflict("price")),
+                (None, Some(b)) => known.price = Some(b),
+                _ => {}
+            }
+            let unset = Budget::default();
+            match (known.budget, t.budget) {
+                (a, b) if a != unset && b != unset && a != b => return Err(conflict("budget")),
+                (a, b) if a == unset => known.budget = b,
+                _ => {}
+            }
+        }
+    }
+    Ok(targets.into_iter().map(|(k, (r, _))| (k, r)).collect())
 }
 
 fn compile_failover(
@@ -749,7 +816,12 @@ fn compile_action(
     })
 }
 
-fn compile_match(m: &RawMatch, field: &str, tag_names: &[&str]) -> Result<Matcher, ConfigError> {
+fn compile_match(
+    m: &RawMatch,
+    field: &str,
+    tag_names: &[&str],
+    has_clients: bool,
+) -> Result<Matcher, ConfigError> {
     let models = match &m.model {
         Some(list) => {
             non_empty(list, &format!("{field}.model"))?;
@@ -815,6 +887,33 @@ fn compile_match(m: &RawMatch, field: &str, tag_names: &[&str]) -> Result<Matche
     for (i, h) in m.headers.iter().flatten().enumerate() {
         headers.push(compile_header_match(h, &format!("{field}.headers[{i}]"))?);
     }
+    for (name, given) in [
+        ("clients", m.clients.is_some()),
+        ("profile", m.profile.is_some()),
+    ] {
+        if given && !has_clients {
+            return Err(ConfigError::new(
+                format!("{field}.{name}"),
+                "matches clients, but no `clients` section is configured",
+            ));
+        }
+    }
+    if let Some(list) = &m.profile {
+        non_empty(list, &format!("{field}.profile"))?;
+    }
+    let clients = match &m.clients {
+        Some(list) => {
+            non_empty(list, &format!("{field}.clients"))?;
+            if let Some(i) = list.iter().position(String::is_empty) {
+                return Err(ConfigError::new(
+                    format!("{field}.clients[{i}]"),
+                    "empty client name pattern",
+                ));
+            }
+            Some(list.iter().map(|p| Glob::new(p)).collect())
+        }
+        None => None,
+    };
     if let (Some(min), Some(max)) = (m.min_prompt_tokens, m.max_prompt_tokens) {
         if min > max {
             return Err(ConfigError::new(
@@ -835,6 +934,8 @@ fn compile_match(m: &RawMatch, field: &str, tag_names: &[&str]) -> Result<Matche
         images: m.images,
         min_prompt_tokens: m.min_prompt_tokens,
         max_prompt_tokens: m.max_prompt_tokens,
+        clients,
+        profiles: m.profile.clone(),
     })
 }
 

@@ -110,6 +110,79 @@ pub struct RawConfig {
     /// Envoy filter state `wasm.llm_router.*` for access logs.
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// Client keys, per-client limits and policies; absent: no client authentication.
+    #[serde(default)]
+    pub clients: Option<RawClients>,
+}
+
+/// `clients`: who may call the router, with which models, within which limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    /// Refuse (401) requests without a known client; default true.
+    #[serde(default)]
+    pub required: Option<bool>,
+    /// A request header that an auth filter in front of the router (jwt_authn, ext_authz)
+    /// sets to the client's name once it verified the caller.
+    #[serde(default)]
+    pub identity_header: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawClientKey>,
+}
+
+/// One client: its key (as a SHA-256 hash), models, limits and routing profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientKey {
+    pub name: String,
+    /// Hex SHA-256 of the key (`make key-hash`); only the hash is ever configured.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Models and aliases the client may use (globs); absent: all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Spend per calendar month (UTC), in the currency of the targets' prices.
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+/// A client's default routing preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// The cheapest target first (`cheapest`).
+    Cheapest,
+    /// The action's targets in their configured order (`priority`).
+    Quality,
+    /// The lowest observed latency first (`lowest_latency`).
+    Latency,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Cheapest => "cheapest",
+            Profile::Quality => "quality",
+            Profile::Latency => "latency",
+        }
+    }
+
+    /// The strategy the profile stands for.
+    pub fn strategy(self) -> Strategy {
+        match self {
+            Profile::Cheapest => Strategy::Cheapest,
+            Profile::Quality => Strategy::Priority,
+            Profile::Latency => Strategy::LowestLatency,
+        }
+    }
 }
 
 /// `usage`: reading token usage from responses.
@@ -361,6 +434,12 @@ pub struct RawMatch {
     pub min_prompt_tokens: Option<u64>,
     #[serde(default)]
     pub max_prompt_tokens: Option<u64>,
+    /// Client names (globs) of `clients.keys`.
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// Client profiles.
+    #[serde(default)]
+    pub profile: Option<Vec<Profile>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

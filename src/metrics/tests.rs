@@ -6,6 +6,7 @@ use regex::Regex;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::clients::stats::{ClientStat, TAG_CLIENT, TAG_REGEX_CLIENT};
 use crate::config::plan::compile;
 use crate::host::mock::MockHost;
 
@@ -697,6 +698,7 @@ fn prometheus(name: &str) -> (String, Vec<(&'static str, String)>) {
         (TAG_TARGET, TAG_REGEX_TARGET),
         (TAG_RULE, TAG_REGEX_RULE),
         (TAG_CLASS, TAG_REGEX_CLASS),
+        (TAG_CLIENT, TAG_REGEX_CLIENT),
     ] {
         let re = Regex::new(re).unwrap();
         if let Some(c) = re.captures(&full) {
@@ -761,6 +763,30 @@ fn stats_tags_turn_labels_and_classes_into_prometheus_labels() {
 }
 
 #[test]
+fn client_stats_get_a_client_label() {
+    for name in [
+        "team-a",
+        "alice@corp.example",
+        "a.requests",
+        "x_1.forbidden",
+    ] {
+        for stat in ClientStat::ALL {
+            let full = format!("llm_router.client.{}.{}", label(name), stat.suffix());
+            let (prom, tags) = prometheus(&full);
+            assert_eq!(
+                prom,
+                format!("llm_router_client_{}", stat.suffix()),
+                "{full}"
+            );
+            assert_eq!(tags, [(TAG_CLIENT, name.to_owned())], "{full}");
+        }
+    }
+    // The per-rule and per-target regexes leave client stats alone, and the other way round.
+    let (_, tags) = prometheus("llm_router.target.client.requests");
+    assert_eq!(tags, [(TAG_TARGET, "client".to_owned())]);
+}
+
+#[test]
 fn tag_names_match_scope_names() {
     assert_eq!(TAG_TARGET, Scope::Target.name());
     assert_eq!(TAG_RULE, Scope::Rule.name());
@@ -773,7 +799,12 @@ fn tag_names_match_scope_names() {
 fn envoy_yaml_stats_tags_match_the_stat_names() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml");
     let yaml = std::fs::read_to_string(path).expect("envoy/envoy.yaml");
-    for re in [TAG_REGEX_TARGET, TAG_REGEX_RULE, TAG_REGEX_CLASS] {
+    for re in [
+        TAG_REGEX_TARGET,
+        TAG_REGEX_RULE,
+        TAG_REGEX_CLASS,
+        TAG_REGEX_CLIENT,
+    ] {
         assert!(
             yaml.contains(&format!("'{re}'")),
             "envoy/envoy.yaml should have stats_tags regex '{re}'"

@@ -284,3 +284,46 @@ fn malformed_escape_is_echoed_as_written() {
         "The model '100%' does not exist or is not routed by this gateway."
     );
 }
+
+#[test]
+fn a_client_limited_to_some_models_sees_only_those() {
+    let c = catalog();
+    let allowed = |id: &str| id == "fast" || id.starts_with("openai/");
+    let list = |anthropic: bool| {
+        let a = c
+            .answer_for("/v1/models?limit=3", anthropic, &allowed)
+            .expect("answered");
+        assert_eq!(a.status, 200);
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        let ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids, v)
+    };
+    let (ids, _) = list(false);
+    assert_eq!(ids, ["auto", "fast", "openai/gpt-4o"]);
+    let (ids, v) = list(true);
+    assert_eq!(ids, ["auto", "fast", "openai/gpt-4o"]);
+    assert_eq!(v["last_id"], "openai/gpt-4o");
+    // One id: allowed ones as before, others are unknown to this client.
+    let one = |path: &str| c.answer_for(path, false, &allowed).expect("answered");
+    assert_eq!(
+        one("/v1/models/fast").body,
+        c.answer("/v1/models/fast", false).unwrap().body
+    );
+    assert_eq!(one("/v1/models/openai%2Fgpt-4o").status, 200);
+    assert_eq!(one("/v1/models/auto").status, 200);
+    let hidden = one("/v1/models/smart");
+    assert_eq!(hidden.status, 404);
+    let v: Value = serde_json::from_slice(&hidden.body).unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert!(String::from_utf8_lossy(&hidden.body).contains("smart"));
+    assert_eq!(one("/v1/models/nope").status, 404);
+    // Not a models path: no answer.
+    assert!(c
+        .answer_for("/v1/chat/completions", false, &allowed)
+        .is_none());
+}

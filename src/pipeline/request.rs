@@ -16,12 +16,17 @@ use serde_json::{Map, Value};
 
 use crate::audit::{self, DecisionRecord, RequestRecord, UsageRecord};
 use crate::classify::Classification;
+use crate::clients::ledger::{rate_limit_headers, retry_after_seconds, RATE_LIMIT_HEADERS};
+use crate::clients::stats::ClientStat;
+use crate::clients::{
+    bare_credential, credential, AuthError, Client, ClientUsage, Quota, CREDENTIAL_HEADERS,
+};
 use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
-use crate::host::{shared_increment, Host};
+use crate::host::{shared, shared_increment, Host, CAS_RETRIES};
 use crate::metrics::Metrics;
 use crate::pipeline::attempt;
 use crate::pipeline::track::{header_value, is_event_stream, now_ms, Accounting, Meter, StreamEnd};
@@ -40,9 +45,6 @@ pub enum Flow {
     Continue,
     Pause,
 }
-
-/// Client credentials that must never reach a provider.
-const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
 pub const HEADER_UPSTREAM: &str = "x-llm-router-upstream";
 pub const HEADER_MODEL: &str = "x-llm-router-model";
@@ -117,6 +119,12 @@ pub struct RequestFlow {
     strip_usage: bool,
     /// The response headers wait for the end of the body (for `x-llm-router-cost`).
     holding: bool,
+    /// The configured client that sent the request (index in `clients`), once identified.
+    caller: Option<usize>,
+    /// The caller's per-minute limits after its admission: `x-ratelimit-*` of the response.
+    quota: Option<Quota>,
+    /// Tokens charged to the caller's ledger at admission; `Some` while its end is owed.
+    ledger_charged: Option<u64>,
 }
 
 /// The client's request headers, read with one host call: single reads cost a call (and an
@@ -180,6 +188,9 @@ impl RequestFlow {
             start_ms: 0,
             strip_usage: false,
             holding: false,
+            caller: None,
+            quota: None,
+            ledger_charged: None,
         }
     }
 
@@ -217,25 +228,22 @@ impl RequestFlow {
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
-        self.reply_with(host, error, None)
+        self.reply_with(host, error, &[])
     }
 
+    /// Answers with an error and `extra` headers (`retry-after`, ...).
     fn reply_with(
         &mut self,
         host: &mut dyn Host,
         error: &ApiError,
-        retry_after: Option<&str>,
+        extra: &[(&str, &str)],
     ) -> Flow {
         if let Some(r) = &mut self.record {
             r.error = Some(error.code);
         }
         // Admitted but never sent upstream: not held against the target.
         self.acc.cancel(host, &self.plan);
-        let retry_after: Vec<(&str, &str)> = retry_after
-            .map(|s| ("retry-after", s))
-            .into_iter()
-            .collect();
-        self.reply_raw(host, error.status, &retry_after, &error.body())
+        self.reply_raw(host, error.status, extra, &error.body())
     }
 
     /// Admits the request on the health board: the first usable candidate whose admission
@@ -348,6 +356,12 @@ impl RequestFlow {
             r.stream = stream;
         }
         let prefs = ClientPrefs::from_body(fields)?;
+        let caller = self.caller.and_then(|i| plan.clients.as_ref()?.get(i));
+        if let (Some(c), Some(model)) = (caller, requested) {
+            if !c.allows_model(model) {
+                return Err(self.forbidden(host, Some(model)).into());
+            }
+        }
         let classification = plan.classifier.classify(&value, endpoint);
         let max_output_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
             .iter()
@@ -376,6 +390,7 @@ impl RequestFlow {
             header: &header,
             prefs: &prefs,
             max_output_tokens,
+            client: caller,
         };
         let now = now_ms(host);
         let mut chooser = HostChooser {
@@ -391,6 +406,7 @@ impl RequestFlow {
         let routed = route(&plan, &request, &mut chooser);
         self.health_degraded |= chooser.degraded;
         let decision = routed.map_err(|e| match e {
+            RouteError::NotAllowed => Refusal::Api(self.forbidden(host, None)),
             RouteError::UnknownModel(m) => Refusal::Api(ApiError::model_not_found(&m)),
             RouteError::NoCandidate(reason) => Refusal::Api(ApiError::no_candidate(reason)),
             RouteError::AllUnavailable { until_ms } => Refusal::AllUnavailable { until_ms },
@@ -430,6 +446,9 @@ impl RequestFlow {
                 "No target is available for this request.",
             ))
         })?;
+        // Last: only a request that would be sent counts against the client's limits (a
+        // refusal here cancels the target's admission).
+        self.admit_caller(host, estimate, now)?;
         let upstream = plan
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
@@ -458,6 +477,13 @@ impl RequestFlow {
 
         for name in CLIENT_RETRY_HEADERS {
             self.client.remove(host, name)?;
+        }
+        if let Some(h) = plan
+            .clients
+            .as_ref()
+            .and_then(|c| c.identity_header.as_deref())
+        {
+            self.client.remove(host, h)?;
         }
         let path = self.client.get(host, ":path");
         rewrite_for_upstream(
@@ -488,6 +514,9 @@ impl RequestFlow {
             replace_body(host, body_size, new_body, self.client.has("content-length"))?;
         }
         if let Some(m) = &self.metrics {
+            if let Some(i) = self.caller {
+                m.clients.add(host, i, ClientStat::Requests, 1);
+            }
             if failover.is_some() {
                 // The rule counts the request once; each attempt counts on its target.
                 let at = m.scopes(&chosen.key, &decision.source).rule_only();
@@ -529,18 +558,39 @@ impl StreamFlow for RequestFlow {
         }
         let method = self.client.get(host, ":method");
         let path = self.client.get(host, ":path");
-        if let (Some("GET" | "HEAD"), Some(path)) = (method.as_deref(), path.as_deref()) {
-            if let Some(answer) = self.models_answer(path) {
-                self.begin(host, "models");
-                return self.reply_raw(host, answer.status, &[], &answer.body);
-            }
-        }
+        let models_path = match (method.as_deref(), path.as_deref()) {
+            (Some("GET" | "HEAD"), Some(path)) => Some(path),
+            _ => None,
+        };
         let endpoint = match (method.as_deref(), path.as_deref()) {
             (Some("POST"), Some(path)) => Endpoint::from_path(path),
             _ => None,
         };
+        if self.plan.clients.is_some() {
+            if let Err(e) = self.identify(host) {
+                let name = match (models_path, endpoint) {
+                    (_, Some(e)) => e.name(),
+                    (Some(p), None) if self.models_answer(p).is_some() => "models",
+                    _ => "other",
+                };
+                self.begin(host, name);
+                if let Some(m) = &self.metrics {
+                    m.clients.unauthorized(host);
+                }
+                let error = ApiError::unauthorized(e == AuthError::Missing);
+                return self.reply_with(host, &error, &[("www-authenticate", "Bearer")]);
+            }
+        }
+        if let Some(answer) = models_path.and_then(|p| self.models_answer(p)) {
+            self.begin(host, "models");
+            return self.reply_raw(host, answer.status, &[], &answer.body);
+        }
         let Some(endpoint) = endpoint else {
             self.state = State::Passthrough;
+            if self.plan.clients.is_some() {
+                // The client's key is the router's, never a provider's.
+                let _ = self.strip_client_credentials(host);
+            }
             return Flow::Continue;
         };
         self.begin(host, endpoint.name());
@@ -599,6 +649,11 @@ impl StreamFlow for RequestFlow {
                 Flow::Continue
             }
             Err(Refusal::Api(e)) => self.reply(host, &e),
+            Err(Refusal::Limited(e, headers)) => {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.reply_with(host, &e, &headers)
+            }
             Err(Refusal::AllUnavailable { until_ms }) => {
                 let now = now_ms(host);
                 let secs = until_ms.saturating_sub(now).div_ceil(1000).max(1);
@@ -611,7 +666,7 @@ impl StreamFlow for RequestFlow {
                     param: None,
                     code: "no_available_target",
                 };
-                self.reply_with(host, &e, Some(&secs.to_string()))
+                self.reply_with(host, &e, &[("retry-after", &secs.to_string())])
             }
         }
     }
@@ -654,6 +709,9 @@ impl StreamFlow for RequestFlow {
         }
         if plan.response_headers {
             self.stamp_diagnostics(host, &upstream_headers, served.as_ref().map(|(_, n)| *n));
+        }
+        if let Some(quota) = &self.quota {
+            stamp_rate_limits(host, quota, &upstream_headers);
         }
         // `x-llm-router-cost` needs the usage at the end of the body: the headers wait for
         // it (a non-streaming answer of a priced target only).
@@ -707,15 +765,165 @@ impl StreamFlow for RequestFlow {
         }
         let end = StreamEnd::read(host);
         self.acc.finish(host, &self.plan, &end);
+        if self.state == State::Routed {
+            self.settle_caller(host, end.now_ms());
+        }
         self.publish_record(host, &end);
     }
 }
 
 impl RequestFlow {
+    /// The configured client that sent the request.
+    fn caller(&self) -> Option<&Client> {
+        self.plan.clients.as_ref()?.get(self.caller?)
+    }
+
+    /// Finds the request's client by its verified identity header or its key; an error when
+    /// the configuration requires a known client and there is none.
+    fn identify(&mut self, host: &dyn Host) -> Result<(), AuthError> {
+        let Some(clients) = &self.plan.clients else {
+            return Ok(());
+        };
+        let identity = clients
+            .identity_header
+            .as_deref()
+            .and_then(|h| self.client.get(host, h));
+        let credential = match identity {
+            Some(_) => None,
+            None => credential(|name| self.client.get(host, name)),
+        };
+        self.caller = clients.identify(identity.as_deref(), credential.as_deref())?;
+        Ok(())
+    }
+
+    /// The 403 for a model the caller may not use (counted in its stats).
+    fn forbidden(&self, host: &mut dyn Host, model: Option<&str>) -> ApiError {
+        if let (Some(m), Some(i)) = (&self.metrics, self.caller) {
+            m.clients.add(host, i, ClientStat::Forbidden, 1);
+        }
+        ApiError::model_not_allowed(model.map(audit::loggable).as_deref())
+    }
+
+    /// Removes the client's key and verified identity from the request.
+    fn strip_client_credentials(&self, host: &mut dyn Host) -> Result<(), ApiError> {
+        for name in CREDENTIAL_HEADERS {
+            self.client.remove(host, name)?;
+        }
+        if let Some(h) = self
+            .plan
+            .clients
+            .as_ref()
+            .and_then(|c| c.identity_header.as_deref())
+        {
+            self.client.remove(host, h)?;
+        }
+        Ok(())
+    }
+
+    /// Admits the request on the caller's ledger (shared by all workers): `Err` with the 429
+    /// when it is over a limit. A ledger that cannot be used lets the request through.
+    fn admit_caller(&mut self, host: &mut dyn Host, tokens: u64, now: u64) -> Result<(), Refusal> {
+        let plan = Rc::clone(&self.plan);
+        let Some(client) = self.caller.and_then(|i| plan.clients.as_ref()?.get(i)) else {
+            return Ok(());
+        };
+        if !client.limits.any() {
+            return Ok(());
+        }
+        let admitted = shared::update(
+            host,
+            &client.ledger_key,
+            CAS_RETRIES,
+            |u: &mut ClientUsage| u.admit(now, &client.limits, tokens),
+        );
+        match admitted {
+            Ok((_, Ok(quota))) => {
+                // A budget alone has no `x-ratelimit-*` figures: the provider's stay.
+                self.quota = (quota.requests.is_some() || quota.tokens.is_some()).then_some(quota);
+                self.ledger_charged = Some(tokens);
+                Ok(())
+            }
+            Ok((_, Err(limited))) => {
+                if let Some(m) = &self.metrics {
+                    if let Some(i) = self.caller {
+                        m.clients.add(host, i, ClientStat::RateLimited, 1);
+                    }
+                }
+                let retry = retry_after_seconds(limited.retry_after_ms).to_string();
+                let mut headers = vec![("retry-after", retry)];
+                headers.extend(rate_limit_headers(&limited.quota));
+                Err(Refusal::Limited(
+                    ApiError::rate_limited(&client.name, &limited),
+                    headers,
+                ))
+            }
+            Err(e) => {
+                log::warn!(
+                    "llm-router: client `{}` admitted without its limits: {e}",
+                    client.name
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// The end of a request sent on for a client: its tokens and spend on its ledger (what
+    /// admission did not already count) and in its stats.
+    fn settle_caller(&mut self, host: &mut dyn Host, now: u64) {
+        let plan = Rc::clone(&self.plan);
+        let Some((index, client)) = self
+            .caller
+            .and_then(|i| Some((i, plan.clients.as_ref()?.get(i)?)))
+        else {
+            return;
+        };
+        let usage = self.acc.usage();
+        let cost_micro = self.cost().map_or(0, |c| (c * 1e6).round().max(0.0) as u64);
+        if let Some(m) = &self.metrics {
+            if let Some(u) = usage {
+                m.clients
+                    .add(host, index, ClientStat::PromptTokens, u.prompt);
+                m.clients
+                    .add(host, index, ClientStat::CompletionTokens, u.completion);
+            }
+            m.clients
+                .add(host, index, ClientStat::CostMicro, cost_micro);
+        }
+        let Some(charged) = self.ledger_charged.take() else {
+            return;
+        };
+        // Only what a limit of the client counts is written.
+        let extra = match (client.limits.tpm, usage) {
+            (Some(_), Some(u)) => u.total.saturating_sub(charged),
+            _ => 0,
+        };
+        let spend = match client.limits.monthly_budget_micro {
+            Some(_) => cost_micro,
+            None => 0,
+        };
+        if extra == 0 && spend == 0 {
+            return;
+        }
+        let settled = shared::update(
+            host,
+            &client.ledger_key,
+            CAS_RETRIES,
+            |u: &mut ClientUsage| u.settle(now, extra, spend),
+        );
+        if let Err(e) = settled {
+            log::warn!("llm-router: could not settle client `{}`: {e}", client.name);
+        }
+    }
+
     /// The `/v1/models` answer for `path`, when the endpoint is on and the path is its.
     fn models_answer(&self, path: &str) -> Option<crate::models::ModelsAnswer> {
         let anthropic = self.client.has("anthropic-version");
-        self.plan.models.as_ref()?.answer(path, anthropic)
+        let catalog = self.plan.models.as_ref()?;
+        match self.caller().filter(|c| c.models.is_some()) {
+            // A client limited to some models sees only those.
+            Some(client) => catalog.answer_for(path, anthropic, &|id| client.allows_model(id)),
+            None => catalog.answer(path, anthropic),
+        }
     }
 
     /// A request the router handles starts: its clock and, when the access log is on, its
@@ -725,15 +933,19 @@ impl RequestFlow {
         if !self.plan.access_log {
             return;
         }
-        let credential = CLIENT_CREDENTIAL_HEADERS
-            .iter()
-            .find_map(|name| self.client.get(host, name));
+        // A known client is logged by name; otherwise by an id of its credential, if any.
+        let caller = self.caller().map(|c| c.name.clone());
+        let credential = match caller {
+            Some(_) => None,
+            None => credential(|name| self.client.get(host, name)),
+        };
         self.record = Some(RequestRecord {
             time: audit::rfc3339_millis(self.start_ms),
             request_id: self
                 .client
                 .get(host, "x-request-id")
                 .map(|id| audit::loggable(&id)),
+            client: caller,
             client_key_id: credential.map(|c| key_id(bare_credential(&c))),
             endpoint,
             attempts: 0,
@@ -825,6 +1037,23 @@ impl RequestFlow {
     }
 }
 
+/// The caller's `x-ratelimit-*` instead of the provider's (which describe the router's
+/// provider key, shared by every client).
+fn stamp_rate_limits(host: &mut dyn Host, quota: &Quota, upstream_headers: &[(String, String)]) {
+    let ours = rate_limit_headers(quota);
+    for name in RATE_LIMIT_HEADERS {
+        match ours.iter().find(|(n, _)| *n == name) {
+            Some((_, value)) => {
+                let _ = host.set_response_header(name, Some(value));
+            }
+            None if header_value(upstream_headers, name).is_some() => {
+                let _ = host.set_response_header(name, None);
+            }
+            None => {}
+        }
+    }
+}
+
 /// The candidates a request may fail over to, in order (at most `failover.max_attempts`),
 /// when failover is configured, the client allows fallbacks and at least two are usable.
 fn failover_candidates<'p, 'd>(
@@ -861,7 +1090,7 @@ pub(crate) fn rewrite_for_upstream(
 ) -> Result<(), ApiError> {
     let set = set_header;
     set(host, &plan.cluster_header, Some(&upstream.cluster))?;
-    for name in CLIENT_CREDENTIAL_HEADERS {
+    for name in CREDENTIAL_HEADERS {
         client.remove(host, name)?;
     }
     if let Some(auth) = &upstream.auth {
@@ -914,6 +1143,8 @@ pub(crate) fn replace_body(
 /// Why a request is answered by the router itself.
 enum Refusal {
     Api(ApiError),
+    /// Over one of the client's limits (429), with `retry-after` and `x-ratelimit-*`.
+    Limited(ApiError, Vec<(&'static str, String)>),
     /// Every candidate is unavailable and the configuration says to reject (503 +
     /// `Retry-After`).
     AllUnavailable {
@@ -962,15 +1193,6 @@ fn decision_record(r: &Report, upstream: &str, model: &str) -> DecisionRecord {
         target: format!("{upstream}/{model}"),
         upstream: upstream.to_owned(),
         model: model.to_owned(),
-    }
-}
-
-/// The key itself, without the `Bearer` scheme of an `authorization` header.
-fn bare_credential(value: &str) -> &str {
-    let v = value.trim();
-    match v.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v[7..].trim_start(),
-        _ => v,
     }
 }
 

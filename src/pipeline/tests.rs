@@ -1771,3 +1771,5 @@ mod health {
 }
 
 mod usage;
+
+mod clients;

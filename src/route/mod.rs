@@ -6,6 +6,7 @@ pub mod prefs;
 pub mod select;
 
 use crate::classify::Classification;
+use crate::clients::Client;
 use crate::config::plan::{Action, HeaderTest, Matcher, Plan, Target};
 use crate::config::raw::{Strategy, UnknownModel, WhenAllUnhealthy};
 use crate::endpoint::Endpoint;
@@ -25,6 +26,8 @@ pub struct RouteRequest<'a> {
     pub prefs: &'a ClientPrefs,
     /// `max_tokens` and friends, if the client gave them: used by `cheapest`.
     pub max_output_tokens: Option<u64>,
+    /// The configured client that sent the request (`clients`), if known.
+    pub client: Option<&'a Client>,
 }
 
 /// One upstream + model to send the request to.
@@ -60,6 +63,8 @@ impl Decision {
 pub enum RouteError {
     /// An explicit model that nothing routes (404).
     UnknownModel(String),
+    /// `auto` routing found targets, but none the client may use (403).
+    NotAllowed,
     /// Every candidate was filtered out (503), with why.
     NoCandidate(String),
     /// Every candidate is cooling down or out of budget and the configuration says
@@ -147,6 +152,15 @@ fn matches(m: &Matcher, req: &RouteRequest<'_>) -> bool {
             .is_none_or(|min| c.estimated_prompt_tokens >= min)
         && m.max_prompt_tokens
             .is_none_or(|max| c.estimated_prompt_tokens <= max)
+        && m.clients.as_ref().is_none_or(|globs| {
+            req.client
+                .is_some_and(|c| globs.iter().any(|g| g.matches(&c.name)))
+        })
+        && m.profiles.as_ref().is_none_or(|profiles| {
+            req.client
+                .and_then(|c| c.profile)
+                .is_some_and(|p| profiles.contains(&p))
+        })
         && m.headers.iter().all(|h| {
             let value = (req.header)(&h.name);
             match (&h.test, value) {
@@ -167,10 +181,17 @@ fn decide(
 ) -> Result<Decision, RouteError> {
     let mut why_empty: Vec<String> = Vec::new();
     let mut pool: Vec<&Target> = Vec::with_capacity(action.targets.len());
+    // `auto` keeps to the targets the client may use; an explicit model was checked by name.
+    let client = req.client.filter(|_| req.model.is_none());
+    let mut not_allowed = 0usize;
     for target in &action.targets {
         let Some(upstream) = plan.upstream(target.upstream) else {
             continue;
         };
+        if client.is_some_and(|c| !c.allows_target(&upstream.name, &target.model)) {
+            not_allowed += 1;
+            continue;
+        }
         if let Some(reason) = req.prefs.excludes(&upstream.name, &target.model) {
             push_reason(&mut why_empty, reason);
             continue;
@@ -187,6 +208,9 @@ fn decide(
         }
         pool.push(target);
     }
+    if pool.is_empty() && not_allowed > 0 && not_allowed == action.targets.len() {
+        return Err(RouteError::NotAllowed);
+    }
     if pool.is_empty() {
         let reasons = if why_empty.is_empty() {
             "no targets".to_owned()
@@ -198,7 +222,11 @@ fn decide(
         )));
     }
 
-    let strategy = req.prefs.strategy_override().unwrap_or(action.strategy);
+    let strategy = req
+        .prefs
+        .strategy_override()
+        .or_else(|| req.client.and_then(Client::strategy))
+        .unwrap_or(action.strategy);
     // Health: usable targets (available or probe-able) go first, in the strategy's order;
     // the unusable ones follow, soonest back first.
     let mut usable: Vec<(&Target, TargetStatus)> = Vec::with_capacity(pool.len());

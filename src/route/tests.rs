@@ -104,6 +104,7 @@ struct Req {
     headers: Vec<(String, String)>,
     prefs: ClientPrefs,
     max_output_tokens: Option<u64>,
+    client: Option<crate::clients::Client>,
 }
 
 fn req() -> Req {
@@ -114,6 +115,7 @@ fn req() -> Req {
         headers: Vec::new(),
         prefs: ClientPrefs::default(),
         max_output_tokens: None,
+        client: None,
     }
 }
 
@@ -149,6 +151,7 @@ impl Req {
             header: &header,
             prefs: &self.prefs,
             max_output_tokens: self.max_output_tokens,
+            client: self.client.as_ref(),
         };
         route(plan, &request, chooser)
     }
@@ -412,6 +415,7 @@ fn header_names_are_looked_up_lower_case() {
         header: &header,
         prefs: &prefs,
         max_output_tokens: None,
+        client: None,
     };
     let d = route(&p, &request, &mut FakeChooser::default()).expect("routes");
     assert_eq!(d.source, HIT);
