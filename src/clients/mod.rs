@@ -17,6 +17,7 @@ pub mod stats;
 
 use std::collections::HashMap;
 
+use crate::config::plan::{check_header_name, glob_list};
 use crate::config::raw::{Profile, RawClientKey, RawClients, Strategy};
 use crate::config::ConfigError;
 use crate::glob::Glob;
@@ -89,16 +90,7 @@ impl ClientsPlan {
             Some(h) => {
                 let name = h.to_ascii_lowercase();
                 let field = format!("{field}.identity_header");
-                let token = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !token {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("`{h}` is not a header name"),
-                    ));
-                }
+                check_header_name(&name, &field)?;
                 if CREDENTIAL_HEADERS.contains(&name.as_str())
                     || matches!(name.as_str(), "content-length" | "content-type" | "host")
                 {
@@ -253,21 +245,7 @@ fn compile_client(
         ));
     }
     let models = match &raw.models {
-        Some(list) => {
-            if list.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{field}.models"),
-                    "must not be an empty list (omit it to allow every model)",
-                ));
-            }
-            if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(ConfigError::new(
-                    format!("{field}.models[{i}]"),
-                    "empty model pattern",
-                ));
-            }
-            Some(list.iter().map(|p| Glob::new(p)).collect())
-        }
+        Some(list) => Some(glob_list(list, &format!("{field}.models"), "model")?),
         None => None,
     };
     if raw.rpm == Some(0) {

@@ -902,16 +902,7 @@ fn compile_match(
         non_empty(list, &format!("{field}.profile"))?;
     }
     let clients = match &m.clients {
-        Some(list) => {
-            non_empty(list, &format!("{field}.clients"))?;
-            if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(ConfigError::new(
-                    format!("{field}.clients[{i}]"),
-                    "empty client name pattern",
-                ));
-            }
-            Some(list.iter().map(|p| Glob::new(p)).collect())
-        }
+        Some(list) => Some(glob_list(list, &format!("{field}.clients"), "client name")?),
         None => None,
     };
     if let (Some(min), Some(max)) = (m.min_prompt_tokens, m.max_prompt_tokens) {
@@ -978,6 +969,22 @@ fn compile_header_match(h: &RawHeaderMatch, field: &str) -> Result<HeaderMatcher
     Ok(HeaderMatcher { name, test })
 }
 
+/// A non-empty list of non-empty glob patterns (`what` names them in errors).
+pub(crate) fn glob_list(
+    list: &[String],
+    field: &str,
+    what: &str,
+) -> Result<Vec<Glob>, ConfigError> {
+    non_empty(list, field)?;
+    if let Some(i) = list.iter().position(String::is_empty) {
+        return Err(ConfigError::new(
+            format!("{field}[{i}]"),
+            format!("empty {what} pattern"),
+        ));
+    }
+    Ok(list.iter().map(|p| Glob::new(p)).collect())
+}
+
 fn non_empty<T>(list: &[T], field: &str) -> Result<(), ConfigError> {
     if list.is_empty() {
         Err(ConfigError::new(
@@ -1006,7 +1013,7 @@ fn check_name(name: &str, field: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_header_name(name: &str, field: &str) -> Result<(), ConfigError> {
     if !name.is_empty() && name.bytes().all(is_token_byte) {
         Ok(())
     } else {
