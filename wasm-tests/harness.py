@@ -518,7 +518,7 @@ class RawResponse:
         return json.loads(self.content)
 
 
-def _dechunk(data: bytes) -> bytes:
+def dechunk(data: bytes) -> bytes:
     out = bytearray()
     i = 0
     while True:
@@ -570,7 +570,7 @@ def raw_http(
     body = data[sep + 4:]
     resp = RawResponse(status, headers, body)
     if (resp.header("transfer-encoding") or "").lower() == "chunked":
-        resp.content = _dechunk(body)
+        resp.content = dechunk(body)
     elif resp.header("content-length") is not None:
         n = int(resp.header("content-length"))
         assert len(body) >= n, "short response body: %d of %d" % (len(body), n)
