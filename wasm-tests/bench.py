@@ -37,13 +37,16 @@ Targets (from the issue): with the filter, throughput >= 0.95 x plain, and p50 l
 most 50 us above plain for the 3 KiB body; for the stream, throughput >= 0.95 x plain and
 the median time to the first event at most 1 ms above plain.
 
-`--loads 3k,64k,fo,floor,stream` picks the loads (default all); e.g. `--loads stream` runs
-the streaming case alone.
+`--loads 3k,64k,fo,floor,stream,keys` picks the loads (default all); e.g. `--loads stream`
+runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
+tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
+on a third Envoy, against the same plain Envoy.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -238,8 +241,17 @@ def upstream_config() -> dict:
     }
 
 
-def router_config(upstream_port: int, with_filter: bool) -> dict:
+#: The key wrk and `post` send (WRK_LUA), as the client of the `keys` load.
+CLIENT_KEY = "client-key"
+
+
+def router_config(upstream_port: int, with_filter: bool, clients: bool = False) -> dict:
     plugin = bundled_plugin_config()
+    if clients:
+        # Limits far above what the run sends: every request is admitted and settled.
+        plugin["clients"] = {"keys": [{
+            "name": "bench", "key_sha256": hashlib.sha256(CLIENT_KEY.encode()).hexdigest(),
+            "rpm": 4294967295, "tpm": 4294967295, "monthly_budget": 1e12}]}
     plugin["models"][FAILOVER_ALIAS] = {"targets": [{"upstream": "mock-a", "model": "mock-small"},
                                                     {"upstream": "mock-b", "model": "mock-large"}]}
     doc = build_config(plugin, {"mock-a": upstream_port, "mock-b": upstream_port})
@@ -291,7 +303,7 @@ class Envoy(EnvoyRouter):
 def post(port: int, body: bytes) -> tuple[int, dict, bytes]:
     req = urllib.request.Request(
         "http://127.0.0.1:%d%s" % (port, PATH), data=body, method="POST",
-        headers={"content-type": "application/json", "authorization": "Bearer client-key"},
+        headers={"content-type": "application/json", "authorization": "Bearer " + CLIENT_KEY},
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -720,7 +732,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "fo", "floor", "stream")
+LOAD_NAMES = ("3k", "64k", "fo", "floor", "stream", "keys")
 
 
 def parse_loads(text: str) -> list:
@@ -854,6 +866,16 @@ def main() -> int:
                 loads.append(failover + (plain, filt, phases))
             if "floor" in main_loads:
                 loads.append(floor + (plain, filt, phases))
+            if "keys" in main_loads:
+                kfilt = Envoy("filter-keys", router_config(upstream.port, True, clients=True), LISTENER,
+                              {"MOCK_API_KEY": API_KEY})
+                envoys.append(kfilt)
+                kfilt.start()
+                status, headers, _ = post(kfilt.port, bodies[0][1])
+                if status != 200 or "x-ratelimit-remaining-requests" not in headers:
+                    raise SystemExit("keys: the client's request was not admitted on its ledger (%d %s)"
+                                     % (status, sorted(headers)))
+                loads.append(("keys 3K", bodies[0][1], PATH, plain, kfilt, phases))
         if "stream" in selected:
             t = time.monotonic()
             exe = build_sse_upstream(workdir)
@@ -989,6 +1011,16 @@ def main() -> int:
             print("  (nothing fails): throughput %.3f x plain, p50 %+.0f us." % (
                 med["throughput"]["fo 3K"]["filter"]["rps"] / med["throughput"]["fo 3K"]["plain"]["rps"],
                 med[lat_phase]["fo 3K"]["filter"]["p50_us"] - med[lat_phase]["fo 3K"]["plain"]["p50_us"]))
+        if "keys" in selected:
+            kt, kl = med["throughput"]["keys 3K"], med[lat_phase]["keys 3K"]
+            line = "  keys 3K: the 3 KiB body from a client key with limits and a budget: throughput %.3f x plain," % (
+                kt["filter"]["rps"] / kt["plain"]["rps"])
+            line += " p50 %+.0f us" % (kl["filter"]["p50_us"] - kl["plain"]["p50_us"])
+            if "3k" in selected:
+                line += "; against the filter without keys: throughput %.3f x, p50 %+.0f us" % (
+                    kt["filter"]["rps"] / med["throughput"]["3 KiB"]["filter"]["rps"],
+                    kl["filter"]["p50_us"] - med[lat_phase]["3 KiB"]["filter"]["p50_us"])
+            print(line + ".")
         if "stream" in selected:
             sp, sf = med["throughput"]["stream"]["plain"], med["throughput"]["stream"]["filter"]
             s_ratio = sf["rps"] / sp["rps"]
