@@ -840,7 +840,8 @@ impl RequestFlow {
             Ok((_, Ok(quota))) => {
                 // A budget alone has no `x-ratelimit-*` figures: the provider's stay.
                 self.quota = (quota.requests.is_some() || quota.tokens.is_some()).then_some(quota);
-                self.ledger_charged = Some(tokens);
+                // Only tpm and the budget change at the end of the request.
+                self.ledger_charged = client.limits.settles().then_some(tokens);
                 Ok(())
             }
             Ok((_, Err(limited))) => {
