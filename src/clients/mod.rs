@@ -18,7 +18,7 @@ pub mod stats;
 use std::collections::HashMap;
 
 use crate::config::plan::{check_header_name, glob_list};
-use crate::config::raw::{Profile, RawClientKey, RawClients, Strategy};
+use crate::config::raw::{KeyHashes, Profile, RawClientKey, RawClients, Strategy};
 use crate::config::ConfigError;
 use crate::glob::Glob;
 use crate::sha256::sha256;
@@ -28,6 +28,9 @@ pub use stats::ClientStats;
 
 /// The request headers a client key may come in, in the order they are looked at.
 pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+/// Keys one client may have at once (e.g. the old and the new while rotating).
+const MAX_KEYS_PER_CLIENT: usize = 8;
 
 /// Longest client name: it is a stat label and a shared-data key.
 const MAX_NAME_BYTES: usize = 64;
@@ -119,16 +122,32 @@ impl ClientsPlan {
                     format!("duplicate client name `{}`", client.name),
                 ));
             }
-            if let Some(hex) = &key.key_sha256 {
+            let hashes: Vec<(String, &String)> = match &key.key_sha256 {
+                None => Vec::new(),
+                Some(KeyHashes::One(hex)) => vec![(format!("{field}.key_sha256"), hex)],
+                Some(KeyHashes::Many(list)) => {
+                    if list.is_empty() || list.len() > MAX_KEYS_PER_CLIENT {
+                        return Err(ConfigError::new(
+                            format!("{field}.key_sha256"),
+                            format!("give 1 to {MAX_KEYS_PER_CLIENT} hashes"),
+                        ));
+                    }
+                    list.iter()
+                        .enumerate()
+                        .map(|(j, hex)| (format!("{field}.key_sha256[{j}]"), hex))
+                        .collect()
+                }
+            };
+            for (at, hex) in hashes {
                 let hash = parse_sha256(hex).ok_or_else(|| {
                     ConfigError::new(
-                        format!("{field}.key_sha256"),
+                        at.clone(),
                         "must be 64 hex digits: the SHA-256 of the key (make key-hash)",
                     )
                 })?;
                 if let Some(other) = plan.by_hash.insert(hash, i) {
                     return Err(ConfigError::new(
-                        format!("{field}.key_sha256"),
+                        at,
                         format!("the same key as clients.keys[{other}]"),
                     ));
                 }

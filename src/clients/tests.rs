@@ -495,7 +495,7 @@ fn non_finite_budgets_are_refused() {
             identity_header: None,
             keys: vec![RawClientKey {
                 name: "a".to_owned(),
-                key_sha256: Some(ABC_SHA256.to_owned()),
+                key_sha256: Some(crate::config::raw::KeyHashes::One(ABC_SHA256.to_owned())),
                 models: None,
                 rpm: None,
                 tpm: None,
@@ -1431,5 +1431,39 @@ fn a_target_has_one_price_and_budget_wherever_it_is_listed() {
             t(json!({"budget": {"rpm": 6}}))
         )),
         "models.smart.targets[0].budget"
+    );
+}
+
+#[test]
+fn a_client_may_have_several_keys_while_rotating() {
+    let (old, new) = ("sk-old", "sk-new");
+    let plan = clients(json!({"keys": [
+        {"name": "team-a", "key_sha256": [hash_of(old), hash_of(new).to_uppercase()]},
+        key("team-b", &hash_of("sk-b"))
+    ]}));
+    assert_eq!(plan.identify(None, Some(old)), Ok(Some(0)));
+    assert_eq!(
+        plan.identify(None, Some(&format!("Bearer {new}"))),
+        Ok(Some(0))
+    );
+    assert_eq!(plan.identify(None, Some("sk-b")), Ok(Some(1)));
+    // Each hash is checked on its own, and is unique across all clients.
+    let bad = json!({"keys": [{"name": "a", "key_sha256": [hash_of(old), "xyz"]}]});
+    assert_eq!(refused_field(bad), "clients.keys[0].key_sha256[1]");
+    let taken = json!({"keys": [key("a", &hash_of(old)),
+                                {"name": "b", "key_sha256": [hash_of(new), hash_of(old)]}]});
+    assert_eq!(refused_field(taken), "clients.keys[1].key_sha256[1]");
+    let empty = json!({"keys": [{"name": "a", "key_sha256": []}]});
+    assert_eq!(refused_field(empty), "clients.keys[0].key_sha256");
+    let many: Vec<String> = (0..9).map(|i| hash_of(&format!("k{i}"))).collect();
+    let too_many = json!({"keys": [{"name": "a", "key_sha256": many}]});
+    assert_eq!(refused_field(too_many), "clients.keys[0].key_sha256");
+    // Neither a string nor a list of strings.
+    let odd = json!({"keys": [{"name": "a", "key_sha256": 7}]});
+    let e = compile_config(&config(Some(odd), None)).expect_err("refused");
+    assert_eq!(e.field, "clients.keys[0].key_sha256");
+    assert!(
+        e.message.contains("a hex SHA-256 string or a list of them"),
+        "{e}"
     );
 }

@@ -135,9 +135,10 @@ pub struct RawClients {
 #[serde(deny_unknown_fields)]
 pub struct RawClientKey {
     pub name: String,
-    /// Hex SHA-256 of the key (`make key-hash`); only the hash is ever configured.
+    /// Hex SHA-256 of the key (`make key-hash`), or a list of them (several keys of one
+    /// client, e.g. the old and the new one while rotating); only hashes are configured.
     #[serde(default)]
-    pub key_sha256: Option<String>,
+    pub key_sha256: Option<KeyHashes>,
     /// Models and aliases the client may use (globs); absent: all.
     #[serde(default)]
     pub models: Option<Vec<String>>,
@@ -152,6 +153,44 @@ pub struct RawClientKey {
     pub monthly_budget: Option<f64>,
     #[serde(default)]
     pub profile: Option<Profile>,
+}
+
+/// `key_sha256`: one hash or several.
+#[derive(Debug, Clone)]
+pub enum KeyHashes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for KeyHashes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyHashes, D::Error> {
+        struct Hashes;
+
+        impl<'de> Visitor<'de> for Hashes {
+            type Value = KeyHashes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hex SHA-256 string or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyHashes, E> {
+                Ok(KeyHashes::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KeyHashes, A::Error> {
+                let mut out = Vec::new();
+                while let Some(hex) = seq.next_element::<String>()? {
+                    out.push(hex);
+                }
+                Ok(KeyHashes::Many(out))
+            }
+        }
+
+        d.deserialize_any(Hashes)
+    }
 }
 
 /// A client's default routing preference.
