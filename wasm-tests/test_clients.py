@@ -74,8 +74,10 @@ CLIENT_SPECS = {
     "cheap": {"profile": "cheapest"},
     "qual": {"profile": "quality"},
     "plain": {},
+    "rotating": {"rpm": 2},  # two keys (old and new) sharing one client's limit
 }
 KEYS = {name: new_key(name) for name in CLIENT_SPECS}
+NEW_KEY = new_key("rotating-new")
 KEYS["secret"] = "sk-test-SECRET-" + secrets.token_hex(16)  # distinctive: searched for everywhere
 
 UPSTREAMS = {
@@ -102,6 +104,9 @@ CONFIG = {
                       **spec) for name, spec in CLIENT_SPECS.items()],
     },
 }
+# While rotating, a client lists the hashes of its old and new keys.
+next(k for k in CONFIG["clients"]["keys"] if k["name"] == "rotating")["key_sha256"] = [
+    sha(KEYS["rotating"]), sha(NEW_KEY)]
 
 
 # ---------------------------------------------------------------------------
@@ -536,6 +541,18 @@ def test_rpm_429_with_retry_after_and_ratelimit_headers(router, mock_a, mock_b):
     for line in log_lines(router, ids):
         assert line["status"] == 429 and line.get("client") == "rpm2", line
         assert line.get("client_key_id") is None, line  # absent or null: the client is known
+
+
+def test_a_rotating_clients_keys_share_its_limit(router, mock_a, mock_b):
+    old = post(router, chat("Hi", model="fast"), auth("rotating"))
+    assert old.status_code == 200, old.text
+    assert_ratelimit(old, "requests", 2, 1)
+    new = post(router, chat("Hi", model="fast"), bearer(NEW_KEY))
+    assert new.status_code == 200, new.text
+    assert_ratelimit(new, "requests", 2, 0)
+    for key in (KEYS["rotating"], NEW_KEY):
+        assert_429(post(router, chat("Hi", model="fast"), bearer(key)), "requests")
+    assert len(upstream_requests(mock_a, mock_b)) == 2
 
 
 def worker_connections(r: EnvoyRouter) -> dict:
