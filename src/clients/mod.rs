@@ -163,7 +163,7 @@ impl ClientsPlan {
     }
 
     /// The client of a request: by the verified `identity` header when the request has one,
-    /// else by its `credential` (the value of the first credential header it sent). `Ok(None)`:
+    /// else by its `credential` (the header value [`credential`] picked). `Ok(None)`:
     /// anonymous, which only a configuration with `required: false` lets through.
     pub fn identify(
         &self,
