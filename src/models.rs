@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::clients::Client;
 use crate::config::Plan;
 use crate::errors::ApiError;
 
@@ -103,46 +104,12 @@ impl ModelsCatalog {
             .chain(names)
             .map(str::to_owned)
             .collect();
-        let (openai_list, anthropic_list) = lists(&ids);
+        let openai_list = list_answer(&ids, false);
+        let anthropic_list = list_answer(&ids, true);
         ModelsCatalog {
             ids,
             openai_list,
             anthropic_list,
-        }
-    }
-
-    /// [`ModelsCatalog::answer`] for a client that may only use the names `allowed` accepts
-    /// (`auto` stays: it routes within what the client may use); others are unknown to it.
-    pub fn answer_for(
-        &self,
-        path: &str,
-        anthropic: bool,
-        allowed: &dyn Fn(&str) -> bool,
-    ) -> Option<ModelsAnswer> {
-        let answer = self.answer(path, anthropic)?;
-        if answer.status != 200 {
-            return Some(answer);
-        }
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let rest = path.strip_prefix(LIST_PATH).unwrap_or_default();
-        if rest.is_empty() || rest == "/" {
-            let ids: Vec<String> = self
-                .ids
-                .iter()
-                .filter(|id| *id == AUTO || allowed(id))
-                .cloned()
-                .collect();
-            let (openai, anthropic_list) = lists(&ids);
-            return Some(if anthropic { anthropic_list } else { openai });
-        }
-        let raw_id = rest.strip_prefix('/').unwrap_or(rest);
-        let id = String::from_utf8(percent_decode(raw_id)).ok();
-        match id {
-            Some(id) if id == AUTO || allowed(&id) => Some(answer),
-            id => Some(not_found(
-                id.as_deref().filter(|id| echo_safe(id)),
-                anthropic,
-            )),
         }
     }
 
@@ -151,17 +118,36 @@ impl ModelsCatalog {
     /// percent-decoded and may contain `/`, e.g. `openai/gpt-4o`); `None` for any other path.
     /// `anthropic`: the client sent an `anthropic-version` header: answer in Anthropic's format.
     pub fn answer(&self, path: &str, anthropic: bool) -> Option<ModelsAnswer> {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let rest = path.strip_prefix(LIST_PATH)?;
-        if rest.is_empty() || rest == "/" {
-            return Some(if anthropic {
-                self.anthropic_list.clone()
-            } else {
-                self.openai_list.clone()
-            });
-        }
-        let raw_id = rest.strip_prefix('/')?;
-        Some(self.single(raw_id, anthropic))
+        self.answer_for(path, anthropic, None)
+    }
+
+    /// [`ModelsCatalog::answer`] for `client`, which sees only the names its `models` allow
+    /// (`auto` stays: it routes within what the client may use); others are unknown to it.
+    pub fn answer_for(
+        &self,
+        path: &str,
+        anthropic: bool,
+        client: Option<&Client>,
+    ) -> Option<ModelsAnswer> {
+        let limited = client.filter(|c| c.models.is_some());
+        let visible = |id: &str| id == AUTO || limited.is_none_or(|c| c.allows_model(id));
+        Some(match asked(path)? {
+            Asked::List => match limited {
+                None if anthropic => self.anthropic_list.clone(),
+                None => self.openai_list.clone(),
+                Some(_) => {
+                    let ids: Vec<String> =
+                        self.ids.iter().filter(|id| visible(id)).cloned().collect();
+                    list_answer(&ids, anthropic)
+                }
+            },
+            Asked::One(raw_id) => self.single(raw_id, anthropic, &visible),
+        })
+    }
+
+    /// Whether `path` is one that [`ModelsCatalog::answer`] answers.
+    pub fn serves(path: &str) -> bool {
+        asked(path).is_some()
     }
 
     /// `auto` first, then the other ids sorted.
@@ -169,11 +155,16 @@ impl ModelsCatalog {
         &self.ids
     }
 
-    fn single(&self, raw_id: &str, anthropic: bool) -> ModelsAnswer {
+    fn single(
+        &self,
+        raw_id: &str,
+        anthropic: bool,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> ModelsAnswer {
         // Ids that are not UTF-8 cannot be configured, so they are unknown too.
         let id = String::from_utf8(percent_decode(raw_id)).ok();
         match id {
-            Some(id) if self.contains(&id) => {
+            Some(id) if self.contains(&id) && visible(&id) => {
                 if anthropic {
                     json_answer(200, &anthropic_model(&id))
                 } else {
@@ -193,25 +184,45 @@ impl ModelsCatalog {
     }
 }
 
-/// The list answers (OpenAI's, Anthropic's) of `ids`.
-fn lists(ids: &[String]) -> (ModelsAnswer, ModelsAnswer) {
-    let openai = json_answer(
-        200,
-        &OpenAiList {
-            object: "list",
-            data: ids.iter().map(|id| openai_model(id)).collect(),
-        },
-    );
-    let anthropic = json_answer(
-        200,
-        &AnthropicList {
-            data: ids.iter().map(|id| anthropic_model(id)).collect(),
-            has_more: false,
-            first_id: ids.first().map(String::as_str),
-            last_id: ids.last().map(String::as_str),
-        },
-    );
-    (openai, anthropic)
+/// What a models path asks for.
+enum Asked<'p> {
+    List,
+    /// A percent-encoded id.
+    One(&'p str),
+}
+
+/// `None` for a path that is not `/v1/models` or `/v1/models/{id}` (see
+/// [`ModelsCatalog::answer`]).
+fn asked(path: &str) -> Option<Asked<'_>> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let rest = path.strip_prefix(LIST_PATH)?;
+    if rest.is_empty() || rest == "/" {
+        return Some(Asked::List);
+    }
+    rest.strip_prefix('/').map(Asked::One)
+}
+
+/// The list answer of `ids`, in OpenAI's or Anthropic's format.
+fn list_answer(ids: &[String], anthropic: bool) -> ModelsAnswer {
+    if anthropic {
+        json_answer(
+            200,
+            &AnthropicList {
+                data: ids.iter().map(|id| anthropic_model(id)).collect(),
+                has_more: false,
+                first_id: ids.first().map(String::as_str),
+                last_id: ids.last().map(String::as_str),
+            },
+        )
+    } else {
+        json_answer(
+            200,
+            &OpenAiList {
+                object: "list",
+                data: ids.iter().map(|id| openai_model(id)).collect(),
+            },
+        )
+    }
 }
 
 fn openai_model(id: &str) -> OpenAiModel<'_> {

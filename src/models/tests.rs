@@ -288,10 +288,24 @@ fn malformed_escape_is_echoed_as_written() {
 #[test]
 fn a_client_limited_to_some_models_sees_only_those() {
     let c = catalog();
-    let allowed = |id: &str| id == "fast" || id.starts_with("openai/");
+    let clients = crate::clients::ClientsPlan::compile(
+        &serde_json::from_value(json!({"identity_header": "x-client", "keys": [
+            {"name": "limited", "models": ["fast", "openai/*"]},
+            {"name": "any"}
+        ]}))
+        .unwrap(),
+        "clients",
+    )
+    .unwrap();
+    let limited = clients.get(0);
+    // A client without `models` sees everything.
+    assert_eq!(
+        c.answer_for("/v1/models", false, clients.get(1)),
+        c.answer("/v1/models", false)
+    );
     let list = |anthropic: bool| {
         let a = c
-            .answer_for("/v1/models?limit=3", anthropic, &allowed)
+            .answer_for("/v1/models?limit=3", anthropic, limited)
             .expect("answered");
         assert_eq!(a.status, 200);
         let v: Value = serde_json::from_slice(&a.body).unwrap();
@@ -309,7 +323,7 @@ fn a_client_limited_to_some_models_sees_only_those() {
     assert_eq!(ids, ["auto", "fast", "openai/gpt-4o"]);
     assert_eq!(v["last_id"], "openai/gpt-4o");
     // One id: allowed ones as before, others are unknown to this client.
-    let one = |path: &str| c.answer_for(path, false, &allowed).expect("answered");
+    let one = |path: &str| c.answer_for(path, false, limited).expect("answered");
     assert_eq!(
         one("/v1/models/fast").body,
         c.answer("/v1/models/fast", false).unwrap().body
@@ -324,6 +338,6 @@ fn a_client_limited_to_some_models_sees_only_those() {
     assert_eq!(one("/v1/models/nope").status, 404);
     // Not a models path: no answer.
     assert!(c
-        .answer_for("/v1/chat/completions", false, &allowed)
+        .answer_for("/v1/chat/completions", false, limited)
         .is_none());
 }

@@ -28,6 +28,7 @@ use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
 use crate::host::{shared, shared_increment, Host, CAS_RETRIES};
 use crate::metrics::Metrics;
+use crate::models::ModelsCatalog;
 use crate::pipeline::attempt;
 use crate::pipeline::track::{header_value, is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
@@ -570,7 +571,9 @@ impl StreamFlow for RequestFlow {
             if let Err(e) = self.identify(host) {
                 let name = match (models_path, endpoint) {
                     (_, Some(e)) => e.name(),
-                    (Some(p), None) if self.models_answer(p).is_some() => "models",
+                    (Some(p), None) if self.plan.models.is_some() && ModelsCatalog::serves(p) => {
+                        "models"
+                    }
                     _ => "other",
                 };
                 self.begin(host, name);
@@ -919,12 +922,11 @@ impl RequestFlow {
     /// The `/v1/models` answer for `path`, when the endpoint is on and the path is its.
     fn models_answer(&self, path: &str) -> Option<crate::models::ModelsAnswer> {
         let anthropic = self.client.has("anthropic-version");
-        let catalog = self.plan.models.as_ref()?;
-        match self.caller().filter(|c| c.models.is_some()) {
-            // A client limited to some models sees only those.
-            Some(client) => catalog.answer_for(path, anthropic, &|id| client.allows_model(id)),
-            None => catalog.answer(path, anthropic),
-        }
+        // A client limited to some models sees only those.
+        self.plan
+            .models
+            .as_ref()?
+            .answer_for(path, anthropic, self.caller())
     }
 
     /// A request the router handles starts: its clock and, when the access log is on, its
