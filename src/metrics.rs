@@ -726,7 +726,8 @@ impl Metrics {
     }
 }
 
-fn saturating_i64(v: u64) -> i64 {
+/// A count as a metric delta (deltas are `i64`).
+pub(crate) fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

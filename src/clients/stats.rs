@@ -4,7 +4,7 @@
 
 use super::ClientsPlan;
 use crate::host::{Host, MetricKind};
-use crate::metrics::label;
+use crate::metrics::{label, saturating_i64};
 
 /// The stats of one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +107,7 @@ fn increment(host: &mut dyn Host, id: u32, delta: u64) {
     if delta == 0 {
         return;
     }
-    let delta = i64::try_from(delta).unwrap_or(i64::MAX);
-    if let Err(e) = host.increment_metric(id, delta) {
+    if let Err(e) = host.increment_metric(id, saturating_i64(delta)) {
         log::debug!("llm-router: increment_metric {id}: {e}");
     }
 }

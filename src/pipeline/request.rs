@@ -27,7 +27,7 @@ use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
 use crate::host::{shared, shared_increment, Host, CAS_RETRIES};
-use crate::metrics::Metrics;
+use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::pipeline::attempt;
 use crate::pipeline::track::{header_value, is_event_stream, now_ms, Accounting, Meter, StreamEnd};
@@ -882,7 +882,12 @@ impl RequestFlow {
             return;
         };
         let usage = self.acc.usage();
-        let cost_micro = self.cost().map_or(0, |c| (c * 1e6).round().max(0.0) as u64);
+        let cost_micro = match (usage, self.target_price()) {
+            (Some(u), Some(price)) => {
+                cost_micro_usd(&price, u.prompt, u.cached.unwrap_or(0), u.completion)
+            }
+            _ => 0,
+        };
         if let Some(m) = &self.metrics {
             if let Some(u) = usage {
                 m.clients
