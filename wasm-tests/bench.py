@@ -84,6 +84,8 @@ TARGET_TTFB_DELTA_US = 1000.0
 #: Events of the paced streaming variant.
 PACED_EVENTS = 20
 API_KEY = "bench-key"
+#: The environment of the router Envoys (the mock upstreams' key).
+ROUTER_ENV = {"MOCK_API_KEY": API_KEY}
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -813,6 +815,14 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="llm-router-bench-")
     wrk = Wrk(workdir)
     envoys: list[Envoy] = []
+
+    def launch(name: str, doc: dict, listener: str = LISTENER,
+               env: Optional[dict] = ROUTER_ENV) -> Envoy:
+        """Starts an Envoy that the `finally` below stops."""
+        envoy = Envoy(name, doc, listener, env)
+        envoys.append(envoy)
+        return envoy.start()
+
     sse: Optional[SseUpstream] = None
     try:
         print("llm-router benchmark")
@@ -847,15 +857,9 @@ def main() -> int:
         if args.latency_duration:
             phases.append(("latency", 1, args.latency_duration))
         if main_loads:
-            upstream = Envoy("upstream", upstream_config(), UPSTREAM_LISTENER)
-            envoys.append(upstream)
-            upstream.start()
-            plain = Envoy("plain", router_config(upstream.port, False), LISTENER, {"MOCK_API_KEY": API_KEY})
-            envoys.append(plain)
-            plain.start()
-            filt = Envoy("filter", router_config(upstream.port, True), LISTENER, {"MOCK_API_KEY": API_KEY})
-            envoys.append(filt)
-            filt.start()
+            upstream = launch("upstream", upstream_config(), UPSTREAM_LISTENER, None)
+            plain = launch("plain", router_config(upstream.port, False))
+            filt = launch("filter", router_config(upstream.port, True))
             print("  ports     upstream %d, plain %d, filter %d (127.0.0.1)" % (upstream.port, plain.port, filt.port))
             check_routing(plain, filt, bodies)
             for name, (label, body) in zip(("3k", "64k"), bodies):
@@ -867,10 +871,7 @@ def main() -> int:
             if "floor" in main_loads:
                 loads.append(floor + (plain, filt, phases))
             if "keys" in main_loads:
-                kfilt = Envoy("filter-keys", router_config(upstream.port, True, clients=True), LISTENER,
-                              {"MOCK_API_KEY": API_KEY})
-                envoys.append(kfilt)
-                kfilt.start()
+                kfilt = launch("filter-keys", router_config(upstream.port, True, clients=True))
                 status, headers, _ = post(kfilt.port, bodies[0][1])
                 if status != 200 or "x-ratelimit-remaining-requests" not in headers:
                     raise SystemExit("keys: the client's request was not admitted on its ledger (%d %s)"
@@ -881,12 +882,8 @@ def main() -> int:
             exe = build_sse_upstream(workdir)
             print("  built     sse_upstream with rustc -O in %.1f s" % (time.monotonic() - t))
             sse = SseUpstream(exe, args.stream_events).start()
-            splain = Envoy("plain-sse", router_config(sse.port, False), LISTENER, {"MOCK_API_KEY": API_KEY})
-            envoys.append(splain)
-            splain.start()
-            sfilt = Envoy("filter-sse", router_config(sse.port, True), LISTENER, {"MOCK_API_KEY": API_KEY})
-            envoys.append(sfilt)
-            sfilt.start()
+            splain = launch("plain-sse", router_config(sse.port, False))
+            sfilt = launch("filter-sse", router_config(sse.port, True))
             print("  ports     sse_upstream %d, plain %d, filter %d (127.0.0.1)" % (sse.port, splain.port, sfilt.port))
             check_stream_routing(splain, sfilt, stream_body, variants)
             loads.append(("stream", stream_body, PATH, splain, sfilt, phases[:1]))
