@@ -10,8 +10,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
-use crate::health::HealthBoard;
-use crate::host::{shared, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
+use crate::health::TargetHealth;
+use crate::host::shared::{self, Record};
+use crate::host::{Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::Metrics;
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
 
@@ -65,9 +66,11 @@ impl RootContext for RouterRoot {
                     plan.rules.len()
                 );
                 if plan.health.enabled {
-                    ensure_health_keys(&plan);
+                    ensure_records::<TargetHealth>("health key", plan.targets.keys());
                 }
-                ensure_client_keys(&plan);
+                let clients = plan.clients.iter().flat_map(|c| &c.clients);
+                let ledgers = clients.filter(|c| c.limits.any()).map(|c| &c.ledger_key);
+                ensure_records::<ClientUsage>("client ledger", ledgers);
                 self.attempt_filter = matches!(
                     hostcalls::get_property(vec!["plugin_root_id"]),
                     Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
@@ -150,27 +153,14 @@ impl HttpContext for RouterHttp {
     }
 }
 
-/// Creates the health-board key of every configured target ahead of traffic, so that the
-/// first requests of several workers never race to create one. Failures are only logged:
-/// updates create missing keys as well.
-fn ensure_health_keys(plan: &Plan) {
-    let board = HealthBoard::default();
+/// Creates the shared-data records (`R`) under `keys` ahead of traffic, so that the first
+/// requests of several workers never race to create one. Failures are only logged: updates
+/// create missing keys as well.
+fn ensure_records<'k, R: Record>(what: &str, keys: impl Iterator<Item = &'k String>) {
     let mut host = WasmHost;
-    for key in plan.targets.keys() {
-        if let Err(e) = board.ensure(&mut host, key) {
-            log::warn!("llm-router: health key {key}: {e}");
-        }
-    }
-}
-
-/// Creates the ledger of every client with limits ahead of traffic (as for health keys).
-fn ensure_client_keys(plan: &Plan) {
-    let mut host = WasmHost;
-    let clients = plan.clients.iter().flat_map(|c| &c.clients);
-    for client in clients.filter(|c| c.limits.any()) {
-        let key = &client.ledger_key;
-        if let Err(e) = shared::ensure::<ClientUsage>(&mut host, key, CAS_RETRIES) {
-            log::warn!("llm-router: client ledger {key}: {e}");
+    for key in keys {
+        if let Err(e) = shared::ensure::<R>(&mut host, key, CAS_RETRIES) {
+            log::warn!("llm-router: {what} {key}: {e}");
         }
     }
 }

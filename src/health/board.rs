@@ -17,7 +17,7 @@
 //! [`HealthBoard::update`] changes a record only by compare-and-swap, retrying a bounded
 //! number of times ([`HealthBoard::max_attempts`]) on lost races; see
 //! [`crate::host::shared`] for how, including the first write of a missing key.
-//! [`HealthBoard::ensure`] creates the keys ahead of traffic (at configuration time).
+//! [`shared::ensure`] creates the keys ahead of traffic (at configuration time).
 
 use super::codec::{decode, encode};
 use super::state::TargetHealth;
@@ -73,11 +73,6 @@ impl HealthBoard {
     /// not decode (another format version, say).
     pub fn read(&self, host: &dyn Host, key: &str) -> Result<TargetHealth, BoardError> {
         shared::read(host, key)
-    }
-
-    /// Creates `key` with a fresh state unless it exists (an existing value is left alone).
-    pub fn ensure(&self, host: &mut dyn Host, key: &str) -> Result<(), BoardError> {
-        shared::ensure::<TargetHealth>(host, key, self.max_attempts)
     }
 
     /// Applies `change` to the stored state by compare-and-swap, retrying on lost races (the

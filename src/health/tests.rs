@@ -1465,16 +1465,19 @@ fn board_reports_host_errors() {
 }
 
 #[test]
-fn board_ensure_creates_once_and_keeps_existing() {
+fn ensure_creates_a_health_record_once_and_keeps_existing() {
     let board = HealthBoard::default();
     let mut host = EnvoyHost::default();
-    board.ensure(&mut host, "k").expect("ensure");
+    let ensure = |host: &mut EnvoyHost| {
+        crate::host::shared::ensure::<TargetHealth>(host, "k", board.max_attempts)
+    };
+    ensure(&mut host).expect("ensure");
     assert_eq!(
         host.shared.get("k").map(|(v, _)| v.len()),
         Some(ENCODED_LEN)
     );
     board.update(&mut host, "k", started).expect("update");
-    board.ensure(&mut host, "k").expect("ensure again");
+    ensure(&mut host).expect("ensure again");
     assert_eq!(host.requests("k"), 1);
     assert_eq!(host.writes, 2);
 }
