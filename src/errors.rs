@@ -29,6 +29,22 @@ struct Body<'a> {
     code: &'a str,
 }
 
+/// Longest piece of client text (a model name, an id) repeated in an error message.
+pub const MAX_ECHOED_BYTES: usize = 256;
+
+/// `s` as an error message may repeat it: at most [`MAX_ECHOED_BYTES`] bytes (cut on a
+/// character boundary, marked with `...`), so a huge model name does not come back whole.
+pub fn echoed(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_ECHOED_BYTES {
+        return s.into();
+    }
+    let mut end = MAX_ECHOED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end]).into()
+}
+
 impl ApiError {
     pub fn invalid_request(
         message: impl Into<String>,
@@ -48,11 +64,23 @@ impl ApiError {
         ApiError {
             status: 404,
             message: format!(
-                "The model '{model}' does not exist or is not routed by this gateway."
+                "The model '{}' does not exist or is not routed by this gateway.",
+                echoed(model)
             ),
             kind: "invalid_request_error",
             param: Some("model"),
             code: "model_not_found",
+        }
+    }
+
+    /// 400: a header the router must read (`name`, in lower case) is not valid UTF-8.
+    pub fn invalid_header(name: &str) -> Self {
+        ApiError {
+            status: 400,
+            message: format!("The `{}` header is not valid UTF-8.", echoed(name)),
+            kind: "invalid_request_error",
+            param: None,
+            code: "invalid_header_value",
         }
     }
 
@@ -98,7 +126,10 @@ impl ApiError {
     /// 403: the client's key may not use this model (or, for `auto`, any routed target).
     pub fn model_not_allowed(model: Option<&str>) -> Self {
         let message = match model {
-            Some(m) => format!("This API key is not allowed to use the model '{m}'."),
+            Some(m) => format!(
+                "This API key is not allowed to use the model '{}'.",
+                echoed(m)
+            ),
             None => "This API key is not allowed to use any model that could serve this request."
                 .to_owned(),
         };
@@ -194,5 +225,22 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["param"], serde_json::Value::Null);
         assert_eq!(e.status, 503);
+    }
+
+    #[test]
+    fn client_text_in_messages_is_capped() {
+        let huge = "\u{e9}".repeat(100_000);
+        for e in [
+            ApiError::model_not_found(&huge),
+            ApiError::model_not_allowed(Some(&huge)),
+        ] {
+            assert!(
+                e.message.len() < MAX_ECHOED_BYTES + 100,
+                "{}",
+                e.message.len()
+            );
+            assert!(e.message.contains("..."));
+        }
+        assert_eq!(echoed("gpt-4o"), "gpt-4o");
     }
 }

@@ -1,18 +1,18 @@
 //! The thin binding to the proxy-wasm host: the root context compiles the configuration once,
 //! each HTTP context hands bytes between Envoy and `RequestFlow`. Host statuses are handled
-//! (never unwrapped), so an unexpected status cannot trap the VM.
+//! (never unwrapped), so an unexpected status cannot trap the VM. No SDK `hostcalls`
+//! function is called (they unwrap: see `host::abi`); the SDK only dispatches callbacks.
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType};
 
 use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
 use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
-use crate::host::{Host, HostError, HostResult, MetricKind, CAS_RETRIES};
+use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::Metrics;
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
 
@@ -21,9 +21,11 @@ use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
 const ATTEMPT_ROOT_ID: &str = "llm_router_attempt";
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     std::panic::set_hook(Box::new(|info| {
-        let _ = hostcalls::log(LogLevel::Critical, &format!("llm-router panicked: {info}"));
+        let _ = abi::log(5, &format!("llm-router panicked: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
 }}
@@ -41,11 +43,14 @@ impl Context for RouterRoot {}
 
 impl RootContext for RouterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        let raw = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => Vec::new(),
             Err(status) => {
-                log::error!("llm-router: cannot read the plugin configuration: {status:?}");
+                log::error!(
+                    "llm-router: cannot read the plugin configuration: {}",
+                    status.name()
+                );
                 return false;
             }
         };
@@ -72,7 +77,7 @@ impl RootContext for RouterRoot {
                 let ledgers = clients.filter(|c| c.limits.any()).map(|c| &c.ledger_key);
                 ensure_records::<ClientUsage>("client ledger", ledgers);
                 self.attempt_filter = matches!(
-                    hostcalls::get_property(vec!["plugin_root_id"]),
+                    abi::property(&["plugin_root_id"]),
                     Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
                 );
                 let metrics = Metrics::define(&plan, &mut WasmHost);
@@ -172,80 +177,85 @@ fn to_action(flow: Flow) -> Action {
     }
 }
 
-/// `Host` over the proxy-wasm ABI of the current context.
+/// `Host` over the proxy-wasm ABI of the current context (`host::abi`: every status is a
+/// value, header values are bytes).
 struct WasmHost;
 
-fn status(call: &str, s: Status) -> HostError {
+fn status(call: &str, s: abi::Status) -> HostError {
     match s {
-        Status::CasMismatch => HostError::CasMismatch,
-        other => HostError::Status(format!("{call}: {other:?}")),
+        abi::CAS_MISMATCH => HostError::CasMismatch,
+        other => HostError::Status(format!("{call}: {}", other.name())),
+    }
+}
+
+/// A single header read as text: a value that is not UTF-8 is an error, never a panic.
+fn text_header(kind: u32, name: &str) -> HostResult<Option<String>> {
+    match abi::header(kind, name).map_err(|s| status("get_header_map_value", s))? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| HostError::Status(format!("header {name}: not UTF-8"))),
     }
 }
 
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> HostResult<Option<String>> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .map_err(|s| status("get_map_value", s))
+        text_header(abi::REQUEST_HEADERS, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
-        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
-            .map_err(|s| status("set_map_value", s))
+        abi::set_header(abi::REQUEST_HEADERS, name, value).map_err(|s| status("set_header", s))
     }
 
     fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, len)
-            .map_err(|s| status("get_buffer", s))
+        abi::buffer(abi::REQUEST_BODY, 0, len).map_err(|s| status("get_buffer_bytes", s))
     }
 
     fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
-        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, current_len, body)
-            .map_err(|s| status("set_buffer", s))
+        abi::set_buffer(abi::REQUEST_BODY, 0, current_len, body)
+            .map_err(|s| status("set_buffer_bytes", s))
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
-        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
-            .map_err(|s| status("set_map_value", s))
+        abi::set_header(abi::RESPONSE_HEADERS, name, value).map_err(|s| status("set_header", s))
     }
 
     fn response_header(&self, name: &str) -> HostResult<Option<String>> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .map_err(|s| status("get_map_value", s))
+        text_header(abi::RESPONSE_HEADERS, name)
     }
 
-    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).map_err(|s| status("get_map", s))
+    fn request_headers(&self) -> HostResult<HeaderPairs> {
+        abi::header_map(abi::REQUEST_HEADERS).map_err(|s| status("get_header_map_pairs", s))
     }
 
-    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
-        hostcalls::get_map(MapType::HttpResponseHeaders).map_err(|s| status("get_map", s))
+    fn response_headers(&self) -> HostResult<HeaderPairs> {
+        abi::header_map(abi::RESPONSE_HEADERS).map_err(|s| status("get_header_map_pairs", s))
     }
 
     fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
-        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, len)
-            .map_err(|s| status("get_buffer", s))
+        abi::buffer(abi::RESPONSE_BODY, 0, len).map_err(|s| status("get_buffer_bytes", s))
     }
 
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
-        hostcalls::get_property(path.to_vec()).map_err(|s| status("get_property", s))
+        abi::property(path).map_err(|s| status("get_property", s))
     }
 
     fn set_property(&mut self, name: &str, value: &[u8]) -> HostResult<()> {
         // One path segment: Envoy stores it as filter state `wasm.<name>`.
-        hostcalls::set_property(vec![name], Some(value)).map_err(|s| status("set_property", s))
+        abi::set_property(&[name], value).map_err(|s| status("set_property", s))
     }
 
     fn replace_response_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
-        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, current_len, body)
-            .map_err(|s| status("set_buffer", s))
+        abi::set_buffer(abi::RESPONSE_BODY, 0, current_len, body)
+            .map_err(|s| status("set_buffer_bytes", s))
     }
 
     fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
-        hostcalls::get_shared_data(key).map_err(|s| status("get_shared_data", s))
+        abi::shared_data(key).map_err(|s| status("get_shared_data", s))
     }
 
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
-        hostcalls::set_shared_data(key, Some(value), cas).map_err(|s| status("set_shared_data", s))
+        abi::set_shared_data(key, value, cas).map_err(|s| status("set_shared_data", s))
     }
 
     fn send_local_reply(
@@ -254,32 +264,56 @@ impl Host for WasmHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HostResult<()> {
-        hostcalls::send_http_response(status_code, headers.to_vec(), Some(body))
-            .map_err(|s| status("send_http_response", s))
+        abi::send_local_response(status_code, headers, body)
+            .map_err(|s| status("send_local_response", s))
     }
 
     fn define_metric(&mut self, kind: MetricKind, name: &str) -> HostResult<u32> {
         let kind = match kind {
-            MetricKind::Counter => MetricType::Counter,
-            MetricKind::Gauge => MetricType::Gauge,
-            MetricKind::Histogram => MetricType::Histogram,
+            MetricKind::Counter => 0,
+            MetricKind::Gauge => 1,
+            MetricKind::Histogram => 2,
         };
-        hostcalls::define_metric(kind, name).map_err(|s| status("define_metric", s))
+        abi::define_metric(kind, name).map_err(|s| status("define_metric", s))
     }
 
     fn increment_metric(&mut self, id: u32, offset: i64) -> HostResult<()> {
-        hostcalls::increment_metric(id, offset).map_err(|s| status("increment_metric", s))
+        abi::increment_metric(id, offset).map_err(|s| status("increment_metric", s))
     }
 
     fn record_metric(&mut self, id: u32, value: u64) -> HostResult<()> {
-        hostcalls::record_metric(id, value).map_err(|s| status("record_metric", s))
+        abi::record_metric(id, value).map_err(|s| status("record_metric", s))
     }
 
     fn now_nanos(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
+        abi::now_nanos().unwrap_or(0)
     }
+}
+
+/// `log` records to Envoy's log through `abi::log` (the SDK's logger unwraps the status).
+struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        // Proxy-wasm's levels: trace 0, debug 1, info 2, warn 3, error 4, critical 5.
+        let level = match record.level() {
+            log::Level::Trace => 0,
+            log::Level::Debug => 1,
+            log::Level::Info => 2,
+            log::Level::Warn => 3,
+            log::Level::Error => 4,
+        };
+        let _ = abi::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Host, HostError, HostResult, MetricKind};
+use super::{HeaderPairs, Host, HostError, HostResult, MetricKind};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LocalReply {
@@ -14,8 +14,12 @@ pub struct LocalReply {
 #[derive(Debug, Default)]
 pub struct MockHost {
     pub request_headers: Vec<(String, String)>,
+    /// Request headers whose values are raw bytes (maybe not UTF-8), after `request_headers`.
+    pub raw_request_headers: HeaderPairs,
     pub request_body: Vec<u8>,
     pub response_headers: Vec<(String, String)>,
+    /// Response headers whose values are raw bytes, after `response_headers`.
+    pub raw_response_headers: HeaderPairs,
     /// The current response body chunk.
     pub response_body: Vec<u8>,
     pub shared: HashMap<String, (Vec<u8>, u32)>,
@@ -93,6 +97,31 @@ impl MockHost {
     }
 }
 
+/// Text headers and raw ones as one map, as the host hands it over.
+fn pairs(text: &[(String, String)], raw: &[(String, Vec<u8>)]) -> HeaderPairs {
+    text.iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
+        .chain(raw.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())))
+        .collect()
+}
+
+/// A single header read as the host does: text, or an error when it is not UTF-8.
+fn single(
+    text: &[(String, String)],
+    raw: &[(String, Vec<u8>)],
+    name: &str,
+) -> HostResult<Option<String>> {
+    if let Some(v) = find(text, name) {
+        return Ok(Some(v.to_owned()));
+    }
+    match super::header_bytes(raw, name) {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| HostError::Status(format!("header {name}: not UTF-8"))),
+    }
+}
+
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -109,13 +138,15 @@ fn set(headers: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
 
 impl Host for MockHost {
     fn request_header(&self, name: &str) -> HostResult<Option<String>> {
-        Ok(self.header(name).map(str::to_owned))
+        single(&self.request_headers, &self.raw_request_headers, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
         if self.headers_sent {
             return Err(HostError::Status("headers already sent".to_owned()));
         }
+        self.raw_request_headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         set(&mut self.request_headers, name, value);
         Ok(())
     }
@@ -131,24 +162,22 @@ impl Host for MockHost {
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.raw_response_headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         set(&mut self.response_headers, name, value);
         Ok(())
     }
 
     fn response_header(&self, name: &str) -> HostResult<Option<String>> {
-        Ok(find(&self.response_headers, name).map(str::to_owned))
+        single(&self.response_headers, &self.raw_response_headers, name)
     }
 
-    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
-        Ok(self.request_headers.clone())
+    fn request_headers(&self) -> HostResult<HeaderPairs> {
+        Ok(pairs(&self.request_headers, &self.raw_request_headers))
     }
 
-    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
-        Ok(self
-            .response_headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect())
+    fn response_headers(&self) -> HostResult<HeaderPairs> {
+        Ok(pairs(&self.response_headers, &self.raw_response_headers))
     }
 
     fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {

@@ -2,12 +2,16 @@
 //! goes through `Host`, so the whole request flow runs natively against `MockHost` in tests.
 //! The proxy-wasm implementation lives in `crate::wasm` and is only compiled for wasm32.
 
+#[cfg(target_arch = "wasm32")]
+pub mod abi;
 pub mod mock;
 pub mod shared;
+pub mod wire;
 
 use std::fmt;
 
 pub use crate::metrics::MetricKind;
+pub use wire::{header_bytes, header_value, HeaderPairs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
@@ -29,7 +33,8 @@ impl fmt::Display for HostError {
 pub type HostResult<T> = Result<T, HostError>;
 
 pub trait Host {
-    /// A request header by lower-case name (first value).
+    /// A request header by lower-case name (first value). A value that is not UTF-8 is an
+    /// error (the caller treats it as absent or refuses the request).
     fn request_header(&self, name: &str) -> HostResult<Option<String>>;
     /// Sets (`Some`) or removes (`None`) a request header. Only valid before the headers
     /// were let through.
@@ -39,16 +44,18 @@ pub trait Host {
     /// Replaces the whole buffered request body (of current length `current_len`).
     fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()>;
-    /// A response header by lower-case name (first value), e.g. `:status` or `retry-after`.
+    /// A response header by lower-case name (first value), e.g. `:status` or `retry-after`;
+    /// an error when the value is not UTF-8.
     fn response_header(&self, _name: &str) -> HostResult<Option<String>> {
         Ok(None)
     }
-    /// All request headers (one host call; names in lower case).
-    fn request_headers(&self) -> HostResult<Vec<(String, String)>> {
+    /// All request headers (one host call; names in lower case, values as raw bytes: a client
+    /// may send bytes that are not UTF-8).
+    fn request_headers(&self) -> HostResult<HeaderPairs> {
         Err(HostError::Status("request_headers: unsupported".to_owned()))
     }
-    /// All response headers (one host call; names in lower case).
-    fn response_headers(&self) -> HostResult<Vec<(String, String)>> {
+    /// All response headers (one host call; names in lower case, values as raw bytes).
+    fn response_headers(&self) -> HostResult<HeaderPairs> {
         Ok(Vec::new())
     }
     /// The first `len` bytes of the current response body chunk.

@@ -26,11 +26,13 @@ use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
-use crate::host::{shared, shared_increment, Host, CAS_RETRIES};
+use crate::host::{
+    header_bytes, header_value, shared, shared_increment, HeaderPairs, Host, CAS_RETRIES,
+};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::pipeline::attempt;
-use crate::pipeline::track::{header_value, is_event_stream, now_ms, Accounting, Meter, StreamEnd};
+use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 use crate::route::prefs::ROUTER_FIELDS;
@@ -130,10 +132,11 @@ pub struct RequestFlow {
 
 /// The client's request headers, read with one host call: single reads cost a call (and an
 /// allocation in the VM) each, and removing a header the client never sent is a wasted call.
-/// When the map cannot be read, every lookup asks the host and every header counts as
-/// present (so that removals still happen).
+/// Values are the client's bytes; only the headers the router reads must be UTF-8
+/// ([`ClientHeaders::require_text`]). When the map cannot be read, every lookup asks the host
+/// and every header counts as present (so that removals still happen).
 #[derive(Debug, Default)]
-pub(crate) struct ClientHeaders(Option<Vec<(String, String)>>);
+pub(crate) struct ClientHeaders(Option<HeaderPairs>);
 
 impl ClientHeaders {
     pub(crate) fn read(host: &dyn Host) -> ClientHeaders {
@@ -146,12 +149,11 @@ impl ClientHeaders {
         ClientHeaders(None)
     }
 
+    /// The header's value, when the client sent it as UTF-8 (a value that is not reads as
+    /// absent: see `require_text` for the headers where that must be refused).
     pub(crate) fn get(&self, host: &dyn Host, name: &str) -> Option<String> {
         match &self.0 {
-            Some(headers) => headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone()),
+            Some(headers) => header_value(headers, name).map(str::to_owned),
             None => host.request_header(name).ok().flatten(),
         }
     }
@@ -161,6 +163,27 @@ impl ClientHeaders {
             Some(headers) => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)),
             None => true,
         }
+    }
+
+    /// A 400 naming the first of `names` that the client sent with a value that is not
+    /// UTF-8: the router cannot read it, so it must not guess (a key, an identity, a header
+    /// a rule matches).
+    pub(crate) fn require_text<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<(), ApiError> {
+        let Some(headers) = &self.0 else {
+            return Ok(());
+        };
+        for name in names {
+            let odd = headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case(name) && std::str::from_utf8(v).is_err());
+            if odd {
+                return Err(ApiError::invalid_header(name));
+            }
+        }
+        Ok(())
     }
 
     /// Removes `name` if the client sent it.
@@ -218,7 +241,7 @@ impl RequestFlow {
     fn served_by(
         &self,
         host: &mut dyn Host,
-        headers: &[(String, String)],
+        headers: &[(String, Vec<u8>)],
     ) -> Option<(String, u32)> {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
@@ -557,6 +580,10 @@ impl StreamFlow for RequestFlow {
         for name in attempt::INTERNAL_REQUEST_HEADERS {
             let _ = self.client.remove(host, name);
         }
+        if let Err(e) = self.client.require_text(self.read_headers()) {
+            self.begin(host, "other");
+            return self.reply(host, &e);
+        }
         let method = self.client.get(host, ":method");
         let path = self.client.get(host, ":path");
         let models_path = match (method.as_deref(), path.as_deref()) {
@@ -599,6 +626,14 @@ impl StreamFlow for RequestFlow {
         self.begin(host, endpoint.name());
         if end_of_stream {
             return self.reply(host, &missing_body());
+        }
+        let body_headers = ["content-encoding", "content-length"];
+        let rule_headers = self.plan.rules.iter().flat_map(|r| &r.matcher.headers);
+        let names = body_headers
+            .into_iter()
+            .chain(rule_headers.map(|h| h.name.as_str()));
+        if let Err(e) = self.client.require_text(names) {
+            return self.reply(host, &e);
         }
         if let Some(encoding) = self.client.get(host, "content-encoding") {
             if !encoding.trim().eq_ignore_ascii_case("identity") {
@@ -706,7 +741,7 @@ impl StreamFlow for RequestFlow {
             meter.reprice(m.scopes(key, &r.rule).rule_only());
         }
         let event_stream = is_event_stream(&upstream_headers);
-        if strip && event_stream && header_value(&upstream_headers, "content-length").is_some() {
+        if strip && event_stream && header_bytes(&upstream_headers, "content-length").is_some() {
             // Events are removed: the length the upstream announced would be wrong.
             let _ = host.set_response_header("content-length", None);
         }
@@ -804,7 +839,19 @@ impl RequestFlow {
         if let (Some(m), Some(i)) = (&self.metrics, self.caller) {
             m.clients.add(host, i, ClientStat::Forbidden, 1);
         }
-        ApiError::model_not_allowed(model.map(audit::loggable).as_deref())
+        ApiError::model_not_allowed(model)
+    }
+
+    /// The headers the router reads on every request: how it is routed, and, with
+    /// `clients`, who sends it. Their values must be UTF-8.
+    fn read_headers(&self) -> impl Iterator<Item = &str> {
+        let clients = self.plan.clients.as_ref();
+        let identity = clients.and_then(|c| c.identity_header.as_deref());
+        let credentials = clients.map_or(&[][..], |_| &CREDENTIAL_HEADERS[..]);
+        [":method", ":path"]
+            .into_iter()
+            .chain(credentials.iter().copied())
+            .chain(identity)
     }
 
     /// Removes the client's key and verified identity from the request.
@@ -987,7 +1034,7 @@ impl RequestFlow {
     fn stamp_diagnostics(
         &self,
         host: &mut dyn Host,
-        upstream_headers: &[(String, String)],
+        upstream_headers: &[(String, Vec<u8>)],
         attempts: Option<u32>,
     ) {
         let Some(r) = &self.report else {
@@ -1047,14 +1094,14 @@ impl RequestFlow {
 
 /// The caller's `x-ratelimit-*` instead of the provider's (which describe the router's
 /// provider key, shared by every client).
-fn stamp_rate_limits(host: &mut dyn Host, quota: &Quota, upstream_headers: &[(String, String)]) {
+fn stamp_rate_limits(host: &mut dyn Host, quota: &Quota, upstream_headers: &[(String, Vec<u8>)]) {
     let ours = rate_limit_headers(quota);
     for name in RATE_LIMIT_HEADERS {
         match ours.iter().find(|(n, _)| *n == name) {
             Some((_, value)) => {
                 let _ = host.set_response_header(name, Some(value));
             }
-            None if header_value(upstream_headers, name).is_some() => {
+            None if header_bytes(upstream_headers, name).is_some() => {
                 let _ = host.set_response_header(name, None);
             }
             None => {}

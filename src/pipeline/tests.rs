@@ -1773,3 +1773,5 @@ mod health {
 mod usage;
 
 mod clients;
+
+mod odd_bytes;

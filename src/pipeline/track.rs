@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use crate::config::plan::Plan;
 use crate::health::{retry_headers, Budget, HealthBoard, Outcome};
-use crate::host::Host;
+use crate::host::{header_value, HeaderPairs, Host};
 use crate::metrics::{Finish, Metrics, Scopes};
 use crate::usage::{BodyUsage, Edit, StreamUsage, Usage};
 
@@ -122,7 +122,7 @@ impl Tracker {
         &mut self,
         host: &mut dyn Host,
         plan: &Plan,
-        headers: &[(String, String)],
+        headers: &[(String, Vec<u8>)],
         flags: u64,
         now: u64,
     ) {
@@ -357,7 +357,7 @@ impl Accounting {
         plan: &Plan,
         flags: u64,
         strip: bool,
-    ) -> Vec<(String, String)> {
+    ) -> HeaderPairs {
         let headers = host.response_headers().unwrap_or_default();
         let now = now_ms(host);
         self.tracker
@@ -439,16 +439,8 @@ impl Accounting {
     }
 }
 
-/// A header's value by lower-case name.
-pub fn header_value<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 /// Whether the response is a stream of server-sent events.
-pub fn is_event_stream(headers: &[(String, String)]) -> bool {
+pub fn is_event_stream(headers: &[(String, Vec<u8>)]) -> bool {
     header_value(headers, "content-type").is_some_and(|v| {
         v.trim_start()
             .get(..17)
