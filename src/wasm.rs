@@ -14,7 +14,7 @@ use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
 use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::Metrics;
-use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow};
+use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow, Unconfigured};
 
 /// The `root_id` that makes an instance the failover attempt filter (configured as an
 /// upstream HTTP filter of the failover cluster); any other root id is the request filter.
@@ -94,7 +94,12 @@ impl RootContext for RouterRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let plan = self.plan.clone()?;
+        let Some(plan) = self.plan.clone() else {
+            return Some(Box::new(RouterHttp {
+                flow: Box::new(Unconfigured),
+                host: WasmHost,
+            }));
+        };
         let metrics = self.metrics.clone().unwrap_or_default();
         let flow: Box<dyn StreamFlow> = if self.attempt_filter {
             Box::new(AttemptFlow::new(plan).with_metrics(metrics))

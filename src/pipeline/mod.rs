@@ -8,6 +8,7 @@ pub mod track;
 pub use attempt::AttemptFlow;
 pub use request::{Flow, RequestFlow};
 
+use crate::errors::ApiError;
 use crate::host::Host;
 
 /// One HTTP stream as the filter sees it: the host hands each event to the flow.
@@ -29,6 +30,30 @@ pub trait StreamFlow {
     /// The end of the stream (Envoy's access-log callback, or the context going away):
     /// finishes what the request is counted in, once.
     fn on_log(&mut self, host: &mut dyn Host);
+}
+
+/// The stream of a filter without a configuration. Envoy never creates one (a plugin whose
+/// `on_configure` failed is not used), but the SDK traps if a root context gives no stream
+/// context, so this one answers 503 rather than let a request pass unrouted.
+pub struct Unconfigured;
+
+impl StreamFlow for Unconfigured {
+    fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        let error = ApiError::no_candidate("The router has no configuration.");
+        let json = [("content-type", crate::models::CONTENT_TYPE)];
+        let _ = host.send_local_reply(error.status, &json, &error.body());
+        Flow::Pause
+    }
+    fn on_request_body(&mut self, _: &mut dyn Host, _: usize, _: bool) -> Flow {
+        Flow::Pause
+    }
+    fn on_response_headers(&mut self, _: &mut dyn Host, _: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_response_body(&mut self, _: &mut dyn Host, _: usize, _: bool) -> Flow {
+        Flow::Continue
+    }
+    fn on_log(&mut self, _: &mut dyn Host) {}
 }
 
 #[cfg(test)]

@@ -115,3 +115,15 @@ fn odd_provider_headers_are_ignored_or_removed_never_trusted() {
     );
     assert_eq!(host.response_header(HEADER_UPSTREAM), Some("openai"));
 }
+
+#[test]
+fn a_filter_without_configuration_refuses_rather_than_passes() {
+    let mut host = chat(r#"{"model":"gpt-4o"}"#);
+    let mut flow = super::super::Unconfigured;
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("no_available_target"))
+    );
+}
