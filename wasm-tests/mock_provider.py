@@ -19,17 +19,22 @@ Library::
     ... p.port, p.url, p.requests, p.wait_for_requests(1), p.clear()
     p.set_response(status=500, body={"error": "boom"}); p.reset_response()
     p.set_stream([b'data: {"a":1}\n\n', b'data: [DONE]\n\n'], delay_ms=50, times=1)
+    p.set_stream([b'{}'], headers={"x-odd": b"\xff"}, trailers=[(b"x-t", b"\xfe")])
+    p.set_extra_headers({"x-odd": b"\xff\xfe"}, trailers={"x-t": b"\xfe"})  # on every answer
     ... p.stream_log, p.wait_for_streams(1)     # when each scripted chunk was written
     p.stop()
 
-Every request is recorded (method, path, headers in received order, exact body
-bytes) before it is answered. Answers always name the mock, the model and the
-path received, both in the body text and in ``x-mock-*`` response headers.
+Every request is recorded (method, path, headers in received order, the header
+lines as raw bytes, exact body bytes) before it is answered. Answers always name
+the mock, the model and the path received, both in the body text and in
+``x-mock-*`` response headers. Response header (and trailer) names and values may
+be bytes, e.g. bytes that are not UTF-8: they are written as given.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import http.server
 import json
 import signal
@@ -48,6 +53,10 @@ RESET_MID_STREAM = -2
 
 __all__ = ["MockProvider", "RecordedRequest", "StreamRecord", "main"]
 
+# The stdlib parser refuses requests with more than 100 header lines; Envoy's own limit is
+# about that many from the client, plus the headers it and the filter add.
+http.client._MAXHEADERS = max(getattr(http.client, "_MAXHEADERS", 100), 1000)
+
 
 # --------------------------------------------------------------------------
 # Recorded requests
@@ -62,6 +71,28 @@ class RecordedRequest:
     path: str  # raw request target, including any query string
     headers: list[tuple[str, str]] = field(default_factory=list)  # received order, original case
     body: bytes = b""  # exact bytes (de-chunked if it came chunked)
+    #: The header lines exactly as received (no CRLF), in order. ``headers`` went through the
+    #: stdlib's str parser, which may split or alter values with bytes >= 0x80.
+    raw_header_lines: list[bytes] = field(default_factory=list)
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """(name, value) as bytes: the value without the leading and trailing SP / HTAB
+        (which are not part of a field value), everything else as on the wire."""
+        out = []
+        for line in self.raw_header_lines:
+            name, _, value = line.partition(b":")
+            out.append((name, value.strip(b" \t")))
+        return out
+
+    def raw_header(self, name) -> Optional[bytes]:
+        """First value of header ``name`` (case-insensitive) as raw bytes, or None."""
+        vals = self.raw_header_all(name)
+        return vals[0] if vals else None
+
+    def raw_header_all(self, name) -> list[bytes]:
+        lname = (name.encode("latin-1") if isinstance(name, str) else name).lower()
+        return [v for k, v in self.raw_headers if k.lower() == lname]
 
     def header(self, name: str) -> Optional[str]:
         """First value of header ``name`` (case-insensitive), or None."""
@@ -107,11 +138,41 @@ class _StreamScript:
     chunks: list[bytes]
     delay_ms: float
     headers: list[tuple[str, str]]
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _LineTee:
+    """Reads lines from ``fp`` and keeps a copy of each (the raw request header lines)."""
+
+    def __init__(self, fp):
+        self._fp = fp
+        self.lines: list[bytes] = []
+
+    def readline(self, *args):
+        line = self._fp.readline(*args)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
 
 
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, str]]:
+    """A dict or list of (name, value) as str pairs; bytes become the str of the same code
+    points (latin-1), which ``send_header`` writes back as exactly those bytes."""
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    out = []
+    for k, v in items:
+        out.append(tuple(x.decode("latin-1") if isinstance(x, (bytes, bytearray)) else str(x)
+                         for x in (k, v)))
+    return out
 
 
 def _sanitize(value: str, limit: int = 512) -> str:
@@ -204,6 +265,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self):
         return self.server_version
 
+    def parse_request(self):
+        tee = _LineTee(self.rfile)
+        self.rfile, orig = tee, self.rfile
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = orig
+            self.raw_header_lines = [ln.rstrip(b"\r\n") for ln in tee.lines
+                                     if ln not in (b"\r\n", b"\n", b"")]
+
     # ---- quiet, no reverse DNS ------------------------------------------------
     def address_string(self):
         return str(self.client_address[0])
@@ -295,6 +366,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             path=self.path,
             headers=[(k, v) for k, v in self.headers.items()],
             body=body,
+            raw_header_lines=list(getattr(self, "raw_header_lines", [])),
         )
         n = p._record(rec)
         if p.latency_ms > 0:
@@ -321,7 +393,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(0.05)
                     self._reset_connection()
                     return
-                hdrs = [("x-mock-upstream", _sanitize(p.name))]
+                hdrs = [("x-mock-upstream", _sanitize(p.name))] + p._extra_headers
                 names = {k.lower() for k, _ in oheaders}
                 if "content-type" not in names:
                     hdrs.append(("content-type", "application/json"))
@@ -376,7 +448,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ("x-mock-model", _sanitize(_model_text(model))),
             ("x-mock-path", _sanitize(self.path, 2048)),
             ("x-mock-request-n", str(n)),
-        ]
+        ] + p._extra_headers
 
     def _answer(self, p: "MockProvider", rec: RecordedRequest, n: int):
         path_only = rec.path.split("?", 1)[0].rstrip("/")
@@ -533,7 +605,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._write_chunk(chunk)
                 with p._lock:
                     log.chunks.append((t, len(chunk)))
-            self._end_stream()
+            self._end_stream(script.trailers + p._extra_trailers)
             with p._lock:
                 log.done = True
         except OSError as e:
@@ -574,9 +646,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         self.wfile.flush()
 
-    def _end_stream(self):
+    def _end_stream(self, trailers: Optional[Iterable[tuple[str, str]]] = None):
+        if trailers is None:
+            trailers = self.server.provider._extra_trailers
         if self._chunked:
-            self.wfile.write(b"0\r\n\r\n")
+            tail = b"".join(("%s: %s\r\n" % kv).encode("latin-1") for kv in trailers)
+            self.wfile.write(b"0\r\n" + tail + b"\r\n")
         self.wfile.flush()
 
     def _emit(self, p: "MockProvider", first: bool, payload: str, event: Optional[str] = None):
@@ -722,6 +797,8 @@ class MockProvider:
         self._override: Any = None  # (status, body, headers) or a _StreamScript
         self._override_left: Optional[int] = None
         self._streams: list[StreamRecord] = []
+        self._extra_headers: list[tuple[str, str]] = []
+        self._extra_trailers: list[tuple[str, str]] = []
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -831,8 +908,8 @@ class MockProvider:
         status ``RESET`` aborts the connection (TCP RST) instead of answering.
 
         body: bytes, str (UTF-8 encoded), or any other value (JSON-encoded).
-        headers: dict or list of (name, value); content-type defaults to
-            application/json; Content-Length is always computed.
+        headers: dict or list of (name, value), str or bytes (written as given);
+            content-type defaults to application/json; Content-Length is always computed.
         times: apply only to the next ``times`` requests, then revert to normal
             behaviour (None = until reset_response()).
         Requests are still recorded.
@@ -843,12 +920,7 @@ class MockProvider:
             data = body.encode("utf-8")
         else:
             data = _dumps(body).encode("utf-8")
-        if headers is None:
-            hdrs: list[tuple[str, str]] = []
-        elif isinstance(headers, dict):
-            hdrs = [(str(k), str(v)) for k, v in headers.items()]
-        else:
-            hdrs = [(str(k), str(v)) for k, v in headers]
+        hdrs = _header_pairs(headers)
         with self._lock:
             self._override = (int(status), data, hdrs)
             self._override_left = times
@@ -860,6 +932,7 @@ class MockProvider:
         times: Optional[int] = None,
         status: int = 200,
         headers: Any = None,
+        trailers: Any = None,
     ) -> None:
         """Answer the following request(s) with exactly these bytes, chunk by chunk, in time.
 
@@ -867,7 +940,9 @@ class MockProvider:
         no-cache unless ``headers`` name them; the usual ``x-mock-*`` headers; then
         ``headers``, a dict or list of (name, value)) is sent at once; then each chunk is
         written as one HTTP/1.1 chunked-encoding chunk in its own send (TCP_NODELAY), with
-        ``delay_ms`` of sleep before every chunk but the first; then the zero-length chunk.
+        ``delay_ms`` of sleep before every chunk but the first; then the zero-length chunk
+        and ``trailers`` (a dict or list of (name, value)). Header and trailer names and
+        values may be bytes: they are written as given.
         (An HTTP/1.0 request gets the raw bytes and a closed connection instead.)
 
         chunks: non-empty bytes (str is UTF-8 encoded); they need not be whole SSE events.
@@ -882,14 +957,12 @@ class MockProvider:
             if not b:
                 raise ValueError("set_stream: empty chunk (it would end the chunked body)")
             data.append(b)
-        if isinstance(headers, dict):
-            hdrs = [(str(k), str(v)) for k, v in headers.items()]
-        else:
-            hdrs = [(str(k), str(v)) for k, v in (headers or [])]
+        hdrs = _header_pairs(headers)
+        tlrs = _header_pairs(trailers)
         if times is not None and times < 1:
             raise ValueError("set_stream: times must be >= 1 or None")
         with self._lock:
-            self._override = _StreamScript(int(status), data, float(delay_ms), hdrs)
+            self._override = _StreamScript(int(status), data, float(delay_ms), hdrs, tlrs)
             self._override_left = times
 
     def _add_stream(self, rec: StreamRecord) -> None:
@@ -918,11 +991,24 @@ class MockProvider:
                 self._cond.wait(left)
         return self.stream_log
 
+    def set_extra_headers(self, headers: Any = None, trailers: Any = None) -> None:
+        """Add ``headers`` to the head of every following answer (the normal ones, set_response
+        and set_stream ones) and ``trailers`` after the last chunk of every chunked one (streams),
+        until reset_response(). Both a dict or list of (name, value), str or bytes (written as
+        given, e.g. bytes that are not UTF-8)."""
+        hdrs, tlrs = _header_pairs(headers), _header_pairs(trailers)
+        with self._lock:
+            self._extra_headers = hdrs
+            self._extra_trailers = tlrs
+
     def reset_response(self) -> None:
-        """Back to normal (mock LLM) answers (cancels set_response and set_stream)."""
+        """Back to normal (mock LLM) answers (cancels set_response, set_stream and
+        set_extra_headers)."""
         with self._lock:
             self._override = None
             self._override_left = None
+            self._extra_headers = []
+            self._extra_trailers = []
 
     def _take_override(self):
         with self._lock:
