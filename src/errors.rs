@@ -84,6 +84,15 @@ impl ApiError {
         }
     }
 
+    /// 400: a routed request whose body ends with trailers.
+    pub fn trailers_not_supported() -> Self {
+        ApiError::invalid_request(
+            "Request trailers are not supported on this endpoint; send the JSON body alone.",
+            None,
+            "unsupported_trailers",
+        )
+    }
+
     pub fn body_too_large(limit: usize) -> Self {
         ApiError {
             status: 413,

@@ -147,6 +147,10 @@ impl HttpContext for RouterHttp {
         )
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        to_action(self.flow.on_request_trailers(&mut self.host))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         to_action(self.flow.on_response_headers(&mut self.host, end_of_stream))
     }

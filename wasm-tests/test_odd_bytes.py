@@ -307,7 +307,7 @@ def h1(port: int, method: str, path: str, headers: Iterable = (), body: Optional
 
 
 def h2_request(port: int, method: str, path: str, headers: Iterable = (), body: Optional[bytes] = None,
-               timeout: float = 10.0) -> Reply:
+               timeout: float = 10.0, request_trailers: Iterable = ()) -> Reply:
     """One HTTP/2 (prior knowledge) request on a new connection, header bytes unvalidated.
     A stream reset or a closed connection gives status None (and says so in ``note``)."""
     cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
@@ -320,8 +320,11 @@ def h2_request(port: int, method: str, path: str, headers: Iterable = (), body: 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         conn.initiate_connection()
         conn.send_headers(1, hdrs, end_stream=body is None)
+        request_trailers = [(_b(k), _b(v)) for k, v in request_trailers]
         if body is not None:
-            conn.send_data(1, body, end_stream=True)
+            conn.send_data(1, body, end_stream=not request_trailers)
+        if request_trailers:
+            conn.send_headers(1, request_trailers, end_stream=True)
         s.sendall(conn.data_to_send())
         deadline, done = time.monotonic() + timeout, False
         while not done and time.monotonic() < deadline:
@@ -818,3 +821,28 @@ def test_odd_response_trailers(plain, mock_a, mock_b, target, http2):
     assert_answer(plain, target, resp)
     assert_got_exactly(plain, resp, ODD_TRAILERS, trailers=True)
     assert_still_serving(plain)
+
+
+# ---------------------------------------------------------------------------
+# Request trailers: a routed body that ends with trailers is refused, never passed unrouted
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "keyed"])
+def test_routed_body_ending_in_trailers_is_refused(kind, _routers, mock_a, mock_b):
+    r = _routers.get(kind)
+    body = json.dumps({"model": "smart", "messages": MESSAGES}).encode()
+    headers = [("content-type", "application/json")]
+    if kind == "keyed":
+        headers.append(("authorization", "Bearer " + CLIENT_KEY))
+    for trailers in ([("x-t", "1")], [("x-odd", b"\xff\xfe")]):
+        resp = h2_request(r.port, "POST", "/v1/chat/completions", headers, body,
+                          request_trailers=trailers)
+        assert resp.status == 400, "%r%s" % (resp, trouble(r))
+        assert resp.json()["error"]["code"] == "unsupported_trailers", resp
+    assert not mock_a.requests and not mock_b.requests, "a trailered body reached a provider"
+    # A passed-through path keeps its trailers (nothing the router reads).
+    if kind == "plain":
+        resp = h2_request(r.port, "POST", "/v1/files", headers, b"{}", request_trailers=[("x-t", "1")])
+        assert resp.status == 200, "%r%s" % (resp, trouble(r))
+    assert_still_serving(r, key=kind == "keyed")

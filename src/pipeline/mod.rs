@@ -20,6 +20,11 @@ pub trait StreamFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow;
+    /// Request trailers: the body has ended without an end-of-stream data frame. A flow that
+    /// waits for the whole body must not let such a request pass unread.
+    fn on_request_trailers(&mut self, _host: &mut dyn Host) -> Flow {
+        Flow::Continue
+    }
     fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow;
     fn on_response_body(
         &mut self,

@@ -709,6 +709,17 @@ impl StreamFlow for RequestFlow {
         }
     }
 
+    /// A routed endpoint's body that ends in trailers: refused, since the body is never seen
+    /// whole in a body callback (and LLM APIs have no request trailers). Passing it on would
+    /// send it unrouted.
+    fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        match self.state {
+            State::Buffering(_) => self.reply(host, &ApiError::trailers_not_supported()),
+            State::Replied => Flow::Pause,
+            _ => Flow::Continue,
+        }
+    }
+
     fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         if self.state != State::Routed {
             return Flow::Continue;

@@ -127,3 +127,31 @@ fn a_filter_without_configuration_refuses_rather_than_passes() {
         (503, Some("no_available_target"))
     );
 }
+
+#[test]
+fn a_routed_body_that_ends_in_trailers_is_refused_not_passed_on() {
+    let body = r#"{"model":"gpt-4o"}"#;
+    let mut host = chat(body);
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(
+        flow.on_request_body(&mut host, body.len(), false),
+        Flow::Pause
+    );
+    assert_eq!(flow.on_request_trailers(&mut host), Flow::Pause);
+    let (status, v) = reply(&host);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("unsupported_trailers"))
+    );
+    assert_eq!(
+        host.header("x-llm-router-cluster"),
+        None,
+        "not routed, not passed on"
+    );
+    // Not a routed endpoint: trailers pass.
+    let mut host = post("/v1/files", body);
+    let mut flow = flow_for(test_plan());
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
+    assert_eq!(flow.on_request_trailers(&mut host), Flow::Continue);
+}
