@@ -84,6 +84,15 @@ impl ApiError {
         }
     }
 
+    /// 400: a path that would be a routed endpoint but cannot be read safely.
+    pub fn invalid_path() -> Self {
+        ApiError::invalid_request(
+            "The request path cannot be read safely (an encoded slash, backslash or NUL, a bad escape, or `..` above the root); send the plain path, e.g. /v1/chat/completions.",
+            None,
+            "invalid_path",
+        )
+    }
+
     /// 400: a routed request whose body ends with trailers.
     pub fn trailers_not_supported() -> Self {
         ApiError::invalid_request(

@@ -16,6 +16,7 @@ pub mod health;
 pub mod host;
 pub mod metrics;
 pub mod models;
+pub mod path;
 pub mod pipeline;
 pub mod rewrite;
 pub mod route;

@@ -31,6 +31,7 @@ use crate::host::{
 };
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
+use crate::path::{self, PathKind};
 use crate::pipeline::attempt;
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
@@ -128,6 +129,8 @@ pub struct RequestFlow {
     quota: Option<Quota>,
     /// Tokens charged to the caller's ledger at admission; `Some` while its end is owed.
     ledger_charged: Option<u64>,
+    /// The canonical path of a routed endpoint (with the query string), as sent upstream.
+    path: Option<String>,
 }
 
 /// The client's request headers, read with one host call: single reads cost a call (and an
@@ -215,6 +218,7 @@ impl RequestFlow {
             caller: None,
             quota: None,
             ledger_charged: None,
+            path: None,
         }
     }
 
@@ -509,7 +513,11 @@ impl RequestFlow {
         {
             self.client.remove(host, h)?;
         }
-        let path = self.client.get(host, ":path");
+        // The canonical path goes upstream, however the client spelled it.
+        let path = self.path.clone();
+        if upstream.path_prefix == "/v1" && path != self.client.get(host, ":path") {
+            set(host, ":path", path.as_deref())?;
+        }
         rewrite_for_upstream(
             host,
             &plan,
@@ -585,15 +593,27 @@ impl StreamFlow for RequestFlow {
             return self.reply(host, &e);
         }
         let method = self.client.get(host, ":method");
-        let path = self.client.get(host, ":path");
-        let models_path = match (method.as_deref(), path.as_deref()) {
-            (Some("GET" | "HEAD"), Some(path)) => Some(path),
-            _ => None,
+        let raw_path = self.client.get(host, ":path");
+        let kind = raw_path.as_deref().map_or(PathKind::Other, path::classify);
+        let (models_path, endpoint) = match (method.as_deref(), kind) {
+            (Some("GET" | "HEAD"), PathKind::Models { canonical }) => (Some(canonical), None),
+            (
+                Some("POST"),
+                PathKind::Endpoint {
+                    endpoint,
+                    canonical,
+                },
+            ) => {
+                self.path = Some(canonical);
+                (None, Some(endpoint))
+            }
+            (Some("GET" | "HEAD" | "POST"), PathKind::Unsafe) => {
+                self.begin(host, "other");
+                return self.reply(host, &ApiError::invalid_path());
+            }
+            _ => (None, None),
         };
-        let endpoint = match (method.as_deref(), path.as_deref()) {
-            (Some("POST"), Some(path)) => Endpoint::from_path(path),
-            _ => None,
-        };
+        let models_path = models_path.as_deref();
         if self.plan.clients.is_some() {
             if let Err(e) = self.identify(host) {
                 let name = match (models_path, endpoint) {

@@ -803,12 +803,50 @@ fn every_routed_endpoint() {
         "/v1/chat/completions/",
     ] {
         let (_, host) = routed(test_plan(), post(path, r#"{"model":"smart","input":"x"}"#));
+        // The canonical path (no trailing slash) under the upstream's prefix.
         let want = format!(
             "/openai/deployments/gpt4o{}",
-            path.strip_prefix("/v1").unwrap_or(path)
+            path.strip_prefix("/v1")
+                .unwrap_or(path)
+                .trim_end_matches('/')
         );
         assert_eq!(host.header(":path"), Some(want.as_str()), "{path}");
     }
+}
+
+#[test]
+fn look_alike_paths_route_as_the_canonical_one_and_go_upstream_canonical() {
+    for raw in [
+        "//v1/chat/completions",
+        "/V1/chat/./completions;x=1",
+        "/v1/chat/../chat//completions?beta=1",
+        "/%761/chat/completions",
+    ] {
+        let (_, host) = routed(test_plan(), post(raw, r#"{"model":"gpt-4o"}"#));
+        let query = raw.find('?').map_or("", |i| &raw[i..]);
+        let want = format!("/v1/chat/completions{query}");
+        assert_eq!(host.header(":path"), Some(want.as_str()), "{raw}");
+        assert_eq!(host.header("x-llm-router-cluster"), Some("openai-cluster"));
+        assert!(body_str(&host).contains("gpt-4o"));
+    }
+    for raw in [
+        "/v1/chat%2Fcompletions",
+        "/v1\\chat/completions",
+        "/../v1/messages",
+    ] {
+        let (status, v, _, host) = refused(test_plan(), post(raw, r#"{"model":"gpt-4o"}"#));
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("invalid_path"))
+        );
+        assert_eq!(host.header(":path"), Some(raw));
+    }
+    // GET /v1/models spelled otherwise is answered as /v1/models.
+    let mut host = MockHost::with_request(&[(":method", "GET"), (":path", "//V1/models/")], b"");
+    flow_for(test_plan()).on_request_headers(&mut host, true);
+    let reply = host.local_reply.expect("answered");
+    assert_eq!(reply.status, 200);
+    assert!(String::from_utf8_lossy(&reply.body).contains("gpt-4o"));
 }
 
 #[test]
