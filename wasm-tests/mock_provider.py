@@ -37,6 +37,7 @@ import argparse
 import http.client
 import http.server
 import json
+import zlib
 import signal
 import socket
 import sys
@@ -64,6 +65,39 @@ http.client._MAXHEADERS = max(getattr(http.client, "_MAXHEADERS", 100), 1000)
 
 
 @dataclass
+class _Encoder:
+    """Incremental gzip / deflate / br / zstd, as a provider compresses a body or a stream."""
+
+    def __init__(self, coding: str):
+        self.coding = coding
+        if coding in ("gzip", "deflate"):
+            self.z = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+        elif coding == "br":
+            import brotli
+
+            self.z = brotli.Compressor()
+        elif coding == "zstd":
+            import zstandard
+
+            self.z = zstandard.ZstdCompressor().compressobj()
+        else:
+            raise ValueError("unknown coding %r" % coding)
+
+    def push(self, data: bytes, flush: bool = False) -> bytes:
+        if self.coding == "br":
+            return self.z.process(data) + (self.z.flush() if flush else b"")
+        if self.coding == "zstd":
+            import zstandard
+
+            return self.z.compress(data) + (self.z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK) if flush else b"")
+        return self.z.compress(data) + (self.z.flush(zlib.Z_SYNC_FLUSH) if flush else b"")
+
+    def finish(self) -> bytes:
+        if self.coding == "br":
+            return self.z.finish()
+        return self.z.flush()
+
+
 class RecordedRequest:
     """One request as the mock received it."""
 
@@ -424,12 +458,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _encoder(self):
+        """A compressor for the provider's ``compress`` coding when the request accepts it (as a
+        provider behind a CDN answers), else None; sends the content-encoding header."""
+        coding = getattr(self.server.provider, "compress", None)
+        accepted = [t.split(";")[0].strip().lower()
+                    for t in (self.headers.get("Accept-Encoding") or "").split(",")]
+        if not coding or coding not in accepted:
+            return None
+        self.send_header("Content-Encoding", coding)
+        return _Encoder(coding)
+
     def _send_bytes(self, status: int, data: bytes, headers: Iterable[tuple[str, str]]):
         self.send_response(status)
         for k, v in headers:
             if k.lower() in ("content-length", "transfer-encoding"):
                 continue
             self.send_header(k, v)
+        encoder = self._encoder()
+        if encoder is not None:
+            data = encoder.push(data) + encoder.finish()
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
@@ -619,7 +667,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # ---- streaming -------------------------------------------------------------
     def _send_framing(self):
         """A stream's framing header: chunked on HTTP/1.1; HTTP/1.0 gets the raw bytes and a
-        closed connection."""
+        closed connection. A compressed stream is flushed at every write."""
+        self._stream_encoder = self._encoder()
         if self._chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -640,6 +689,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _write_chunk(self, data: bytes):
         if not data:
             return
+        encoder = getattr(self, "_stream_encoder", None)
+        if encoder is not None:
+            data = encoder.push(data, flush=True)
         if self._chunked:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
@@ -649,6 +701,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _end_stream(self, trailers: Optional[Iterable[tuple[str, str]]] = None):
         if trailers is None:
             trailers = self.server.provider._extra_trailers
+        encoder = getattr(self, "_stream_encoder", None)
+        if encoder is not None:
+            self._stream_encoder = None
+            tail_bytes = encoder.finish()
+            if tail_bytes:
+                self._write_chunk(tail_bytes)
         if self._chunked:
             tail = b"".join(("%s: %s\r\n" % kv).encode("latin-1") for kv in trailers)
             self.wfile.write(b"0\r\n" + tail + b"\r\n")
@@ -799,6 +857,8 @@ class MockProvider:
         self._streams: list[StreamRecord] = []
         self._extra_headers: list[tuple[str, str]] = []
         self._extra_trailers: list[tuple[str, str]] = []
+        #: Content coding (gzip, deflate, br, zstd) of answers to requests that accept it.
+        self.compress: Optional[str] = None
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -1009,6 +1069,7 @@ class MockProvider:
             self._override_left = None
             self._extra_headers = []
             self._extra_trailers = []
+            self.compress = None
 
     def _take_override(self):
         with self._lock:

@@ -506,6 +506,10 @@ impl RequestFlow {
         for name in CLIENT_RETRY_HEADERS {
             self.client.remove(host, name)?;
         }
+        // The provider is asked only for codings this Envoy decompresses before the router
+        // reads the answer (decompressor filters append theirs), or for none: usage must be
+        // readable whatever the client accepts. Envoy's compressor serves the client's.
+        self.client.remove(host, "accept-encoding")?;
         if let Some(h) = plan
             .clients
             .as_ref()
