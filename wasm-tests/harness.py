@@ -9,7 +9,7 @@ needs it:
   race between choosing a port and binding it);
 * the endpoints of clusters ``mock-a`` / ``mock-b`` pointed at the test's mock providers,
   and optional extra STATIC clusters (``mock-c``, ...) cloned from ``mock-a``;
-* the wasm file name made absolute;
+* the wasm file name made absolute (or another module: ``wasm=``, e.g. ``FIXTURE_WASM``);
 * the plugin configuration replaced by a given dict (``json.dumps``) when the test has
   its own;
 * extra ``vm_config.environment_variables.host_env_keys`` appended;
@@ -44,6 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
 WASM = os.path.join(REPO, "target", "wasm32-wasip1", "release", "llm_router.wasm")
+#: wasm-tests/vm_trap.rs, a stand-in VM that traps on request (``make fixtures`` builds it).
+FIXTURE_WASM = os.path.join(REPO, "target", "wasm32-wasip1", "release", "examples", "vm_trap.wasm")
 READY_TIMEOUT = 20.0
 #: Variables Envoy must not inherit from the developer's shell: tests decide which keys exist.
 SCRUBBED_ENV = ("MOCK_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -104,6 +106,15 @@ def wasm_filter_config(doc: dict) -> dict:
     raise EnvoyError("no llm_router filter in envoy.yaml")
 
 
+def attempt_filter_config(doc: dict) -> dict:
+    """The `config` of the attempt filter (llm_router_attempt) on the llm_failover cluster."""
+    opts = _cluster(doc, "llm_failover")["typed_extension_protocol_options"]
+    for f in opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]:
+        if f["name"] == "llm_router_attempt":
+            return f["typed_config"]["config"]
+    raise EnvoyError("no llm_router_attempt filter in envoy.yaml")
+
+
 def bundled_plugin_config() -> dict:
     """The plugin configuration shipped in envoy/envoy.yaml, parsed."""
     return json.loads(wasm_filter_config(load_bundled())["configuration"]["value"])
@@ -129,6 +140,7 @@ def build_config(
     listener_port: int = 0,
     admin_port: int = 0,
     access_log_path: Optional[str] = None,
+    wasm_path: Optional[str] = None,
 ) -> dict:
     """The bundled YAML with the test's changes applied (see module doc)."""
     doc = load_bundled()
@@ -148,7 +160,8 @@ def build_config(
             doc["static_resources"]["clusters"].append(cluster)
         _set_endpoint(cluster, port)
     wasm = wasm_filter_config(doc)
-    wasm["vm_config"]["code"]["local"]["filename"] = WASM
+    # vm_config is one YAML anchor: the attempt filter loads the same file.
+    wasm["vm_config"]["code"]["local"]["filename"] = wasm_path or WASM
     if plugin_config is not None:
         wasm["configuration"]["value"] = json.dumps(plugin_config)
     keys = wasm["vm_config"].setdefault("environment_variables", {}).setdefault("host_env_keys", [])
@@ -201,6 +214,7 @@ class EnvoyRouter:
         concurrency: int = 2,
         log_level: str = "warn",
         name: str = "envoy",
+        wasm: Optional[str] = None,
     ):
         ports: dict[str, int] = {}
         for cname, mock in (("mock-a", mock_a), ("mock-b", mock_b)):
@@ -215,6 +229,8 @@ class EnvoyRouter:
         self.concurrency = concurrency
         self.log_level = log_level
         self.name = name
+        #: The module both wasm filters load (default: the router, WASM).
+        self.wasm = wasm or WASM
         self.proc: Optional[subprocess.Popen] = None
         self.workdir: Optional[str] = None
         self.log_path = ""
@@ -230,11 +246,11 @@ class EnvoyRouter:
     def config_doc(self) -> dict:
         """The bootstrap to run; subclasses may build another (``self.workdir`` exists)."""
         return build_config(self.plugin_config, self.cluster_ports, self.extra_env_keys,
-                            access_log_path=self.access_log_path)
+                            access_log_path=self.access_log_path, wasm_path=self.wasm)
 
     def start(self) -> "EnvoyRouter":
-        if not os.path.exists(WASM):
-            raise EnvoyError("%s is missing: run `make build`" % WASM)
+        if not os.path.exists(self.wasm):
+            raise EnvoyError("%s is missing: run `make build fixtures`" % self.wasm)
         self.workdir = tempfile.mkdtemp(prefix="llm-router-%s-" % self.name)
         self.access_log_path = os.path.join(self.workdir, "access.jsonl")
         doc = self.config_doc()
