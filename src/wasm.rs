@@ -155,6 +155,10 @@ impl HttpContext for RouterHttp {
         to_action(self.flow.on_response_headers(&mut self.host, end_of_stream))
     }
 
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        to_action(self.flow.on_response_trailers(&mut self.host))
+    }
+
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         to_action(
             self.flow

@@ -64,7 +64,6 @@ http.client._MAXHEADERS = max(getattr(http.client, "_MAXHEADERS", 100), 1000)
 # --------------------------------------------------------------------------
 
 
-@dataclass
 class _Encoder:
     """Incremental gzip / deflate / br / zstd, as a provider compresses a body or a stream."""
 
@@ -98,6 +97,7 @@ class _Encoder:
         return self.z.flush()
 
 
+@dataclass
 class RecordedRequest:
     """One request as the mock received it."""
 

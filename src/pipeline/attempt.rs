@@ -331,6 +331,12 @@ impl StreamFlow for AttemptFlow {
         Flow::Continue
     }
 
+    fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        // Every chunk was read as it passed; the body ends here.
+        let _ = self.acc.on_response_body(host, 0, true);
+        Flow::Continue
+    }
+
     /// The end of the attempt (a failed one ends when the router retries).
     fn on_log(&mut self, host: &mut dyn Host) {
         if self.acc.is_open() {

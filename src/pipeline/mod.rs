@@ -26,6 +26,12 @@ pub trait StreamFlow {
         Flow::Continue
     }
     fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow;
+    /// Response trailers: the body ended without an end-of-stream data frame (Envoy's
+    /// decompressor adds trailers, and so may a provider). What waits for the end of the body
+    /// (usage, the cost header) must finish here.
+    fn on_response_trailers(&mut self, _host: &mut dyn Host) -> Flow {
+        Flow::Continue
+    }
     fn on_response_body(
         &mut self,
         host: &mut dyn Host,

@@ -829,6 +829,16 @@ impl StreamFlow for RequestFlow {
         Flow::Continue
     }
 
+    fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        if self.state != State::Routed {
+            return Flow::Continue;
+        }
+        // Held, Envoy has buffered the whole body: read it now. Otherwise every chunk was
+        // read as it passed, and the host's body buffer is no chunk of ours any more.
+        let size = if self.holding { usize::MAX } else { 0 };
+        self.on_response_body(host, size, true)
+    }
+
     /// The end of the stream (Envoy's access-log callback): finishes the tracked request
     /// and publishes its record.
     fn on_log(&mut self, host: &mut dyn Host) {

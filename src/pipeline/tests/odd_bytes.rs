@@ -155,3 +155,30 @@ fn a_routed_body_that_ends_in_trailers_is_refused_not_passed_on() {
     assert_eq!(flow.on_request_headers(&mut host, false), Flow::Continue);
     assert_eq!(flow.on_request_trailers(&mut host), Flow::Continue);
 }
+
+#[test]
+fn an_answer_that_ends_in_trailers_still_gives_its_usage() {
+    // Envoy's decompressor ends a decompressed body with trailers: no end-of-stream chunk.
+    let (mut flow, mut host) = routed(test_plan(), chat(r#"{"model":"gpt-4o"}"#));
+    host.response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ];
+    assert_eq!(flow.on_response_headers(&mut host, false), Flow::Continue);
+    host.response_body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#.to_vec();
+    let len = host.response_body.len();
+    flow.on_response_body(&mut host, len, false);
+    // At the trailers the host's buffer is no chunk of ours: it must not be read again.
+    host.response_body = b"garbage".to_vec();
+    assert_eq!(flow.on_response_trailers(&mut host), Flow::Continue);
+    flow.on_log(&mut host);
+    let usage = host
+        .filter_state
+        .get(crate::audit::STATE_USAGE)
+        .expect("usage published");
+    let v: Value = serde_json::from_slice(usage).unwrap();
+    assert_eq!(
+        (v["prompt_tokens"].as_u64(), v["completion_tokens"].as_u64()),
+        (Some(3), Some(4))
+    );
+}
