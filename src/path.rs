@@ -61,7 +61,7 @@ pub fn classify(raw: &str) -> PathKind {
             canonical: format!("/v1{}{query}", endpoint.suffix()),
         },
         None => {
-            // The id stays percent-encoded where decoding made it ambiguous (`%`, `?`, `#`).
+            // The id stays percent-encoded where decoding made it ambiguous (`%`).
             let id: Vec<String> = segments.iter().skip(2).map(|s| reencode(s)).collect();
             let canonical = match id.is_empty() {
                 true => format!("/v1/models{query}"),
@@ -77,13 +77,18 @@ pub fn classify(raw: &str) -> PathKind {
 /// that a path that could reach an endpoint is recognised and refused.
 fn segments(path: &str) -> (Vec<String>, bool) {
     let (decoded, mut safe) = decode(path.as_bytes());
-    let text = match String::from_utf8(decoded) {
+    let mut text = match String::from_utf8(decoded) {
         Ok(t) => t,
         Err(e) => {
             safe = false;
             String::from_utf8_lossy(e.as_bytes()).into_owned()
         }
     };
+    // A decoded `?` or `#` (`%3F`, `%23`) ends the path for a server that decodes first.
+    if let Some(end) = text.find(['?', '#']) {
+        safe = false;
+        text.truncate(end);
+    }
     let mut out: Vec<String> = Vec::new();
     for segment in text.split('/') {
         // `;` parameters are cut: servers differ on whether `a;x` is `a`.
@@ -137,12 +142,10 @@ fn decode(bytes: &[u8]) -> (Vec<u8>, bool) {
     (out, safe)
 }
 
-/// A decoded segment as a path may carry it: `%`, `?` and `#` escaped again.
+/// A decoded segment as a path may carry it: `%` escaped again (a decoded `?` or `#`
+/// already made the path unsafe).
 fn reencode(segment: &str) -> String {
-    segment
-        .replace('%', "%25")
-        .replace('?', "%3F")
-        .replace('#', "%23")
+    segment.replace('%', "%25")
 }
 
 fn hex(b: &u8) -> Option<u8> {
@@ -210,6 +213,9 @@ mod tests {
             "/../v1/chat/completions",
             "/v1/%ff/../chat/completions",
             "/v1/models%2Fgpt-4o",
+            "/v1/chat/completions%3Fx=1",
+            "/v1/chat/completions%23frag",
+            "/v1/responses%3F",
         ] {
             assert_eq!(classify(raw), PathKind::Unsafe, "{raw}");
         }
@@ -247,9 +253,7 @@ mod tests {
             classify("/v1/models/meta-llama/Llama-3"),
             models("/v1/models/meta-llama/Llama-3")
         );
-        assert_eq!(
-            classify("/v1/models/a%2541%3F"),
-            models("/v1/models/a%2541%3F")
-        );
+        assert_eq!(classify("/v1/models/a%2541"), models("/v1/models/a%2541"));
+        assert_eq!(classify("/v1/models/a%3F"), PathKind::Unsafe);
     }
 }

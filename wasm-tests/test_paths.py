@@ -55,6 +55,7 @@ TABLE = [
     ("/v1/chat%5Ccompletions", None),
     ("/../v1/chat/completions", None),
     ("/v1/chat/completions%00", None),
+    ("/v1/chat/completions%3Fx=1", None),
 ]
 # Paths that are not endpoints in any reading: passed through untouched.
 NOT_OURS = ["/v1/chat/completionsX", "/v2/chat/completions", "/v1/files"]
