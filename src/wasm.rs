@@ -249,6 +249,10 @@ impl Host for WasmHost {
         abi::buffer(abi::RESPONSE_BODY, 0, len).map_err(|s| status("get_buffer_bytes", s))
     }
 
+    fn response_body_range(&self, start: usize, len: usize) -> HostResult<Option<Vec<u8>>> {
+        abi::buffer(abi::RESPONSE_BODY, start, len).map_err(|s| status("get_buffer_bytes", s))
+    }
+
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
         abi::property(path).map_err(|s| status("get_property", s))
     }

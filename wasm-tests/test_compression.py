@@ -2,10 +2,11 @@
 uncompressed answer, whatever the client accepts, and the client still gets a correct body.
 
 The mock provider compresses (gzip, br, zstd, deflate) when the request's Accept-Encoding
-allows it, as providers behind CDNs do. The bundled Envoy decompresses answers before the
-router (and before the failover attempt filter), the router asks upstream only for what
-Envoy decompresses (it drops the client's Accept-Encoding; the decompressors add theirs),
-and Envoy's compressor serves clients that accept gzip.
+allows it, as providers behind CDNs do. The bundled Envoy decompresses gzip answers before
+the router (and before the failover attempt filter), the router asks upstream only for gzip
+(it drops the client's Accept-Encoding; the decompressor adds its own), and Envoy's
+compressor serves clients that accept gzip. With a held answer (`usage.cost_header`) the
+router ends the body where its JSON closes: the decompressor's trailers wait for it.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def test_usage_of_compressed_answers_is_counted_exactly(router, mock_a, mock_b, 
     assert resp.status_code == 200, raw[:300]
     body = decoded(resp, raw)
     got = mock_a.requests[-1]
-    # The provider was asked only for codings Envoy decompresses, never the client's deflate.
+    # The provider was asked only for what Envoy decompresses in full: gzip, never the
+    # client's deflate (no decoder) nor br or zstd (decoders that cut repetitive answers).
     accept = [t.strip() for t in (got.header("accept-encoding") or "").split(",") if t.strip()]
-    assert "deflate" not in accept and set(accept) <= {"gzip", "br", "zstd"}, accept
+    assert accept == ["gzip"], accept
     prompt, completion = expected_usage(mock_a)
     if stream:
         text = body.decode()
@@ -134,3 +136,69 @@ def test_clients_that_do_not_accept_gzip_get_plain_bodies(router, mock_a, mock_b
     # The provider did compress: the router read it decompressed.
     assert "gzip" in (mock_a.requests[-1].header("accept-encoding") or "")
     assert log_line(router, rid)["completion_tokens"] == expected_usage(mock_a)[1]
+
+
+def repetitive_answer(size: int) -> dict:
+    """An answer that deflate shrinks about a thousand times (a model repeating itself)."""
+    return {"id": "chatcmpl-rep", "object": "chat.completion", "created": 1, "model": "mock-small",
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": "a" * size}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+
+
+@pytest.mark.parametrize("route", ["direct", "failover"])
+def test_a_very_repetitive_answer_is_neither_cut_nor_miscounted(router, mock_a, mock_b, route):
+    """Envoy's decompressors stop at 100 times inflation by default; gzip's own limit is 1032."""
+    mock_a.compress = mock_b.compress = "gzip"
+    answer = repetitive_answer(4 << 20)
+    mock_a.set_response(body=answer, times=1)
+    rid = "rep-%s-%s" % (route, secrets.token_hex(3))
+    try:
+        resp, raw = send(router, "fast" if route == "direct" else "pair", False, "identity", rid)
+    finally:
+        mock_a.reset_response()
+    assert resp.status_code == 200
+    doc = json.loads(raw)
+    assert doc["choices"][0]["message"]["content"] == answer["choices"][0]["message"]["content"]
+    line = log_line(router, rid)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 7), line
+
+
+def test_an_answer_marked_no_transform_is_read(router, mock_a):
+    mock_a.compress = "gzip"
+    mock_a.set_response(body=repetitive_answer(100), headers={"cache-control": "no-transform"}, times=1)
+    rid = "nt-%s" % secrets.token_hex(3)
+    try:
+        resp, raw = send(router, "fast", False, "identity", rid)
+    finally:
+        mock_a.reset_response()
+    assert resp.status_code == 200
+    assert json.loads(raw)["usage"]["completion_tokens"] == 7
+    assert (log_line(router, rid)["completion_tokens"]) == 7
+
+
+@pytest.fixture(scope="module")
+def cost_router(_mock_a, _mock_b):
+    config = plugin_config()
+    config["usage"] = dict(config.get("usage") or {}, cost_header=True)
+    with EnvoyRouter(mock_a=_mock_a, mock_b=_mock_b, env={"MOCK_API_KEY": MOCK_KEY},
+                     plugin_config=config, name="compress-cost") as r:
+        yield r
+
+
+@pytest.mark.parametrize("accept", ["identity", SDK_ACCEPT])
+@pytest.mark.parametrize("route", ["direct", "failover"])
+def test_the_cost_header_of_a_compressed_answer_comes_without_waiting(cost_router, mock_a, mock_b, route, accept):
+    """The held answer ends with the decompressor's trailers, which Envoy gives the router only
+    once it lets the body go: the router ends the body where its JSON closes."""
+    mock_a.compress = mock_b.compress = "gzip"
+    rid = "cost-%s-%s" % (route, secrets.token_hex(3))
+    started = time.monotonic()
+    resp, raw = send(cost_router, "fast" if route == "direct" else "pair", False, accept, rid)
+    assert time.monotonic() - started < 5, "the answer waited for the connection to close"
+    assert resp.status_code == 200
+    doc = json.loads(decoded(resp, raw))
+    prompt, completion = expected_usage(mock_a)
+    assert doc["usage"]["prompt_tokens"] == prompt
+    micro = prompt * 0.15 + completion * 0.6
+    assert float(resp.headers["x-llm-router-cost"]) == pytest.approx(micro / 1e6, abs=1e-6), resp.headers

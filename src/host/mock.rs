@@ -181,8 +181,15 @@ impl Host for MockHost {
     }
 
     fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
-        let len = len.min(self.response_body.len());
-        Ok(self.response_body.get(..len).map(<[u8]>::to_vec))
+        self.response_body_range(0, len)
+    }
+
+    fn response_body_range(&self, start: usize, len: usize) -> HostResult<Option<Vec<u8>>> {
+        let end = start.saturating_add(len).min(self.response_body.len());
+        Ok(self
+            .response_body
+            .get(start.min(end)..end)
+            .map(<[u8]>::to_vec))
     }
 
     fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {

@@ -62,6 +62,11 @@ pub trait Host {
     fn response_body(&self, _len: usize) -> HostResult<Option<Vec<u8>>> {
         Ok(None)
     }
+    /// `len` bytes of the response body from `start` (of all of it Envoy holds, while the
+    /// filter holds the body).
+    fn response_body_range(&self, _start: usize, _len: usize) -> HostResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// A stream property (Envoy attribute) by path, e.g. `["response", "code"]`; `None` when
     /// the host does not know it.
     fn property(&self, _path: &[&str]) -> HostResult<Option<Vec<u8>>> {

@@ -41,7 +41,7 @@ use crate::route::{
     route, Candidate, Chooser, ClientPrefs, Decision, RouteError, RouteRequest, TargetStatus,
 };
 use crate::sha256::key_id;
-use crate::usage::Edit;
+use crate::usage::{BodyEnd, Edit, JsonEnd};
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +123,9 @@ pub struct RequestFlow {
     strip_usage: bool,
     /// The response headers wait for the end of the body (for `x-llm-router-cost`).
     holding: bool,
+    /// While holding: how many bytes of the body Envoy holds, and where its JSON ends.
+    held: usize,
+    held_end: JsonEnd,
     /// The configured client that sent the request (index in `clients`), once identified.
     caller: Option<usize>,
     /// The caller's per-minute limits after its admission: `x-ratelimit-*` of the response.
@@ -215,6 +218,8 @@ impl RequestFlow {
             start_ms: 0,
             strip_usage: false,
             holding: false,
+            held: 0,
+            held_end: JsonEnd::default(),
             caller: None,
             quota: None,
             ledger_charged: None,
@@ -810,7 +815,7 @@ impl StreamFlow for RequestFlow {
         end_of_stream: bool,
     ) -> Flow {
         if self.holding {
-            if !end_of_stream {
+            if !end_of_stream && !self.held_body_closed(host, body_size) {
                 // Envoy keeps the body; the whole of it is read at the end.
                 return Flow::Pause;
             }
@@ -856,6 +861,20 @@ impl StreamFlow for RequestFlow {
 }
 
 impl RequestFlow {
+    /// Whether the held body is whole with its newest bytes (`body_size` held in all). A body
+    /// Envoy ends with trailers (its decompressor does) has no end of stream here, and Envoy
+    /// gives those trailers only to a filter that lets the body go: where the JSON closes is
+    /// the end. A body that is no JSON object or array is let go at once (it has no usage).
+    fn held_body_closed(&mut self, host: &dyn Host, body_size: usize) -> bool {
+        let new = host
+            .response_body_range(self.held, body_size.saturating_sub(self.held))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.held = body_size.max(self.held);
+        self.held_end.push(&new) != BodyEnd::Open
+    }
+
     /// The configured client that sent the request.
     fn caller(&self) -> Option<&Client> {
         self.plan.clients.as_ref()?.get(self.caller?)

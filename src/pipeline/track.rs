@@ -375,7 +375,8 @@ impl Accounting {
     }
 
     /// A response body chunk (`body_size` bytes) passes; never held here. Returns what the
-    /// client should get instead, when that differs (only when stripping a stream).
+    /// client should get instead, when that differs (only when stripping a stream). Once the
+    /// body ended, later chunks and ends change nothing.
     pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end: bool) -> Edit {
         let Some(reader) = &mut self.reader else {
             return Edit::Unchanged;
@@ -389,6 +390,7 @@ impl Accounting {
                 let edit = stream.push(&chunk, end);
                 if end {
                     self.usage = stream.usage();
+                    self.reader = None;
                 }
                 edit
             }
@@ -396,6 +398,7 @@ impl Accounting {
                 body.push(&chunk);
                 if end {
                     self.usage = body.finish();
+                    self.reader = None;
                 }
                 Edit::Unchanged
             }

@@ -7,8 +7,10 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+mod json_end;
 mod sse;
 
+pub use json_end::{BodyEnd, JsonEnd};
 pub use sse::{Edit, StreamUsage};
 
 #[cfg(test)]

@@ -298,6 +298,67 @@ fn the_cost_header_waits_for_the_end_of_a_priced_answer() {
     }
 }
 
+/// A held answer behind Envoy's decompressor: the last chunk passes without `end_of_stream`
+/// and Envoy gives the trailers only once this filter goes on, so the body ends where its
+/// JSON closes.
+#[test]
+fn a_held_answer_ends_where_its_json_closes() {
+    let answer_body = br#"{"choices":[{"message":{"content":"}]\"{"}}],"usage":{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100}}"#;
+    let json = [(":status", "200"), ("content-type", "application/json")];
+    let priced = || {
+        routed(
+            usage_plan(false, true),
+            chat(r#"{"model":"priced","messages":[]}"#),
+        )
+    };
+    let (mut flow, mut host) = priced();
+    assert_eq!(answer(&mut flow, &mut host, &json), Flow::Pause);
+    // Envoy keeps every chunk: each callback sees all of the body so far.
+    for cut in [1, 30, answer_body.len() - 1] {
+        assert_eq!(
+            body_chunk(&mut flow, &mut host, &answer_body[..cut], false).0,
+            Flow::Pause,
+            "{cut}"
+        );
+        assert_eq!(host.response_header(HEADER_COST), None);
+    }
+    assert_eq!(
+        body_chunk(&mut flow, &mut host, answer_body, false).0,
+        Flow::Continue,
+        "the object closed"
+    );
+    assert_eq!(host.response_header(HEADER_COST), Some("0.0028"));
+    assert_eq!(host.response_body, answer_body.to_vec(), "untouched");
+    // What follows passes and changes nothing.
+    assert_eq!(
+        body_chunk(&mut flow, &mut host, b"\n{", false).0,
+        Flow::Continue
+    );
+    assert_eq!(flow.on_response_trailers(&mut host), Flow::Continue);
+    flow.on_log(&mut host);
+    assert_eq!(
+        state(&host, STATE_USAGE)["total_tokens"].as_u64(),
+        Some(1100)
+    );
+
+    // Trailers from the upstream itself reach a held body that never closed: read then.
+    let (mut flow, mut host) = priced();
+    assert_eq!(answer(&mut flow, &mut host, &json), Flow::Pause);
+    let cut = answer_body.len() - 1;
+    body_chunk(&mut flow, &mut host, &answer_body[..cut], false);
+    assert_eq!(flow.on_response_trailers(&mut host), Flow::Continue);
+    assert_eq!(host.response_header(HEADER_COST), Some("0.0028"));
+
+    // A held body that is no JSON object or array goes on at once (no usage, no cost).
+    let (mut flow, mut host) = priced();
+    assert_eq!(answer(&mut flow, &mut host, &json), Flow::Pause);
+    assert_eq!(
+        body_chunk(&mut flow, &mut host, b"upstream says hi", false).0,
+        Flow::Continue
+    );
+    assert_eq!(host.response_header(HEADER_COST), None);
+}
+
 #[test]
 fn the_record_names_the_decision_and_hashes_the_key() {
     let mut host =
