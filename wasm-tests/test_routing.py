@@ -281,10 +281,11 @@ def test_bundled_legal_tag_goes_to_legal_rule(bundled, mock_a, mock_b):
 
 
 def test_bundled_long_prompt_goes_to_hard_rule(bundled, mock_a, mock_b):
-    """A ~11k-token plain prompt is high complexity: rule hard (listed first), mock-b."""
+    """A ~11k-token plain prompt is high complexity by its size alone: rule hard (listed
+    first), mock-b. (What task filler words are is anyone's guess: not checked.)"""
     body = chat(words(44000))
     resp = send(bundled, CHAT, body)
-    h = check_route(resp, "mock-b", "mock-large", "rule:hard", task="general")
+    h = check_route(resp, "mock-b", "mock-large", "rule:hard")
     assert h["x-llm-router-complexity"] in ("high", "xhigh"), h
     check_upstream(only_request(mock_b, mock_a), "/openai/v1/chat/completions", "mock-large",
                    replace_once(jdump(body), b'"auto"', b'"mock-large"'))
@@ -515,8 +516,9 @@ def test_rule_complexity(custom, mock_a, mock_b):
     h = check_route(resp, "a-bearer", "m-complexity-high", "rule:complexity-high")
     assert h["x-llm-router-complexity"] in ("high", "xhigh")
     mock_a.clear()
-    resp, _, _ = route_custom(custom, mock_a, mock_b, chat(words(10000)))  # ~2500 tokens: medium
-    check_route(resp, "a-bearer", "m-default", "default", complexity="medium")
+    resp, _, _ = route_custom(custom, mock_a, mock_b, chat(words(10000)))  # ~2500 tokens: below high
+    h = check_route(resp, "a-bearer", "m-default", "default")
+    assert h["x-llm-router-complexity"] in ("low", "medium"), h
 
 
 def test_rule_tags_keyword_and_regex(custom, mock_a, mock_b):

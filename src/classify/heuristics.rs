@@ -120,10 +120,28 @@ pub(crate) struct TextSignals {
     pub topic: [u32; 5],
     pub multi_step: u32,
     pub rigor: u32,
+    /// The structural evidence behind the points (features of the learned model).
+    pub shape: Structure,
+}
+
+/// What the text looks like, counted by the scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Structure {
+    pub code_lang_fence: bool,
+    pub plain_fence: bool,
+    pub data_fence: bool,
+    pub include: bool,
+    pub code_punct: u32,
+    pub braces_semis: u32,
+    pub code_lines: u32,
+    pub latex: u32,
+    pub math_ops: u32,
+    pub numbered: u32,
+    pub bytes: usize,
 }
 
 impl TextSignals {
-    fn points(&self, task: usize) -> u32 {
+    pub(crate) fn points(&self, task: usize) -> u32 {
         let strong = self.strong.get(task).copied().unwrap_or(0);
         let topic = self.topic.get(task).copied().unwrap_or(0);
         strong.saturating_add(topic.min(TOPIC_CAP))
@@ -643,6 +661,19 @@ impl Scanner {
             *s = s.saturating_add(math);
         }
         sig.multi_step = sig.multi_step.saturating_add(self.numbered);
+        sig.shape = Structure {
+            code_lang_fence: self.code_lang_fence,
+            plain_fence: self.plain_fence,
+            data_fence: self.data_fence,
+            include: self.include,
+            code_punct: self.code_punct,
+            braces_semis: self.braces_semis,
+            code_lines: self.code_lines,
+            latex: self.latex,
+            math_ops: self.math_ops,
+            numbered: self.numbered,
+            bytes: self.bytes,
+        };
         sig
     }
 }
@@ -851,10 +882,27 @@ pub(crate) fn complexity(c: &ComplexityInputs, t: &ComplexityThresholds) -> Comp
     } else {
         Complexity::Low
     };
-    match c.effort {
+    with_effort(level, c.effort, c.tokens)
+}
+
+/// The least level a prompt of `tokens` has by its size alone: High above 8k tokens, Xhigh
+/// above 32k ([`SIZE_TIERS`] with the default thresholds).
+pub(crate) fn size_floor(tokens: u64) -> Complexity {
+    match tier(&SIZE_TIERS, tokens, true) {
+        9.. => Complexity::Xhigh,
+        5.. => Complexity::High,
+        _ => Complexity::Low,
+    }
+}
+
+/// An explicit reasoning effort dominates the level read from the prompt: `high` makes it at
+/// least High, `xhigh` Xhigh, `low`/`minimal`/`none` at most Medium unless the prompt exceeds
+/// [`HUGE_PROMPT_TOKENS`].
+pub(crate) fn with_effort(level: Complexity, effort: Option<Effort>, tokens: u64) -> Complexity {
+    match effort {
         Some(Effort::Xhigh) => Complexity::Xhigh,
         Some(Effort::High) => level.max(Complexity::High),
-        Some(Effort::Minimal | Effort::Low) if c.tokens <= HUGE_PROMPT_TOKENS => {
+        Some(Effort::Minimal | Effort::Low) if tokens <= HUGE_PROMPT_TOKENS => {
             level.min(Complexity::Medium)
         }
         _ => level,

@@ -13,7 +13,9 @@
 //! * Task and complexity rules and weights: `heuristics.rs`.
 //! * Operator tags: `tags.rs`.
 
+pub mod eval;
 mod heuristics;
+pub mod learned;
 mod lexicon;
 mod tags;
 mod text;
@@ -71,9 +73,23 @@ pub struct ClassifierConfig {
     /// Operator-defined tags, matched against the prompt text.
     #[serde(default)]
     pub tags: Vec<TagRule>,
-    /// Score cut-offs of the complexity levels.
+    /// Score cut-offs of the complexity levels (of the heuristic method).
     #[serde(default)]
     pub complexity: ComplexityThresholds,
+    /// How task and complexity are decided.
+    #[serde(default)]
+    pub method: Method,
+}
+
+/// How the classifier decides task and complexity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The linear model embedded in the filter (`learned.rs`), trained on the labelled sets.
+    #[default]
+    Learned,
+    /// The hand-written rules and weights (`heuristics.rs`), tunable by `complexity`.
+    Heuristic,
 }
 
 /// Complexity score cut-offs: a score `>= medium` is Medium, `>= high` High,
@@ -138,6 +154,8 @@ pub enum TagScope {
 pub struct ClassifierPlan {
     tags: tags::Tags,
     thresholds: ComplexityThresholds,
+    /// The model, when the method is `learned` (the heuristics otherwise).
+    model: Option<&'static learned::Model>,
 }
 
 /// Token estimate of each chat-style message's framing (role, separators).
@@ -174,9 +192,19 @@ impl ClassifierPlan {
         }
         let tags = tags::compile(&cfg.tags, field)?;
         lexicon::Lexicon::get();
+        let model = match cfg.method {
+            Method::Learned => Some(learned::Model::embedded().ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.method"),
+                    "`learned` needs the embedded model, and this build has none (make train)",
+                )
+            })?),
+            Method::Heuristic => None,
+        };
         Ok(ClassifierPlan {
             tags,
             thresholds: t,
+            model,
         })
     }
 
@@ -208,19 +236,87 @@ impl ClassifierPlan {
     ///   `input_image`, Anthropic `image`, also inside `tool_result`).
     /// * `stream`: `stream` is `true`.
     pub fn classify(&self, body: &Value, endpoint: Endpoint) -> Classification {
+        let read = Read::new(body, endpoint);
+        let has_images = read.ex.images > 0;
+        // The text's task and level: the model's, or the heuristics'.
+        let (text_task, level) = match (self.model, endpoint) {
+            (_, Endpoint::Embeddings) => (None, None),
+            (Some(model), _) => {
+                let (task, level) = model.predict(&read.input());
+                (Some(task), Some(level))
+            }
+            (None, _) => (
+                Some(heuristics::pick_task(&read.user, &read.system, &read.req)),
+                None,
+            ),
+        };
+        // A turn that opens with a line of code is code work, whatever its comments say
+        // (HumanEval's problems: a signature and a docstring).
+        let text_task = text_task.map(|t| {
+            if text::opens_with_code(&read.ex) {
+                Task::Coding
+            } else {
+                t
+            }
+        });
+        let task = match (endpoint, text_task) {
+            (Endpoint::Embeddings, _) => Task::Embedding,
+            _ if has_images => Task::Vision,
+            (_, Some(task)) => task,
+            (_, None) => Task::General,
+        };
+        let req = &read.req;
+        let complexity = match level {
+            // The labelled sets hold no prompt beyond a few thousand tokens: above that the
+            // size alone sets a floor (as in the heuristics), a long context being costly.
+            Some(level) => heuristics::with_effort(
+                level.max(heuristics::size_floor(read.tokens)),
+                req.effort,
+                read.tokens,
+            ),
+            None => heuristics::complexity(&read.complexity_inputs(text_task), &self.thresholds),
+        };
+        Classification {
+            task,
+            complexity,
+            tags: self.tags.matching(&read.ex),
+            estimated_prompt_tokens: read.tokens,
+            has_tools: req.has_tools,
+            has_images,
+            stream: req.stream,
+        }
+    }
+
+    /// The learned model's features of a request (for the trainer): hashed slots, with
+    /// repeats, and the dense vector.
+    pub fn features(body: &Value, endpoint: Endpoint) -> (Vec<(u32, f32)>, [f32; learned::DENSE]) {
+        learned::features(&Read::new(body, endpoint).input())
+    }
+}
+
+/// What one pass over the request reads: its texts, request fields, the heuristic signals
+/// of the last user turn and the system prompt, the token estimate.
+struct Read<'a> {
+    ex: text::Extracted<'a>,
+    req: heuristics::RequestSignals,
+    user: heuristics::TextSignals,
+    system: heuristics::TextSignals,
+    tokens: u64,
+    endpoint: Endpoint,
+}
+
+impl<'a> Read<'a> {
+    fn new(body: &'a Value, endpoint: Endpoint) -> Read<'a> {
         let ex = text::extract(body, endpoint);
         let req = heuristics::RequestSignals::read(body);
-
         let text_tokens = ex.text_chars.div_ceil(4);
         let json_tokens = ex.json_bytes.saturating_add(req.tool_def_bytes).div_ceil(4);
         let tokens = text_tokens
             .saturating_add(TOKENS_PER_MESSAGE.saturating_mul(u64::from(ex.messages)))
             .saturating_add(json_tokens)
             .saturating_add(ex.raw_tokens);
-
-        let has_images = ex.images > 0;
-        let (text_task, user, system) = if endpoint == Endpoint::Embeddings {
-            (None, Default::default(), Default::default())
+        let (user, system) = if endpoint == Endpoint::Embeddings {
+            Default::default()
         } else {
             let mut user = heuristics::Scanner::new();
             for t in ex.last_user_texts() {
@@ -230,20 +326,34 @@ impl ClassifierPlan {
             for t in ex.texts_of(&[text::Role::System]) {
                 system.scan(t);
             }
-            let (user, system) = (user.finish(), system.finish());
-            let task = heuristics::pick_task(&user, &system, &req);
-            (Some(task), user, system)
+            (user.finish(), system.finish())
         };
-        let task = match (endpoint, text_task) {
-            (Endpoint::Embeddings, _) => Task::Embedding,
-            _ if has_images => Task::Vision,
-            (_, Some(task)) => task,
-            (_, None) => Task::General,
-        };
-
-        let inputs = heuristics::ComplexityInputs {
+        Read {
+            ex,
+            req,
+            user,
+            system,
             tokens,
-            turns: ex.turns,
+            endpoint,
+        }
+    }
+
+    fn input(&self) -> learned::Input<'_> {
+        learned::Input {
+            ex: &self.ex,
+            user: &self.user,
+            system: &self.system,
+            req: &self.req,
+            tokens: self.tokens,
+            endpoint: self.endpoint,
+        }
+    }
+
+    fn complexity_inputs(&self, text_task: Option<Task>) -> heuristics::ComplexityInputs {
+        let (user, system, req) = (&self.user, &self.system, &self.req);
+        heuristics::ComplexityInputs {
+            tokens: self.tokens,
+            turns: self.ex.turns,
             multi_step: user.multi_step.saturating_add(system.multi_step / 2),
             rigor: user.rigor.saturating_add(system.rigor / 2),
             has_tools: req.has_tools,
@@ -251,19 +361,6 @@ impl ClassifierPlan {
             max_output_tokens: req.max_output_tokens,
             task: text_task,
             effort: req.effort,
-        };
-        let complexity = heuristics::complexity(&inputs, &self.thresholds);
-
-        let tags = self.tags.matching(&ex);
-
-        Classification {
-            task,
-            complexity,
-            tags,
-            estimated_prompt_tokens: tokens,
-            has_tools: req.has_tools,
-            has_images,
-            stream: req.stream,
         }
     }
 }

@@ -1,14 +1,25 @@
-//! Native unit tests of the classifier, through its public API.
+//! Native unit tests of the classifier's heuristic method, through its public API (the
+//! learned method is judged on the labelled sets: `eval.rs`, `make eval`).
 
 use serde_json::{json, Value};
 
 use super::*;
 
-fn plan() -> ClassifierPlan {
-    ClassifierPlan::compile(&ClassifierConfig::default(), "classifier").unwrap()
+fn heuristic() -> ClassifierConfig {
+    ClassifierConfig {
+        method: Method::Heuristic,
+        ..ClassifierConfig::default()
+    }
 }
 
-fn plan_with(cfg: Value) -> Result<ClassifierPlan, ConfigError> {
+fn plan() -> ClassifierPlan {
+    ClassifierPlan::compile(&heuristic(), "classifier").unwrap()
+}
+
+fn plan_with(mut cfg: Value) -> Result<ClassifierPlan, ConfigError> {
+    if let Some(o) = cfg.as_object_mut() {
+        o.entry("method").or_insert(json!("heuristic"));
+    }
     let cfg: ClassifierConfig = serde_json::from_value(cfg).unwrap();
     ClassifierPlan::compile(&cfg, "classifier")
 }

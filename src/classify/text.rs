@@ -279,6 +279,64 @@ impl<'a> Extracted<'a> {
 }
 
 /// Extracts the prompt of `body` as sent to `endpoint`.
+/// Words that open a line of code in the common languages.
+const CODE_OPENERS: &[&str] = &[
+    "def ",
+    "async def ",
+    "class ",
+    "import ",
+    "from ",
+    "#include",
+    "fn ",
+    "pub fn ",
+    "func ",
+    "function ",
+    "package ",
+    "using ",
+    "public ",
+    "const ",
+    "let ",
+    "var ",
+    "#!/",
+    "<?php",
+];
+
+/// Whether the last user turn opens with a line of code (a definition, an import, an
+/// include): such a request is code work whatever its comments say (HumanEval's problems are
+/// a signature and a docstring). A rule, not a weight: the labelled sets have few such turns.
+pub(crate) fn opens_with_code(ex: &Extracted<'_>) -> bool {
+    let Some(text) = ex.last_user_texts().next() else {
+        return false;
+    };
+    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return false;
+    };
+    let Some(opener) = CODE_OPENERS.iter().find(|o| line.starts_with(**o)) else {
+        return false;
+    };
+    let rest = line.get(opener.len()..).unwrap_or("").trim_start();
+    match *opener {
+        // `from x import y`, `import x` / `import x.y as z`: not prose ("from now on", "import
+        // duties are ...").
+        "from " => line.contains(" import "),
+        "import " => line.split_whitespace().count() <= 4 && !line.ends_with('.'),
+        "package " => line.split_whitespace().count() == 2,
+        "#include" | "#!/" | "<?php" => true,
+        "public " => line.contains(['(', '{']),
+        // A definition: a name, then what follows a name in code (`def f(`, `class A:`,
+        // `const x =`, `fn main() {`, `class A<T> {`).
+        _ => {
+            let name_end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                .unwrap_or(rest.len());
+            let after = rest.get(name_end..).unwrap_or("").trim_start();
+            name_end > 0
+                && (after.starts_with(['(', '{', '<', '=', ';'])
+                    || (after.starts_with(':') && line.ends_with(':')))
+        }
+    }
+}
+
 pub(crate) fn extract(body: &Value, endpoint: Endpoint) -> Extracted<'_> {
     let mut ex = Extracted::default();
     let Some(obj) = body.as_object() else {
@@ -325,4 +383,35 @@ pub(crate) fn extract(body: &Value, endpoint: Endpoint) -> Extracted<'_> {
         }
     }
     ex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_that_opens_with_code_is_coding() {
+        let opens = |prompt: &str| {
+            let body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
+            opens_with_code(&extract(&body, Endpoint::ChatCompletions))
+        };
+        for code in [
+            "from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\" sum \"\"\"\n",
+            "\n\ndef is_prime(n):\n",
+            "import math\n\ndef area(r):",
+            "#include <stdio.h>\nint main() {}",
+            "fn main() {\n}",
+        ] {
+            assert!(opens(code), "{code}");
+        }
+        for prose in [
+            "from now on, answer in French",
+            "import duties on steel rose by 5% last year; why?",
+            "class discussion: what caused the French revolution?",
+            "Define a function that sums a list",
+            "",
+        ] {
+            assert!(!opens(prose), "{prose}");
+        }
+    }
 }
