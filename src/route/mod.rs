@@ -109,6 +109,7 @@ pub fn route(
                                 .upstream(upstream)
                                 .map(|u| HealthBoard::passthrough_key(&u.name))
                                 .unwrap_or_default(),
+                            caps: Default::default(),
                         }],
                         strategy: Strategy::Priority,
                     };

@@ -864,6 +864,7 @@ fn target(upstream: usize, weight: u32, price: Option<(f64, f64)>) -> Target {
         }),
         budget: Budget::default(),
         key: format!("k{upstream}"),
+        caps: Default::default(),
     }
 }
 
