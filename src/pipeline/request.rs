@@ -35,6 +35,7 @@ use crate::pipeline::chooser::{HealthRead, HostChooser};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
+use crate::route::capable::OutputFormat;
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
 use crate::sha256::key_id;
@@ -421,6 +422,7 @@ impl RequestFlow {
             prefs: &prefs,
             max_output_tokens,
             client: caller,
+            format: OutputFormat::of(fields),
         };
         let now = now_ms(host);
         let mut chooser = HostChooser {
