@@ -89,6 +89,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub mod skips;
+
 use crate::clients::ClientStats;
 use crate::config::plan::{Action, Plan, Price};
 use crate::config::raw::UnknownModel;
@@ -261,7 +263,7 @@ pub const TAG_CLASS: &str = "class";
 /// Every stat suffix, as a regex alternation (a macro so that `concat!` can use it).
 macro_rules! stat_suffixes {
     () => {
-        "requests|failures\\.(?:5xx|429|connect|timeout)|cooldowns|failovers|budget_skips|in_flight|latency_ms|ttfb_ms|prompt_tokens|completion_tokens|cost_micro_usd"
+        "requests|failures\\.(?:5xx|429|connect|timeout)|cooldowns|failovers|budget_skips|in_flight|latency_ms|ttfb_ms|prompt_tokens|completion_tokens|cost_micro_usd|capability_skips\\.(?:context_window|max_output_tokens|vision|tools|json_output|structured_outputs|streaming)"
     };
 }
 
@@ -530,6 +532,8 @@ pub struct Metrics {
     rule_index: HashMap<String, usize>,
     /// Per-client stats (`clients`).
     pub clients: ClientStats,
+    /// Capability skips per target and reason (`skips.rs`).
+    pub skips: skips::SkipStats,
 }
 
 impl Metrics {
@@ -578,6 +582,14 @@ impl Metrics {
         if let Some(clients) = &plan.clients {
             m.clients = ClientStats::define(clients, host);
         }
+        // In configuration order, like the other stats.
+        let mut by_index: Vec<(&usize, &String)> =
+            m.target_index.iter().map(|(k, i)| (i, k)).collect();
+        by_index.sort();
+        let labels = by_index
+            .into_iter()
+            .filter_map(|(i, k)| Some((k.as_str(), m.targets.get(*i)?.label.as_str())));
+        m.skips = skips::SkipStats::define(labels, host);
         if let Some(first) = first_error {
             log::warn!(
                 "llm-router: {failed} stats could not be defined and are left out (first: {first})"
@@ -682,11 +694,13 @@ impl Metrics {
 
     /// How many stats were defined.
     pub fn defined(&self) -> usize {
-        self.targets
+        let scoped: usize = self
+            .targets
             .iter()
             .chain(&self.rules)
             .map(|s| s.ids.iter().flatten().count())
-            .sum()
+            .sum();
+        scoped + self.skips.defined()
     }
 
     fn target_price(&self, at: Scopes) -> Option<Price> {

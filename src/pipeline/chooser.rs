@@ -1,9 +1,11 @@
 //! The request filter's sources of choice for routing ([`Chooser`]): randomness from a
 //! per-request seed, round-robin turns and target health from Envoy shared data.
 
+use crate::config::capabilities::Capability;
 use crate::config::plan::Plan;
 use crate::health::{Budget, HealthBoard};
 use crate::host::{shared_increment, Host};
+use crate::metrics::Metrics;
 use crate::route::{Chooser, TargetStatus};
 
 /// What the chooser needs to read health from the board.
@@ -15,13 +17,14 @@ pub(crate) struct HealthRead<'p> {
 
 /// Randomness from a per-request seed; round-robin turns from shared data so that all
 /// workers take turns together (a local counter if shared data fails); target health from
-/// the shared health board.
+/// the shared health board; capability skips counted in stats.
 pub(crate) struct HostChooser<'h, 'p> {
     pub(crate) host: &'h mut dyn Host,
     pub(crate) rng: u64,
     pub(crate) health: Option<HealthRead<'p>>,
     /// A health read failed.
     pub(crate) degraded: bool,
+    pub(crate) metrics: Option<&'p Metrics>,
 }
 
 impl Chooser for HostChooser<'_, '_> {
@@ -38,6 +41,12 @@ impl Chooser for HostChooser<'_, '_> {
                 log::debug!("llm-router: routing without health: {e}");
                 None
             }
+        }
+    }
+
+    fn skipped(&mut self, key: &str, capability: Capability) {
+        if let Some(m) = self.metrics {
+            m.skips.count(self.host, key, capability);
         }
     }
 

@@ -434,6 +434,7 @@ impl RequestFlow {
                 now_ms: now,
             }),
             degraded: false,
+            metrics: self.metrics.as_deref(),
         };
         let routed = route(&plan, &request, &mut chooser);
         self.health_degraded |= chooser.degraded;
