@@ -3,6 +3,7 @@
 //! health tracking both share.
 pub mod attempt;
 mod chooser;
+pub mod context_retry;
 pub mod request;
 pub mod track;
 

@@ -32,6 +32,7 @@ use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
 use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
+use crate::pipeline::context_retry::HEADER_RETRY;
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
@@ -252,6 +253,10 @@ impl RequestFlow {
     ) -> Option<(String, u32)> {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
+        }
+        if header_bytes(headers, HEADER_RETRY).is_some() {
+            // A context-length retry Envoy did not make: the mark is internal.
+            let _ = host.set_response_header(HEADER_RETRY, None);
         }
         let served = header_value(headers, attempt::HEADER_SERVED)?;
         let _ = host.set_response_header(attempt::HEADER_SERVED, None);
