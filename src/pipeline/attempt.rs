@@ -148,6 +148,8 @@ pub struct AttemptFlow {
     acc: Accounting,
     /// The answer is a 400 held for its body (a larger context window is left to try).
     held: Option<Held>,
+    /// Whether 400s may be held for a context-window retry (the Envoy survives it).
+    context_retry: bool,
 }
 
 impl AttemptFlow {
@@ -161,7 +163,15 @@ impl AttemptFlow {
             metrics: None,
             acc: Accounting::default(),
             held: None,
+            context_retry: true,
         }
+    }
+
+    /// Whether a context-length 400 may fail over (off on an Envoy that would crash
+    /// retrying it: [`crate::pipeline::context_retry::MIN_ENVOY`]).
+    pub fn with_context_retry(mut self, on: bool) -> AttemptFlow {
+        self.context_retry = on;
+        self
     }
 
     /// Counts each attempt in its target's Envoy stats.
@@ -393,7 +403,8 @@ impl StreamFlow for AttemptFlow {
         // A 400 is held for its body only while a larger context window is left to try.
         let small = header_value(&headers, "content-length")
             .is_none_or(|n| n.trim().parse::<usize>().is_ok_and(|n| n <= MAX_ERROR_BODY));
-        if header_value(&headers, ":status") == Some("400") && small && !end_of_stream {
+        let status = header_value(&headers, ":status");
+        if self.context_retry && status == Some("400") && small && !end_of_stream {
             let attempt = self.attempt.as_ref();
             self.held = attempt
                 .and_then(|a| after_context_error(&self.plan, &a.keys, a.index))

@@ -91,6 +91,16 @@ pub fn after_context_error(
     Some(([tried, &larger].concat(), smaller))
 }
 
+/// The first Envoy whose router survives retrying an answer that an upstream filter held
+/// (envoyproxy/envoy#41879): Envoy 1.36.4 crashes there (measured), 1.37.0 does not.
+pub const MIN_ENVOY: (u64, u64) = (1, 37);
+
+/// Whether the Envoy of this version (major, minor from its `node.user_agent_build_version`)
+/// may hold a 400 for a context-window retry. Unknown: no.
+pub fn envoy_supports_context_retry(version: Option<(u64, u64)>) -> bool {
+    version.is_some_and(|v| v >= MIN_ENVOY)
+}
+
 /// The filter state name of the failover list after attempt `attempt`'s context error.
 pub fn state_name(attempt: u32) -> String {
     format!("llm_router.ctx.{attempt}")

@@ -347,3 +347,24 @@ fn the_client_never_gets_the_retry_mark() {
     assert_eq!(host.response_header(":status"), Some("400"));
     assert_eq!(host.response_header("x-llm-router-model"), Some("s1"));
 }
+
+#[test]
+fn the_context_retry_is_off_where_envoy_would_crash() {
+    assert!(!envoy_supports_context_retry(None));
+    assert!(!envoy_supports_context_retry(Some((1, 36))));
+    assert!(!envoy_supports_context_retry(Some((0, 99))));
+    assert!(envoy_supports_context_retry(Some((1, 37))));
+    assert!(envoy_supports_context_retry(Some((1, 40))));
+    assert!(envoy_supports_context_retry(Some((2, 0))));
+    // Off: a context-length 400 is neither held nor marked.
+    let p = plan();
+    let mut host = MockHost::default();
+    let flow = AttemptFlow::new(Rc::clone(&p)).with_context_retry(false);
+    let mut flow = attempt_with(flow, 1, &LIST, &mut host);
+    assert_eq!(
+        answer(&mut flow, &mut host, "400", OPENAI),
+        (Flow::Continue, Flow::Continue)
+    );
+    assert_eq!(host.response_header(HEADER_RETRY), None);
+    assert!(host.filter_state.is_empty());
+}
