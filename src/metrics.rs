@@ -24,6 +24,7 @@
 //! | `ttfb_ms` | histogram | both | time from routing to the response headers |
 //! | `prompt_tokens`, `completion_tokens` | counter | both | tokens of finished requests |
 //! | `cost_micro_usd` | counter | priced | estimated cost, micro-dollars ([`cost_micro_usd`]); only targets with a `price`, and rules with at least one |
+//! | `capability_skips.<reason>` | counter | target | requests that skipped the target for lacking a capability ([`skips`]) |
 //!
 //! Envoy prefixes stats defined by a proxy-wasm module with its custom namespace:
 //! `/stats` shows `wasmcustom.llm_router.target.openai/gpt-4o.requests`. Its Prometheus
@@ -51,8 +52,9 @@
 //!
 //! Only configured targets, the passthrough upstream (one `<upstream>/*` scope, whatever
 //! model clients send) and configured rules, aliases, the default and `passthrough` get
-//! stats: a fixed set per configuration, at most 14 per scope. Nothing is defined per
-//! request; a request whose target or rule has no scope counts nowhere.
+//! stats: a fixed set per configuration, at most 14 per scope (and 7 capability-skip counters
+//! per target). Nothing is defined per request; a request whose target or rule has no scope
+//! counts nowhere.
 //!
 //! Labels are sanitized ([`label`]): bytes outside `A-Z a-z 0-9 - _ . : / @ *` become `_`
 //! (so no `"` or `\` ever reaches a Prometheus label value), a dot never starts or ends a
