@@ -24,6 +24,7 @@
 //! | `ttfb_ms` | histogram | both | time from routing to the response headers |
 //! | `prompt_tokens`, `completion_tokens` | counter | both | tokens of finished requests |
 //! | `cost_micro_usd` | counter | priced | estimated cost, micro-dollars ([`cost_micro_usd`]); only targets with a `price`, and rules with at least one |
+//! | `capability_skips.<reason>` | counter | target | requests that skipped the target for lacking a capability ([`skips`]) |
 //!
 //! Envoy prefixes stats defined by a proxy-wasm module with its custom namespace:
 //! `/stats` shows `wasmcustom.llm_router.target.openai/gpt-4o.requests`. Its Prometheus
@@ -51,8 +52,9 @@
 //!
 //! Only configured targets, the passthrough upstream (one `<upstream>/*` scope, whatever
 //! model clients send) and configured rules, aliases, the default and `passthrough` get
-//! stats: a fixed set per configuration, at most 14 per scope. Nothing is defined per
-//! request; a request whose target or rule has no scope counts nowhere.
+//! stats: a fixed set per configuration, at most 14 per scope (and 7 capability-skip counters
+//! per target). Nothing is defined per request; a request whose target or rule has no scope
+//! counts nowhere.
 //!
 //! Labels are sanitized ([`label`]): bytes outside `A-Z a-z 0-9 - _ . : / @ *` become `_`
 //! (so no `"` or `\` ever reaches a Prometheus label value), a dot never starts or ends a
@@ -88,6 +90,8 @@
 //! one stat per name, so the counts of all workers add up.
 
 use std::collections::{HashMap, HashSet};
+
+pub mod skips;
 
 use crate::clients::ClientStats;
 use crate::config::plan::{Action, Plan, Price};
@@ -261,7 +265,7 @@ pub const TAG_CLASS: &str = "class";
 /// Every stat suffix, as a regex alternation (a macro so that `concat!` can use it).
 macro_rules! stat_suffixes {
     () => {
-        "requests|failures\\.(?:5xx|429|connect|timeout)|cooldowns|failovers|budget_skips|in_flight|latency_ms|ttfb_ms|prompt_tokens|completion_tokens|cost_micro_usd"
+        "requests|failures\\.(?:5xx|429|connect|timeout)|cooldowns|failovers|budget_skips|in_flight|latency_ms|ttfb_ms|prompt_tokens|completion_tokens|cost_micro_usd|capability_skips\\.(?:context_window|max_output_tokens|vision|tools|json_output|structured_outputs|streaming)"
     };
 }
 
@@ -530,6 +534,8 @@ pub struct Metrics {
     rule_index: HashMap<String, usize>,
     /// Per-client stats (`clients`).
     pub clients: ClientStats,
+    /// Capability skips per target and reason (`skips.rs`).
+    pub skips: skips::SkipStats,
 }
 
 impl Metrics {
@@ -578,6 +584,14 @@ impl Metrics {
         if let Some(clients) = &plan.clients {
             m.clients = ClientStats::define(clients, host);
         }
+        // In configuration order, like the other stats.
+        let mut by_index: Vec<(&usize, &String)> =
+            m.target_index.iter().map(|(k, i)| (i, k)).collect();
+        by_index.sort();
+        let labels = by_index
+            .into_iter()
+            .filter_map(|(i, k)| Some((k.as_str(), m.targets.get(*i)?.label.as_str())));
+        m.skips = skips::SkipStats::define(labels, host);
         if let Some(first) = first_error {
             log::warn!(
                 "llm-router: {failed} stats could not be defined and are left out (first: {first})"
@@ -682,11 +696,13 @@ impl Metrics {
 
     /// How many stats were defined.
     pub fn defined(&self) -> usize {
-        self.targets
+        let scoped: usize = self
+            .targets
             .iter()
             .chain(&self.rules)
             .map(|s| s.ids.iter().flatten().count())
-            .sum()
+            .sum();
+        scoped + self.skips.defined()
     }
 
     fn target_price(&self, at: Scopes) -> Option<Price> {

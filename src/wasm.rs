@@ -14,6 +14,7 @@ use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
 use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::Metrics;
+use crate::pipeline::context_retry::{self, MIN_ENVOY};
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow, Unconfigured};
 
 /// The `root_id` that makes an instance the failover attempt filter (configured as an
@@ -37,9 +38,36 @@ struct RouterRoot {
     metrics: Option<Rc<Metrics>>,
     /// This instance rewrites failover attempts (see [`ATTEMPT_ROOT_ID`]).
     attempt_filter: bool,
+    /// A context-length 400 may fail over: this Envoy survives it.
+    context_retry: bool,
 }
 
 impl Context for RouterRoot {}
+
+/// Whether this Envoy may retry a context-length 400 that the attempt filter held (Envoy
+/// before [`MIN_ENVOY`] crashes doing so); read once per VM from the node's build version
+/// (the `xds.node` attribute).
+fn context_retry_supported() -> bool {
+    let part = |name: &str| {
+        let path = ["xds", "node", "user_agent_build_version", "version", name];
+        let bytes = abi::property(&path).ok().flatten()?;
+        Some(u64::from_le_bytes(
+            <[u8; 8]>::try_from(bytes.as_slice()).ok()?,
+        ))
+    };
+    let version = part("major_number").zip(part("minor_number"));
+    let on = context_retry::envoy_supports_context_retry(version);
+    if !on {
+        let seen = version.map_or("an Envoy of unknown version".to_owned(), |(a, b)| {
+            format!("Envoy {a}.{b}, older than {}.{},", MIN_ENVOY.0, MIN_ENVOY.1)
+        });
+        log::warn!(
+            "llm-router: a provider's context-length 400 is not failed over: {seen} would \
+             crash retrying it"
+        );
+    }
+    on
+}
 
 impl RootContext for RouterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -80,6 +108,9 @@ impl RootContext for RouterRoot {
                     abi::property(&["plugin_root_id"]),
                     Ok(Some(id)) if id == ATTEMPT_ROOT_ID.as_bytes()
                 );
+                if self.attempt_filter {
+                    self.context_retry = context_retry_supported();
+                }
                 let metrics = Metrics::define(&plan, &mut WasmHost);
                 log::info!("llm-router: {} stats defined", metrics.defined());
                 self.metrics = Some(Rc::new(metrics));
@@ -102,7 +133,8 @@ impl RootContext for RouterRoot {
         };
         let metrics = self.metrics.clone().unwrap_or_default();
         let flow: Box<dyn StreamFlow> = if self.attempt_filter {
-            Box::new(AttemptFlow::new(plan).with_metrics(metrics))
+            let flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
+            Box::new(flow.with_metrics(metrics))
         } else {
             // Context ids are unique per worker; the clock tells workers apart.
             let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);

@@ -1,4 +1,5 @@
 //! Configuration: `raw` is what operators write, `plan` what requests read.
+pub mod capabilities;
 pub mod error;
 pub mod plan;
 pub mod raw;

@@ -6,6 +6,7 @@ use std::fmt;
 
 use regex::Regex;
 
+use super::capabilities::{self, Capabilities};
 use super::error::ConfigError;
 use super::raw::{
     AuthKind, Profile, RawAction, RawConfig, RawFailover, RawHeaderMatch, RawHealth, RawMatch,
@@ -64,6 +65,7 @@ pub struct TargetRef {
     pub model: String,
     pub budget: Budget,
     pub price: Option<Price>,
+    pub caps: Capabilities,
 }
 
 /// The compiled `health` section.
@@ -150,6 +152,8 @@ pub struct Target {
     pub budget: Budget,
     /// The target's key on the health board (`HealthBoard::key`).
     pub key: String,
+    /// What it can serve (its own fields over its model's `capabilities`).
+    pub caps: Capabilities,
 }
 
 #[derive(Debug, Clone)]
@@ -308,7 +312,7 @@ pub fn compile_raw(
         });
     }
 
-    let default = match &raw.default {
+    let mut default = match &raw.default {
         Some(action) => Some(compile_action(
             action,
             "default",
@@ -319,6 +323,12 @@ pub fn compile_raw(
         )?),
         None => None,
     };
+    capabilities::resolve(
+        &raw.capabilities,
+        &mut aliases,
+        &mut rules,
+        default.as_mut(),
+    )?;
 
     let passthrough_upstream = match (&raw.passthrough_upstream, raw.unknown_model) {
         (Some(name), _) => Some(*upstream_index.get(name).ok_or_else(|| {
@@ -434,6 +444,7 @@ fn target_refs<'a>(
                     model: t.model.clone(),
                     budget: t.budget,
                     price: t.price,
+                    caps: t.caps,
                 };
                 targets.insert(t.key.clone(), (r, here));
                 continue;
@@ -807,6 +818,7 @@ fn compile_action(
             price,
             budget,
             key: HealthBoard::key(upstream_name, &t.model),
+            caps: capabilities::own(t.capabilities.as_ref(), &tfield)?,
         });
     }
     Ok(Action {

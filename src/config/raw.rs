@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::capabilities::Capabilities;
 use crate::classify::{ClassifierConfig, Complexity, Task};
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -113,6 +114,10 @@ pub struct RawConfig {
     /// Client keys, per-client limits and policies; absent: no client authentication.
     #[serde(default)]
     pub clients: Option<RawClients>,
+    /// Capabilities by upstream model id, for every target with that model (a target's own
+    /// `capabilities` override them field by field).
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub capabilities: BTreeMap<String, Capabilities>,
 }
 
 /// `clients`: who may call the router, with which models, within which limits.
@@ -381,6 +386,9 @@ pub struct RawTarget {
     pub price: Option<RawPrice>,
     #[serde(default)]
     pub budget: Option<RawBudget>,
+    /// What the target can serve (context window, output cap, vision, tools, ...).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// Price in currency units per one million tokens.

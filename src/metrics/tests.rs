@@ -5,8 +5,10 @@
 use regex::Regex;
 use serde_json::{json, Value};
 
+use super::skips::{stat_name as skip_stat_name, TAG_REASON, TAG_REGEX_REASON};
 use super::*;
 use crate::clients::stats::{ClientStat, TAG_CLIENT, TAG_REGEX_CLIENT};
+use crate::config::capabilities::Capability;
 use crate::config::plan::compile;
 use crate::host::mock::MockHost;
 
@@ -111,6 +113,13 @@ fn every_scope_gets_its_stats_with_kinds() {
         "prompt_tokens",
         "completion_tokens",
         "cost_micro_usd",
+        "capability_skips.context_window",
+        "capability_skips.max_output_tokens",
+        "capability_skips.vision",
+        "capability_skips.tools",
+        "capability_skips.json_output",
+        "capability_skips.structured_outputs",
+        "capability_skips.streaming",
     ]
     .iter()
     .map(|s| stat("target", t, s))
@@ -162,8 +171,9 @@ fn cooldowns_only_for_targets_cost_only_where_priced() {
     assert!(!names(&host)
         .iter()
         .any(|n| n.starts_with("llm_router.rule.") && n.ends_with(".cooldowns")));
-    // 3 targets: 14 + 13 + 13; 4 rules: 12 (fast, default) + 12 + 12 (big, code) ... exactly:
-    let expected = 14 + 13 + 13 + (13 + 12 + 12 + 13);
+    // 3 targets: 14 + 13 + 13; 4 rules: 12 (fast, default) + 12 + 12 (big, code) ... exactly;
+    // and 7 capability-skip counters per target:
+    let expected = 14 + 13 + 13 + (13 + 12 + 12 + 13) + 3 * 7;
     assert_eq!(m.defined(), expected);
     assert_eq!(host.metrics.len(), expected);
 }
@@ -584,8 +594,8 @@ fn a_refused_stat_is_left_out_and_the_others_work() {
         host.samples(&stat("target", "openai/gpt-4.1-mini", "ttfb_ms")),
         [4]
     );
-    // 7 scopes lost one stat each.
-    assert_eq!(m.defined(), 14 + 13 + 13 + (13 + 12 + 12 + 13) - 7);
+    // 7 scopes lost one stat each; the 3 targets keep their 7 capability-skip counters.
+    assert_eq!(m.defined(), 14 + 13 + 13 + (13 + 12 + 12 + 13) - 7 + 3 * 7);
 }
 
 #[test]
@@ -699,6 +709,7 @@ fn prometheus(name: &str) -> (String, Vec<(&'static str, String)>) {
         (TAG_RULE, TAG_REGEX_RULE),
         (TAG_CLASS, TAG_REGEX_CLASS),
         (TAG_CLIENT, TAG_REGEX_CLIENT),
+        (TAG_REASON, TAG_REGEX_REASON),
     ] {
         let re = Regex::new(re).unwrap();
         if let Some(c) = re.captures(&full) {
@@ -787,6 +798,71 @@ fn client_stats_get_a_client_label() {
 }
 
 #[test]
+fn capability_skips_get_target_and_reason_labels() {
+    for l in [
+        "openai/gpt-4.1",
+        "local/*",
+        "a.capability_skips",
+        "b.capability_skips.vision",
+        "c.failures.5xx",
+    ] {
+        for reason in Capability::ALL {
+            let name = skip_stat_name(l, reason);
+            let (prom, tags) = prometheus(&name);
+            assert_eq!(prom, "llm_router_target_capability_skips", "{name}");
+            assert_eq!(
+                tags,
+                [
+                    (TAG_TARGET, l.to_owned()),
+                    (TAG_REASON, reason.name().to_owned())
+                ],
+                "{name}"
+            );
+        }
+    }
+    // The other scopes' stats carry no reason.
+    let (_, tags) = prometheus("llm_router.target.x/vision.failovers");
+    assert_eq!(tags, [(TAG_TARGET, "x/vision".to_owned())]);
+}
+
+#[test]
+fn capability_skips_are_counted_per_target_and_reason() {
+    let (m, mut host) = defined(&sample_plan());
+    let k = key("openai", "gpt-4.1");
+    m.skips.count(&mut host, &k, Capability::Vision);
+    m.skips.count(&mut host, &k, Capability::Vision);
+    m.skips.count(&mut host, &k, Capability::ContextWindow);
+    let skip = |t: &str, c: Capability| skip_stat_name(t, c);
+    assert_eq!(value(&host, &skip("openai/gpt-4.1", Capability::Vision)), 2);
+    assert_eq!(
+        value(&host, &skip("openai/gpt-4.1", Capability::ContextWindow)),
+        1
+    );
+    assert_eq!(value(&host, &skip("openai/gpt-4.1", Capability::Tools)), 0);
+    assert_eq!(
+        value(&host, &skip("openai/gpt-4.1-mini", Capability::Vision)),
+        0
+    );
+    // A key no target has counts nowhere.
+    let before = host.metric_values.clone();
+    m.skips.count(&mut host, "nope", Capability::Vision);
+    assert_eq!(host.metric_values, before);
+    // Colliding labels: each target's skips carry the label of its other stats.
+    let p = plan(json!({
+        "upstreams": {"a/b": {}, "a": {}},
+        "models": {"x": {"targets": [{"upstream": "a/b", "model": "c"},
+                                     {"upstream": "a", "model": "b/c"}]}}
+    }));
+    let (m, mut host) = defined(&p);
+    let second = key("a", "b/c");
+    let label = m.target_label(&second).unwrap().to_owned();
+    assert_eq!(label, "a/b/c_2");
+    m.skips.count(&mut host, &second, Capability::Streaming);
+    assert_eq!(value(&host, &skip(&label, Capability::Streaming)), 1);
+    assert_eq!(value(&host, &skip("a/b/c", Capability::Streaming)), 0);
+}
+
+#[test]
 fn tag_names_match_scope_names() {
     assert_eq!(TAG_TARGET, Scope::Target.name());
     assert_eq!(TAG_RULE, Scope::Rule.name());
@@ -804,6 +880,7 @@ fn envoy_yaml_stats_tags_match_the_stat_names() {
         TAG_REGEX_RULE,
         TAG_REGEX_CLASS,
         TAG_REGEX_CLIENT,
+        TAG_REGEX_REASON,
     ] {
         assert!(
             yaml.contains(&format!("'{re}'")),

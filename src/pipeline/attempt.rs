@@ -12,14 +12,24 @@
 //! removes what an earlier attempt set and starts from the client's path and host, kept in
 //! [`HEADER_PATH`] and [`HEADER_AUTHORITY`]. The failover hop removes the internal headers
 //! before the provider sees them.
+//!
+//! A 400 that says the context length was exceeded fails over too, to a later candidate
+//! with a larger window (`context_retry.rs`): the filter holds that answer until its body
+//! is read, publishes the shortened list for the next attempts (filter state of the client's
+//! stream) and marks the answer for the route's retry policy.
 
 use std::rc::Rc;
 
+use crate::config::capabilities::Capability;
 use crate::config::plan::{Plan, TargetRef, Upstream};
 use crate::errors::ApiError;
 use crate::health::{Admission, HealthBoard};
-use crate::host::Host;
+use crate::host::{header_value, Host};
 use crate::metrics::Metrics;
+use crate::pipeline::context_retry::{
+    after_context_error, current_list, is_context_length_error, state_name, HEADER_RETRY,
+    MAX_ERROR_BODY, RETRY_CONTEXT,
+};
 use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders, Flow};
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
@@ -114,6 +124,17 @@ struct Attempt {
     tokens: u64,
     /// The candidate the previous attempt went to.
     previous: Option<String>,
+    /// Every candidate, in order, and the index of this attempt's.
+    keys: Vec<String>,
+    index: usize,
+}
+
+/// A 400 held until its body says whether the context length was exceeded: the failover
+/// list for the next attempt, and the candidates it leaves out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    keys: Vec<String>,
+    skipped: Vec<String>,
 }
 
 pub struct AttemptFlow {
@@ -125,6 +146,10 @@ pub struct AttemptFlow {
     sent: bool,
     metrics: Option<Rc<Metrics>>,
     acc: Accounting,
+    /// The answer is a 400 held for its body (a larger context window is left to try).
+    held: Option<Held>,
+    /// Whether 400s may be held for a context-window retry (the Envoy survives it).
+    context_retry: bool,
 }
 
 impl AttemptFlow {
@@ -137,7 +162,16 @@ impl AttemptFlow {
             sent: false,
             metrics: None,
             acc: Accounting::default(),
+            held: None,
+            context_retry: true,
         }
+    }
+
+    /// Whether a context-length 400 may fail over (off on an Envoy that would crash
+    /// retrying it: [`crate::pipeline::context_retry::MIN_ENVOY`]).
+    pub fn with_context_retry(mut self, on: bool) -> AttemptFlow {
+        self.context_retry = on;
+        self
     }
 
     /// Counts each attempt in its target's Envoy stats.
@@ -223,6 +257,48 @@ impl AttemptFlow {
         }
     }
 
+    /// Lets a held 400 go (`body_size` bytes of it held; `end`: all of it). When its body
+    /// says the context length was exceeded, the next attempt goes to a larger window.
+    fn release(&mut self, host: &mut dyn Host, body_size: usize, end: bool) -> Flow {
+        let held = self.held.take();
+        // At the end, all of what Envoy holds.
+        let size = if end { usize::MAX } else { body_size };
+        let body = host.response_body(size).ok().flatten().unwrap_or_default();
+        if let (Some(held), true) = (held, end && is_context_length_error(&body)) {
+            self.retry_elsewhere(host, &held);
+        }
+        let _ = self.acc.on_response_chunk(&body, end);
+        Flow::Continue
+    }
+
+    /// The next attempt goes to the first of `held.keys` after this one: when candidates
+    /// are left out, the shortened list is published for the later attempts (filter state
+    /// shared by the attempts of the client's stream); then the answer is marked for the
+    /// route's retry policy.
+    fn retry_elsewhere(&mut self, host: &mut dyn Host, held: &Held) {
+        let Some(attempt) = &self.attempt else {
+            return;
+        };
+        if !held.skipped.is_empty() {
+            let keys: Vec<&str> = held.keys.iter().map(String::as_str).collect();
+            let list = encode_failover(attempt.tokens, &keys);
+            let name = state_name(attempt.number);
+            if let Err(e) = host.set_property(&name, list.as_bytes()) {
+                log::warn!("llm-router: no failover after a context-length error: {e}");
+                return;
+            }
+        }
+        if let Err(e) = host.set_response_header(HEADER_RETRY, Some(RETRY_CONTEXT)) {
+            log::warn!("llm-router: no failover after a context-length error: {e}");
+            return;
+        }
+        if let Some(m) = &self.metrics {
+            for key in &held.skipped {
+                m.skips.count(host, key, Capability::ContextWindow);
+            }
+        }
+    }
+
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
         self.replied = true;
         self.acc.cancel(host, &self.plan);
@@ -249,7 +325,10 @@ impl StreamFlow for AttemptFlow {
             .and_then(|v| v.trim().parse::<u32>().ok())
             .unwrap_or(1)
             .max(1);
-        let parsed = parse_failover(&list);
+        let parsed = parse_failover(&list).map(|(tokens, keys)| {
+            // After a context-length error, the list an earlier attempt shortened.
+            current_list(host, &self.plan, &keys, number).unwrap_or((tokens, keys))
+        });
         let chosen = parsed.and_then(|(tokens, keys)| {
             // Envoy stops after as many attempts as there are keys; past that, stay on the last.
             let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
@@ -258,11 +337,14 @@ impl StreamFlow for AttemptFlow {
                 .checked_sub(1)
                 .and_then(|i| keys.get(i).or(keys.last()))
                 .cloned();
+            let index = index.min(keys.len().saturating_sub(1));
             self.plan.targets.contains_key(&key).then_some(Attempt {
                 number,
                 key,
                 tokens,
                 previous,
+                keys,
+                index,
             })
         });
         let Some(attempt) = chosen else {
@@ -304,7 +386,7 @@ impl StreamFlow for AttemptFlow {
         self.send(host, Some(body_size))
     }
 
-    fn on_response_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+    fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let Some(attempt) = &self.attempt else {
             return Flow::Continue;
         };
@@ -317,8 +399,22 @@ impl StreamFlow for AttemptFlow {
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
         // The request filter, downstream, edits what the client gets; this one only reads.
-        let _ = self.acc.on_response_headers(host, &self.plan, flags, false);
-        Flow::Continue
+        let headers = self.acc.on_response_headers(host, &self.plan, flags, false);
+        // A 400 is held for its body only while a larger context window is left to try.
+        let small = header_value(&headers, "content-length")
+            .is_none_or(|n| n.trim().parse::<usize>().is_ok_and(|n| n <= MAX_ERROR_BODY));
+        let status = header_value(&headers, ":status");
+        if self.context_retry && status == Some("400") && small && !end_of_stream {
+            let attempt = self.attempt.as_ref();
+            self.held = attempt
+                .and_then(|a| after_context_error(&self.plan, &a.keys, a.index))
+                .map(|(keys, skipped)| Held { keys, skipped });
+        }
+        if self.held.is_some() {
+            Flow::Pause
+        } else {
+            Flow::Continue
+        }
     }
 
     fn on_response_body(
@@ -327,11 +423,21 @@ impl StreamFlow for AttemptFlow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        if self.held.is_some() {
+            if !end_of_stream && body_size <= MAX_ERROR_BODY {
+                return Flow::Pause;
+            }
+            return self.release(host, body_size, end_of_stream);
+        }
         let _ = self.acc.on_response_body(host, body_size, end_of_stream);
         Flow::Continue
     }
 
     fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        if self.held.is_some() {
+            // The held body ends here: all of it.
+            return self.release(host, usize::MAX, true);
+        }
         // Every chunk was read as it passed; the body ends here.
         let _ = self.acc.on_response_body(host, 0, true);
         Flow::Continue

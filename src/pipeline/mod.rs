@@ -2,6 +2,8 @@
 //! the client's stream, `attempt` for the filter on each failover attempt, `track` for the
 //! health tracking both share.
 pub mod attempt;
+mod chooser;
+pub mod context_retry;
 pub mod request;
 pub mod track;
 

@@ -25,21 +25,20 @@ use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
-use crate::health::{soonest, Admission, Availability, Budget, HealthBoard, Unhealthy};
-use crate::host::{
-    header_bytes, header_value, shared, shared_increment, HeaderPairs, Host, CAS_RETRIES,
-};
+use crate::health::{soonest, Admission, Availability, HealthBoard, Unhealthy};
+use crate::host::{header_bytes, header_value, shared, HeaderPairs, Host, CAS_RETRIES};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
 use crate::pipeline::attempt;
+use crate::pipeline::chooser::{HealthRead, HostChooser};
+use crate::pipeline::context_retry::HEADER_RETRY;
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
+use crate::route::capable::OutputFormat;
 use crate::route::prefs::ROUTER_FIELDS;
-use crate::route::{
-    route, Candidate, Chooser, ClientPrefs, Decision, RouteError, RouteRequest, TargetStatus,
-};
+use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
 use crate::sha256::key_id;
 use crate::usage::{BodyEnd, Edit, JsonEnd};
 
@@ -255,6 +254,10 @@ impl RequestFlow {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
         }
+        if header_bytes(headers, HEADER_RETRY).is_some() {
+            // A context-length retry Envoy did not make: the mark is internal.
+            let _ = host.set_response_header(HEADER_RETRY, None);
+        }
         let served = header_value(headers, attempt::HEADER_SERVED)?;
         let _ = host.set_response_header(attempt::HEADER_SERVED, None);
         attempt::parse_served(served)
@@ -424,6 +427,7 @@ impl RequestFlow {
             prefs: &prefs,
             max_output_tokens,
             client: caller,
+            format: OutputFormat::of(fields),
         };
         let now = now_ms(host);
         let mut chooser = HostChooser {
@@ -435,6 +439,7 @@ impl RequestFlow {
                 now_ms: now,
             }),
             degraded: false,
+            metrics: self.metrics.as_deref(),
         };
         let routed = route(&plan, &request, &mut chooser);
         self.health_degraded |= chooser.degraded;
@@ -1391,58 +1396,5 @@ fn requested_model(fields: &Map<String, Value>) -> Result<Option<&str>, ApiError
             Some("model"),
             "invalid_type",
         )),
-    }
-}
-
-/// What the chooser needs to read health from the board.
-struct HealthRead<'p> {
-    board: HealthBoard,
-    plan: &'p Plan,
-    now_ms: u64,
-}
-
-/// Randomness from a per-request seed; round-robin turns from shared data so that all
-/// workers take turns together (a local counter if shared data fails); target health from
-/// the shared health board.
-struct HostChooser<'h, 'p> {
-    host: &'h mut dyn Host,
-    rng: u64,
-    health: Option<HealthRead<'p>>,
-    /// A health read failed.
-    degraded: bool,
-}
-
-impl Chooser for HostChooser<'_, '_> {
-    fn health(&mut self, key: &str, budget: &Budget) -> Option<TargetStatus> {
-        let read = self.health.as_ref()?;
-        match read.board.read(&*self.host, key) {
-            Ok(h) => Some(TargetStatus {
-                availability: h.availability(read.now_ms, &read.plan.health.policy, budget),
-                in_flight: h.in_flight,
-                latency_ms: h.latency_ms(),
-            }),
-            Err(e) => {
-                self.degraded = true;
-                log::debug!("llm-router: routing without health: {e}");
-                None
-            }
-        }
-    }
-
-    fn random(&mut self) -> u64 {
-        // splitmix64: good spread from any seed, including small ones.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_turn(&mut self, key: &str) -> u64 {
-        let shared_key = format!("llm_router.rr.{key}");
-        match shared_increment(self.host, &shared_key) {
-            Some(turn) => turn,
-            None => self.random(),
-        }
     }
 }

@@ -1810,6 +1810,8 @@ mod health {
 
 mod usage;
 
+mod capabilities;
+
 mod clients;
 
 mod odd_bytes;

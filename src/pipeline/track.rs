@@ -378,16 +378,24 @@ impl Accounting {
     /// client should get instead, when that differs (only when stripping a stream). Once the
     /// body ended, later chunks and ends change nothing.
     pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end: bool) -> Edit {
-        let Some(reader) = &mut self.reader else {
+        if self.reader.is_none() {
             return Edit::Unchanged;
-        };
+        }
         let chunk = match host.response_body(body_size) {
             Ok(Some(chunk)) => chunk,
             _ => Vec::new(),
         };
+        self.on_response_chunk(&chunk, end)
+    }
+
+    /// [`Accounting::on_response_body`] for a chunk already read.
+    pub fn on_response_chunk(&mut self, chunk: &[u8], end: bool) -> Edit {
+        let Some(reader) = &mut self.reader else {
+            return Edit::Unchanged;
+        };
         match reader {
             UsageReader::Stream(stream) => {
-                let edit = stream.push(&chunk, end);
+                let edit = stream.push(chunk, end);
                 if end {
                     self.usage = stream.usage();
                     self.reader = None;
@@ -395,7 +403,7 @@ impl Accounting {
                 edit
             }
             UsageReader::Body(body) => {
-                body.push(&chunk);
+                body.push(chunk);
                 if end {
                     self.usage = body.finish();
                     self.reader = None;

@@ -2,6 +2,7 @@
 //! default; the client's `allowed_models` / `provider` preferences narrow the candidates;
 //! the action's strategy orders what is left.
 
+pub mod capable;
 pub mod prefs;
 pub mod select;
 
@@ -28,6 +29,8 @@ pub struct RouteRequest<'a> {
     pub max_output_tokens: Option<u64>,
     /// The configured client that sent the request (`clients`), if known.
     pub client: Option<&'a Client>,
+    /// The output format it asks for (`response_format` and friends), for `capabilities`.
+    pub format: capable::OutputFormat,
 }
 
 /// One upstream + model to send the request to.
@@ -109,6 +112,7 @@ pub fn route(
                                 .upstream(upstream)
                                 .map(|u| HealthBoard::passthrough_key(&u.name))
                                 .unwrap_or_default(),
+                            caps: Default::default(),
                         }],
                         strategy: Strategy::Priority,
                     };
@@ -184,6 +188,8 @@ fn decide(
     // `auto` keeps to the targets the client may use; an explicit model was checked by name.
     let client = req.client.filter(|_| req.model.is_none());
     let mut not_allowed = 0usize;
+    let needs = capable::Needs::of(req.classification, req.max_output_tokens, req.format);
+    let mut skipped = capable::Skipped::default();
     for target in &action.targets {
         let Some(upstream) = plan.upstream(target.upstream) else {
             continue;
@@ -206,8 +212,14 @@ fn decide(
             );
             continue;
         }
+        if let Some(why) = capable::unfit(&target.caps, &needs, req.prefs.require_parameters) {
+            chooser.skipped(&target.key, why.capability());
+            skipped.push(&upstream.name, &target.model, why);
+            continue;
+        }
         pool.push(target);
     }
+    why_empty.extend(skipped.into_reasons());
     if pool.is_empty() && not_allowed > 0 && not_allowed == action.targets.len() {
         return Err(RouteError::NotAllowed);
     }

@@ -30,6 +30,9 @@ pub struct ClientPrefs {
     pub order: Vec<String>,
     pub sort: Option<Sort>,
     pub allow_fallbacks: bool,
+    /// `provider.require_parameters`: only targets that declare every capability the
+    /// request uses.
+    pub require_parameters: bool,
 }
 
 impl Default for ClientPrefs {
@@ -41,6 +44,7 @@ impl Default for ClientPrefs {
             order: Vec::new(),
             sort: None,
             allow_fallbacks: true,
+            require_parameters: false,
         }
     }
 }
@@ -72,7 +76,8 @@ impl ClientPrefs {
             }
         };
         // Other OpenRouter provider fields (data_collection, quantizations, ...) are accepted
-        // and ignored: they have no meaning for a self-hosted router.
+        // and ignored: they have no meaning for a self-hosted router. `require_parameters`
+        // keeps the targets whose `capabilities` declare what the request uses.
         if let Some(v) = provider.get("only").filter(|v| !v.is_null()) {
             prefs.only = Some(lower(string_list(v, "provider.only")?));
         }
@@ -104,17 +109,8 @@ impl ClientPrefs {
                 ))
             }
         }
-        match provider.get("allow_fallbacks") {
-            None | Some(Value::Null) => {}
-            Some(Value::Bool(b)) => prefs.allow_fallbacks = *b,
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "`provider.allow_fallbacks` must be a boolean.",
-                    Some("provider.allow_fallbacks"),
-                    "invalid_type",
-                ))
-            }
-        }
+        prefs.allow_fallbacks = flag(provider, "provider.allow_fallbacks", true)?;
+        prefs.require_parameters = flag(provider, "provider.require_parameters", false)?;
         Ok(prefs)
     }
 
@@ -175,6 +171,24 @@ impl ClientPrefs {
             }
         }
         out
+    }
+}
+
+/// The boolean `provider` member `param` names (`default` when absent or null).
+fn flag(
+    provider: &Map<String, Value>,
+    param: &'static str,
+    default: bool,
+) -> Result<bool, ApiError> {
+    let name = param.strip_prefix("provider.").unwrap_or(param);
+    match provider.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid_request(
+            format!("`{param}` must be a boolean."),
+            Some(param),
+            "invalid_type",
+        )),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 
+use crate::config::capabilities::Capability;
 use crate::config::plan::Target;
 use crate::config::raw::Strategy;
 use crate::health::{Availability, Budget};
@@ -36,6 +37,9 @@ pub trait Chooser {
     fn health(&mut self, _key: &str, _budget: &Budget) -> Option<TargetStatus> {
         None
     }
+    /// The target with this health-board key was skipped: it lacks `capability` for this
+    /// request (counted in stats).
+    fn skipped(&mut self, _key: &str, _capability: Capability) {}
 }
 
 /// Orders `pool` (usable targets with their health) by `strategy`: `least_busy` by fewest

@@ -105,6 +105,7 @@ struct Req {
     prefs: ClientPrefs,
     max_output_tokens: Option<u64>,
     client: Option<crate::clients::Client>,
+    format: super::capable::OutputFormat,
 }
 
 fn req() -> Req {
@@ -116,6 +117,7 @@ fn req() -> Req {
         prefs: ClientPrefs::default(),
         max_output_tokens: None,
         client: None,
+        format: Default::default(),
     }
 }
 
@@ -152,6 +154,7 @@ impl Req {
             prefs: &self.prefs,
             max_output_tokens: self.max_output_tokens,
             client: self.client.as_ref(),
+            format: self.format,
         };
         route(plan, &request, chooser)
     }
@@ -416,6 +419,7 @@ fn header_names_are_looked_up_lower_case() {
         prefs: &prefs,
         max_output_tokens: None,
         client: None,
+        format: Default::default(),
     };
     let d = route(&p, &request, &mut FakeChooser::default()).expect("routes");
     assert_eq!(d.source, HIT);
@@ -864,6 +868,7 @@ fn target(upstream: usize, weight: u32, price: Option<(f64, f64)>) -> Target {
         }),
         budget: Budget::default(),
         key: format!("k{upstream}"),
+        caps: Default::default(),
     }
 }
 
