@@ -516,7 +516,9 @@ def test_rule_complexity(custom, mock_a, mock_b):
     h = check_route(resp, "a-bearer", "m-complexity-high", "rule:complexity-high")
     assert h["x-llm-router-complexity"] in ("high", "xhigh")
     mock_a.clear()
-    resp, _, _ = route_custom(custom, mock_a, mock_b, chat(words(10000)))  # ~2500 tokens: below high
+    # ~2500 tokens of filler words: what level they are is the model's guess; a low effort caps
+    # it at medium (below 32k tokens), so the rule must not match.
+    resp, _, _ = route_custom(custom, mock_a, mock_b, chat(words(10000), reasoning_effort="low"))
     h = check_route(resp, "a-bearer", "m-default", "default")
     assert h["x-llm-router-complexity"] in ("low", "medium"), h
 
@@ -601,8 +603,10 @@ def test_rule_prompt_token_bounds_inclusive(custom, mock_a, mock_b):
     assert rule_of(custom, mock_a, mock_b, chat("abcd efg")) == "rule:max-tokens"
     assert rule_of(custom, mock_a, mock_b, chat("abcd efgh")) == "default"
     # min_prompt_tokens 3000: 11984 chars -> 2996 + 4 = 3000 (holds), 11980 -> 2999 (does not).
-    assert rule_of(custom, mock_a, mock_b, chat(words(11984))) == "rule:min-tokens"
-    assert rule_of(custom, mock_a, mock_b, chat(words(11980))) == "default"
+    # Filler words: a low effort keeps the complexity rule (listed first) out of it.
+    low = {"reasoning_effort": "low"}
+    assert rule_of(custom, mock_a, mock_b, chat(words(11984), **low)) == "rule:min-tokens"
+    assert rule_of(custom, mock_a, mock_b, chat(words(11980), **low)) == "default"
 
 
 def test_first_matching_rule_wins(custom, mock_a, mock_b):
