@@ -1674,3 +1674,15 @@ fn cached_input_prices_cached_prompt_tokens() {
         assert!(e.field.starts_with("models.fast.targets[0].price"), "{e}");
     }
 }
+
+#[test]
+fn the_classifier_method_is_checked_by_name() {
+    for (method, ok) in [("learned", true), ("heuristic", true)] {
+        let mut v = base();
+        set_at(&mut v, "/classifier", json!({ "method": method }));
+        assert_eq!(compile_value(&v).is_ok(), ok, "{method}");
+    }
+    let mut v = base();
+    set_at(&mut v, "/classifier", json!({"method": "bert"}));
+    assert_refused(v, "classifier.method", "unknown variant");
+}
