@@ -145,16 +145,21 @@ fn show(report: &Report, name: &str, misses: bool) {
     }
 }
 
+/// The classifier of the default configuration with `method`.
+fn plan(method: Method) -> Result<ClassifierPlan, String> {
+    let cfg = ClassifierConfig {
+        method,
+        ..ClassifierConfig::default()
+    };
+    ClassifierPlan::compile(&cfg, "classifier").map_err(|e| e.to_string())
+}
+
 /// Median wall time of one classification of `path` (a chat body), per method: a figure to
 /// read next to `make bench`, never a test.
 fn time(path: &str) -> Result<(), String> {
     let body: Value = serde_json::from_str(&read(path)?).map_err(|e| format!("{path}: {e}"))?;
     for method in [Method::Learned, Method::Heuristic] {
-        let cfg = ClassifierConfig {
-            method,
-            ..ClassifierConfig::default()
-        };
-        let plan = ClassifierPlan::compile(&cfg, "classifier").map_err(|e| e.to_string())?;
+        let plan = plan(method)?;
         let mut runs: Vec<f64> = (0..201)
             .map(|_| {
                 let start = Instant::now();
@@ -177,8 +182,7 @@ fn time(path: &str) -> Result<(), String> {
 /// What the shipped classifier says of each example (the end-to-end tests compare the
 /// `.wasm`'s answers with these).
 fn predictions(args: &Args) -> Result<(), String> {
-    let plan = ClassifierPlan::compile(&ClassifierConfig::default(), "classifier")
-        .map_err(|e| e.to_string())?;
+    let plan = plan(Method::default())?;
     for path in &args.sets {
         for ex in Example::parse_set(&read(path)?).map_err(|e| format!("{path}: {e}"))? {
             let got = plan.classify(&ex.body, ex.endpoint()?);
@@ -200,11 +204,7 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     let mut all = Map::new();
     for (method, suffix) in [(Method::Learned, ""), (Method::Heuristic, " heuristic")] {
-        let cfg = ClassifierConfig {
-            method,
-            ..ClassifierConfig::default()
-        };
-        let plan = ClassifierPlan::compile(&cfg, "classifier").map_err(|e| e.to_string())?;
+        let plan = plan(method)?;
         score(args, &plan, suffix, &mut all)?;
     }
     let all = Value::Object(all);

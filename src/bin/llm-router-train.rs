@@ -14,7 +14,9 @@
 use std::process::ExitCode;
 
 use llm_router::classify::eval::Example;
-use llm_router::classify::learned::{Model, BUCKETS, DENSE, LEVEL_OUT, OUTPUTS, ROWS, TASK_OUT};
+use llm_router::classify::learned::{
+    argmax, Model, BUCKETS, DENSE, LEVEL_OUT, OUTPUTS, ROWS, TASK_OUT,
+};
 use llm_router::classify::ClassifierPlan;
 
 const USAGE: &str = "\
@@ -170,16 +172,6 @@ impl Trainer {
         let (tasks, levels) = z.split_at(TASK_OUT.len());
         (argmax(tasks), argmax(levels))
     }
-}
-
-fn argmax(xs: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, x) in xs.iter().enumerate() {
-        if *x > xs[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Scores of a model on samples it was not trained on.

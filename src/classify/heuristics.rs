@@ -270,6 +270,20 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The part of `text` that is scanned: all of it, or its first [`SCAN_HEAD`] and last
+/// [`SCAN_TAIL`] bytes (cut at char boundaries) when it is long.
+pub(crate) fn scanned(text: &str) -> [&str; 2] {
+    if text.len() <= SCAN_HEAD + SCAN_TAIL {
+        return [text, ""];
+    }
+    let head = floor_boundary(text, SCAN_HEAD);
+    let tail = floor_boundary(text, text.len() - SCAN_TAIL);
+    [
+        text.get(..head).unwrap_or(""),
+        text.get(tail..).unwrap_or(""),
+    ]
+}
+
 /// State of the current line, for code-line detection.
 #[derive(Default)]
 struct Line {
@@ -300,13 +314,8 @@ impl Scanner {
 
     /// Scans `text`, or its head and tail if it is long.
     pub(crate) fn scan(&mut self, text: &str) {
-        if text.len() <= SCAN_HEAD + SCAN_TAIL {
-            self.scan_slice(text);
-        } else {
-            let head = floor_boundary(text, SCAN_HEAD);
-            let tail = floor_boundary(text, text.len() - SCAN_TAIL);
-            self.scan_slice(text.get(..head).unwrap_or(""));
-            self.scan_slice(text.get(tail..).unwrap_or(""));
+        for part in scanned(text) {
+            self.scan_slice(part);
         }
     }
 

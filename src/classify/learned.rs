@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use fnv::FnvHasher;
 
-use super::heuristics::{Effort, RequestSignals, TextSignals, SCAN_HEAD, SCAN_TAIL, SCORED};
+use super::heuristics::{scanned, Effort, RequestSignals, TextSignals, SCORED};
 use super::text::{Extracted, Role};
 use super::{Complexity, Task};
 use crate::endpoint::Endpoint;
@@ -65,24 +65,29 @@ const STEM_BYTES: usize = 5;
 /// The embedded weights (empty until `make train` wrote them).
 static WEIGHTS: &[u8] = include_bytes!("model.bin");
 
-/// A decoded model.
+/// A decoded model; its weights stay where they are (the embedded ones are not copied).
 #[derive(Debug)]
-pub struct Model {
+pub struct Model<'a> {
     scale: [f32; OUTPUTS],
     bias: [f32; OUTPUTS],
-    /// `ROWS × OUTPUTS`, row-major.
-    weights: Vec<i8>,
+    /// `ROWS × OUTPUTS` i8 weights as bytes, row-major.
+    weights: &'a [u8],
 }
 
-impl Model {
+/// A weight byte's value.
+fn weight(b: u8) -> i8 {
+    i8::from_ne_bytes([b])
+}
+
+impl<'a> Model<'a> {
     /// The embedded model, decoded once; `None` if there is none or it does not fit.
-    pub fn embedded() -> Option<&'static Model> {
-        static MODEL: OnceLock<Option<Model>> = OnceLock::new();
+    pub fn embedded() -> Option<&'static Model<'static>> {
+        static MODEL: OnceLock<Option<Model<'static>>> = OnceLock::new();
         MODEL.get_or_init(|| Model::decode(WEIGHTS)).as_ref()
     }
 
     /// Reads the format [`Model::encode`] writes.
-    pub fn decode(bytes: &[u8]) -> Option<Model> {
+    pub fn decode(bytes: &'a [u8]) -> Option<Model<'a>> {
         let rest = bytes.strip_prefix(MAGIC)?;
         let (dims, rest) = rest.split_first_chunk::<12>()?;
         let dim = |i: usize| {
@@ -109,7 +114,7 @@ impl Model {
         Some(Model {
             scale,
             bias,
-            weights: weights.iter().map(|&b| b as i8).collect(),
+            weights,
         })
     }
 
@@ -148,7 +153,7 @@ impl Model {
                 .and_then(|r| r.first_chunk::<OUTPUTS>());
             if let (Some(row), Some(acc)) = (row, acc.get_mut(group)) {
                 for k in 0..OUTPUTS {
-                    acc[k] += i32::from(row[k]);
+                    acc[k] += i32::from(weight(row[k]));
                 }
             }
         });
@@ -166,7 +171,7 @@ impl Model {
             let at = (BUCKETS + j) * OUTPUTS;
             if let Some(row) = self.weights.get(at..at + OUTPUTS) {
                 for (k, w) in row.iter().enumerate() {
-                    scores[k] += f32::from(*w) * self.scale[k] * x;
+                    scores[k] += f32::from(weight(*w)) * self.scale[k] * x;
                 }
             }
         }
@@ -183,7 +188,8 @@ impl Model {
     }
 }
 
-fn argmax(xs: &[f32]) -> usize {
+/// The index of the largest score (the first of equals).
+pub fn argmax(xs: &[f32]) -> usize {
     let mut best = 0;
     for (i, x) in xs.iter().enumerate() {
         if *x > xs.get(best).copied().unwrap_or(f32::MIN) {
@@ -223,25 +229,6 @@ fn slot(salt: u8, a: u64, b: u64) -> usize {
 /// CJK ideographs, kana and Hangul: written without spaces, hashed by character and pair.
 fn is_cjk(c: char) -> bool {
     matches!(u32::from(c), 0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff)
-}
-
-/// The text's scanned part: all of it, or its head and tail when long (as the heuristics).
-fn scanned(text: &str) -> [&str; 2] {
-    if text.len() <= SCAN_HEAD + SCAN_TAIL {
-        return [text, ""];
-    }
-    let mut head = SCAN_HEAD;
-    while !text.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = text.len() - SCAN_TAIL;
-    while !text.is_char_boundary(tail) {
-        tail += 1;
-    }
-    [
-        text.get(..head).unwrap_or(""),
-        text.get(tail..).unwrap_or(""),
-    ]
 }
 
 /// Word statistics of the last user turn, for the dense features.
@@ -584,8 +571,8 @@ mod tests {
         let bytes = Model::encode(&weights, &bias);
         let m = Model::decode(&bytes).unwrap();
         assert_eq!(m.bias, bias);
-        assert_eq!(m.weights[3], 127);
-        assert_eq!(m.weights[(BUCKETS + 1) * OUTPUTS + 7], -127);
+        assert_eq!(weight(m.weights[3]), 127);
+        assert_eq!(weight(m.weights[(BUCKETS + 1) * OUTPUTS + 7]), -127);
         assert!(Model::decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(Model::decode(b"LLMRCLS1").is_none());
     }

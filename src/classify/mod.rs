@@ -155,7 +155,7 @@ pub struct ClassifierPlan {
     tags: tags::Tags,
     thresholds: ComplexityThresholds,
     /// The model, when the method is `learned` (the heuristics otherwise).
-    model: Option<&'static learned::Model>,
+    model: Option<&'static learned::Model<'static>>,
 }
 
 /// Token estimate of each chat-style message's framing (role, separators).
