@@ -1,22 +1,24 @@
 //! Classification of a request: task, complexity, operator tags, prompt-size estimate.
 //!
-//! Everything is decided by cheap heuristics over the already-parsed body:
-//! [`ClassifierPlan::compile`] precompiles the tag regexes and warms the word
-//! index once per configuration; [`ClassifierPlan::classify`] borrows the
-//! prompt text from the body (no copies), scans the last user message and the
-//! system prompt once (long texts only at their ends), and matches the tag
-//! regex sets. It never panics, whatever the body's shape: what cannot be read
-//! is skipped.
+//! Everything is decided over the already-parsed body, without a network call:
+//! [`ClassifierPlan::compile`] precompiles the tag regexes and warms the word index once per
+//! configuration; [`ClassifierPlan::classify`] borrows the prompt text from the body (no
+//! copies), scans the last user message and the system prompt once (long texts only at their
+//! ends), lets the learned model (or the heuristics) pick task and complexity, and matches the
+//! tag regex sets. It never panics, whatever the body's shape: what cannot be read is skipped.
 //!
 //! * Text extraction per endpoint: `text.rs`.
 //! * Word lists: `lexicon.rs`.
-//! * Task and complexity rules and weights: `heuristics.rs`.
+//! * The heuristic scan, task and complexity rules and weights: `heuristics.rs`.
+//! * What the request fields say (tools, format, effort, output budget): `request_fields.rs`.
+//! * The learned model: `learned.rs`; its scoring against labelled sets: `eval.rs`.
 //! * Operator tags: `tags.rs`.
 
 pub mod eval;
 mod heuristics;
 pub mod learned;
 mod lexicon;
+mod request_fields;
 mod tags;
 mod text;
 
