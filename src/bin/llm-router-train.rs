@@ -17,10 +17,10 @@ use llm_router::classify::eval::Example;
 use llm_router::classify::learned::{
     argmax, Model, BUCKETS, DENSE, LEVEL_OUT, OUTPUTS, ROWS, TASK_OUT,
 };
-use llm_router::classify::ClassifierPlan;
+use llm_router::classify::{ClassifierPlan, Task};
 
 const USAGE: &str = "\
-usage: llm-router-train [--out FILE | --cv K | --test SET] [--epochs N] [--lr X] [--l2 X] SET.jsonl...
+usage: llm-router-train [--out FILE | --cv K | --by-set | --test SET] [--epochs N] [--lr X] [--l2 X] SET.jsonl...
 ";
 
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +182,8 @@ struct Score {
     exact: usize,
     near: usize,
     level_n: usize,
+    /// Task confusion, `[want][got]` in `TASK_OUT` order.
+    confusion: [[usize; TASK_OUT.len()]; TASK_OUT.len()],
 }
 
 impl Score {
@@ -191,6 +193,9 @@ impl Score {
             if let Some(want) = s.task {
                 self.task_n += 1;
                 self.task_ok += usize::from(t == want);
+                if let Some(c) = self.confusion.get_mut(want).and_then(|r| r.get_mut(t)) {
+                    *c += 1;
+                }
             }
             if let Some(want) = s.level {
                 self.level_n += 1;
@@ -231,6 +236,37 @@ fn cross_validate(samples: &[Sample], folds: usize, set: &Settings) {
     score.show(&format!("cv {folds} folds"), set);
 }
 
+/// Leave one set out: each set (its own author) is scored by a model trained on all the
+/// others, the closest estimate of a new author's prompts without the held-out set.
+fn by_set(sets: &[(String, Vec<Sample>)], set: &Settings) {
+    let mut pooled = Score::default();
+    for (i, (name, test)) in sets.iter().enumerate() {
+        let train: Vec<&Sample> = sets
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, (_, s))| s.iter())
+            .collect();
+        let model = Trainer::train(&train, set);
+        let mut score = Score::default();
+        let test: Vec<&Sample> = test.iter().collect();
+        score.add(&model, &test);
+        pooled.add(&model, &test);
+        score.show(&format!("  without {name}"), set);
+    }
+    pooled.show("leave one set out", set);
+    let name = |t: &Task| format!("{t:?}").to_lowercase();
+    let head: Vec<String> = TASK_OUT
+        .iter()
+        .map(|t| format!("{:>5.5}", name(t)))
+        .collect();
+    println!("   want \\ got | {}", head.join(" "));
+    for (t, row) in TASK_OUT.iter().zip(&pooled.confusion) {
+        let cells: Vec<String> = row.iter().map(|c| format!("{c:>5}")).collect();
+        println!("{:>13} | {}", name(t), cells.join(" "));
+    }
+}
+
 fn load(path: &str) -> Result<Vec<Sample>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut samples = Vec::new();
@@ -249,6 +285,7 @@ fn run() -> Result<(), String> {
         l2: 1e-4,
     };
     let (mut out, mut cv, mut test, mut files) = (None, None, None, Vec::new());
+    let mut leave_one_out = false;
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, name: &str| -> Result<f64, String> {
         v.and_then(|s| s.parse().ok())
@@ -258,6 +295,7 @@ fn run() -> Result<(), String> {
         match a.as_str() {
             "--out" => out = Some(it.next().ok_or("--out needs a file")?),
             "--test" => test = Some(it.next().ok_or("--test needs a set")?),
+            "--by-set" => leave_one_out = true,
             "--cv" => cv = Some(num(it.next(), "--cv")? as usize),
             "--epochs" => set.epochs = num(it.next(), "--epochs")? as usize,
             "--lr" => set.lr = num(it.next(), "--lr")? as f32,
@@ -268,6 +306,14 @@ fn run() -> Result<(), String> {
     }
     if files.is_empty() {
         return Err(USAGE.to_owned());
+    }
+    if leave_one_out {
+        let sets = files
+            .iter()
+            .map(|path| Ok((path.clone(), load(path)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        by_set(&sets, &set);
+        return Ok(());
     }
     let mut samples = Vec::new();
     for path in &files {
