@@ -78,11 +78,13 @@ bench: build venv
 EVAL_SETS := wasm-tests/classify/holdout.jsonl wasm-tests/classify/dev.jsonl
 TRAIN_SETS := $(filter-out %/holdout.jsonl,$(wildcard wasm-tests/classify/*.jsonl))
 train:
-	$(CARGO) run --quiet --release --bin llm-router-train -- --out src/classify/model.bin $(TRAIN_ARGS) $(TRAIN_SETS)
+	$(CARGO) run --quiet --release --bin llm-router-train -- --out src/classify/model.bin \
+	  --exclude wasm-tests/classify/holdout.jsonl $(TRAIN_ARGS) $(TRAIN_SETS)
 # Each training set (its own author) scored by a model trained on the others: how the model
 # does on a new author's prompts, to compare features and settings without the held-out set.
 train-cv:
-	$(CARGO) run --quiet --release --bin llm-router-train -- --by-set $(TRAIN_ARGS) $(TRAIN_SETS)
+	$(CARGO) run --quiet --release --bin llm-router-train -- --by-set \
+	  --exclude wasm-tests/classify/holdout.jsonl $(TRAIN_ARGS) $(TRAIN_SETS)
 HUMANEVAL := target/eval/humaneval.jsonl
 $(HUMANEVAL): wasm-tests/classify/humaneval.py | $(VENV_STAMP)
 	$(VPY) wasm-tests/classify/humaneval.py $@

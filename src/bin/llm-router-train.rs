@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 
 use llm_router::classify::eval::Example;
@@ -20,7 +21,10 @@ use llm_router::classify::learned::{
 use llm_router::classify::{ClassifierPlan, Task};
 
 const USAGE: &str = "\
-usage: llm-router-train [--out FILE | --cv K | --by-set | --test SET] [--epochs N] [--lr X] [--l2 X] SET.jsonl...
+usage: llm-router-train [--out FILE | --cv K | --by-set | --test SET] [--exclude SET]
+                        [--epochs N] [--lr X] [--l2 X] SET.jsonl...
+  --exclude SET   leave out every training example whose body is also in SET (the held-out
+                  set: two authors may write the same classic prompt)
 ";
 
 #[derive(Debug, Clone, Copy)]
@@ -267,10 +271,21 @@ fn by_set(sets: &[(String, Vec<Sample>)], set: &Settings) {
     }
 }
 
-fn load(path: &str) -> Result<Vec<Sample>, String> {
+/// The bodies of a set, as compact JSON.
+fn bodies(path: &str) -> Result<HashSet<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let set = Example::parse_set(&text).map_err(|e| format!("{path}: {e}"))?;
+    Ok(set.iter().map(|ex| ex.body.to_string()).collect())
+}
+
+/// The samples of a set, without those whose body is in `exclude`.
+fn load(path: &str, exclude: &HashSet<String>) -> Result<Vec<Sample>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut samples = Vec::new();
     for ex in Example::parse_set(&text).map_err(|e| format!("{path}: {e}"))? {
+        if exclude.contains(&ex.body.to_string()) {
+            continue;
+        }
         if let Some(s) = sample(&ex)? {
             samples.push(s);
         }
@@ -286,6 +301,7 @@ fn run() -> Result<(), String> {
     };
     let (mut out, mut cv, mut test, mut files) = (None, None, None, Vec::new());
     let mut leave_one_out = false;
+    let mut exclude = HashSet::new();
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, name: &str| -> Result<f64, String> {
         v.and_then(|s| s.parse().ok())
@@ -296,6 +312,7 @@ fn run() -> Result<(), String> {
             "--out" => out = Some(it.next().ok_or("--out needs a file")?),
             "--test" => test = Some(it.next().ok_or("--test needs a set")?),
             "--by-set" => leave_one_out = true,
+            "--exclude" => exclude.extend(bodies(&it.next().ok_or("--exclude needs a set")?)?),
             "--cv" => cv = Some(num(it.next(), "--cv")? as usize),
             "--epochs" => set.epochs = num(it.next(), "--epochs")? as usize,
             "--lr" => set.lr = num(it.next(), "--lr")? as f32,
@@ -310,14 +327,14 @@ fn run() -> Result<(), String> {
     if leave_one_out {
         let sets = files
             .iter()
-            .map(|path| Ok((path.clone(), load(path)?)))
+            .map(|path| Ok((path.clone(), load(path, &exclude)?)))
             .collect::<Result<Vec<_>, String>>()?;
         by_set(&sets, &set);
         return Ok(());
     }
     let mut samples = Vec::new();
     for path in &files {
-        samples.extend(load(path)?);
+        samples.extend(load(path, &exclude)?);
     }
     if let Some(folds) = cv {
         cross_validate(&samples, folds.max(2), &set);
@@ -326,7 +343,7 @@ fn run() -> Result<(), String> {
     let refs: Vec<&Sample> = samples.iter().collect();
     let model = Trainer::train(&refs, &set);
     if let Some(path) = test {
-        let test = load(&path)?;
+        let test = load(&path, &HashSet::new())?;
         let mut score = Score::default();
         score.add(&model, &test.iter().collect::<Vec<_>>());
         score.show(

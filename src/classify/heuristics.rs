@@ -136,6 +136,9 @@ pub(crate) struct Structure {
     pub latex: u32,
     pub math_ops: u32,
     pub numbered: u32,
+    /// Lines (newlines + 1 per scanned part) and question marks (also fullwidth).
+    pub lines: u32,
+    pub questions: u32,
     pub bytes: usize,
 }
 
@@ -170,6 +173,8 @@ pub(crate) struct Scanner {
     latex: u32,
     math_ops: u32,
     numbered: u32,
+    lines: u32,
+    questions: u32,
     bytes: usize,
 }
 
@@ -269,14 +274,13 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// The part of `text` that is scanned: all of it, or its first [`SCAN_HEAD`] and last
-/// [`SCAN_TAIL`] bytes (cut at char boundaries) when it is long.
-pub(crate) fn scanned(text: &str) -> [&str; 2] {
-    if text.len() <= SCAN_HEAD + SCAN_TAIL {
+/// All of `text`, or its first `head` and last `tail` bytes (cut at char boundaries).
+pub(crate) fn head_and_tail(text: &str, head: usize, tail: usize) -> [&str; 2] {
+    if text.len() <= head + tail {
         return [text, ""];
     }
-    let head = floor_boundary(text, SCAN_HEAD);
-    let tail = floor_boundary(text, text.len() - SCAN_TAIL);
+    let head = floor_boundary(text, head);
+    let tail = floor_boundary(text, text.len() - tail);
     [
         text.get(..head).unwrap_or(""),
         text.get(tail..).unwrap_or(""),
@@ -307,18 +311,24 @@ impl Scanner {
             latex: 0,
             math_ops: 0,
             numbered: 0,
+            lines: 0,
+            questions: 0,
             bytes: 0,
         }
     }
 
-    /// Scans `text`, or its head and tail if it is long.
-    pub(crate) fn scan(&mut self, text: &str) {
-        for part in scanned(text) {
+    /// Scans `text`, or its first `head` and last `tail` bytes if it is long.
+    pub(crate) fn scan(&mut self, text: &str, head: usize, tail: usize) {
+        for part in head_and_tail(text, head, tail) {
+            if part.is_empty() {
+                continue;
+            }
             self.scan_slice(part);
         }
     }
 
     fn end_line(&mut self, line: &mut Line) {
+        self.lines += 1;
         if line.starter && (line.code_punct || (line.paren && line.last == b':')) {
             self.code_lines += 1;
         }
@@ -396,6 +406,7 @@ impl Scanner {
                     Some('∫' | '∑' | '√' | '∂' | '∞' | '≤' | '≥' | '≠') => {
                         self.latex += 1
                     }
+                    Some('？') => self.questions += 1,
                     Some('×' | '÷') if num == NumState::Num => {
                         num = NumState::NumOp;
                         line_start = false;
@@ -554,6 +565,7 @@ impl Scanner {
                 }
             }
             b'(' => line.paren = true,
+            b'?' => self.questions += 1,
             b'^' if next.is_ascii_digit() && i >= 2 && is_word_byte(byte(b, i - 2)) => {
                 self.math_ops += 1;
             }
@@ -680,6 +692,8 @@ impl Scanner {
             latex: self.latex,
             math_ops: self.math_ops,
             numbered: self.numbered,
+            lines: self.lines,
+            questions: self.questions,
             bytes: self.bytes,
         };
         sig
@@ -787,7 +801,7 @@ mod tests {
 
     fn scan(text: &str) -> TextSignals {
         let mut s = Scanner::new();
-        s.scan(text);
+        s.scan(text, SCAN_HEAD, SCAN_TAIL);
         s.finish()
     }
 

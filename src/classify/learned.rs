@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use fnv::FnvHasher;
 
-use super::heuristics::{scanned, Effort, RequestSignals, TextSignals, SCORED};
+use super::heuristics::{head_and_tail, Effort, RequestSignals, TextSignals, SCORED};
 use super::text::{Extracted, Role};
 use super::{Complexity, Task};
 use crate::endpoint::Endpoint;
@@ -47,6 +47,17 @@ pub const OUTPUTS: usize = TASK_OUT.len() + LEVEL_OUT.len();
 const MAGIC: &[u8; 8] = b"LLMRCLS1";
 /// Words (of the last user turn) that also count as its opening or its close.
 const EDGE_WORDS: usize = 16;
+/// Bytes of the last user turn's texts the model reads: their opening and their close
+/// (where the ask is); the middle of a long pasted document adds cost, not accuracy
+/// (leave-one-set-out: the same task accuracy as reading 12 KiB).
+const USER_HEAD: usize = 512;
+const USER_TAIL: usize = 512;
+/// Bytes of each text's opening and close the heuristic scan reads for the model's dense
+/// features (`heuristics::SCAN_HEAD`/`SCAN_TAIL` for the heuristic method).
+pub const SCAN_EDGES: (usize, usize) = (SCAN_EDGE, SCAN_EDGE);
+const SCAN_EDGE: usize = 1024;
+/// Bytes of the system prompt the model reads (its opening: the role it sets).
+const SYSTEM_HEAD: usize = 1024;
 /// Longest word hashed whole (longer ones by their first bytes).
 const MAX_WORD_BYTES: usize = 32;
 
@@ -59,6 +70,11 @@ const SALT_SYSTEM: u8 = 6;
 const SALT_CJK: u8 = 7;
 const SALT_CJK_PAIR: u8 = 8;
 const SALT_STEM: u8 = 9;
+const SALT_TRIGRAM: u8 = 10;
+/// Words of the last user turn whose byte trigrams are features too: the opening, where the
+/// ask usually is; trigrams tie inflections and compounds of other languages together
+/// (leave-one-set-out task accuracy +0.02; the whole turn's trigrams did less and cost more).
+const TRIGRAM_WORDS: usize = 24;
 /// Bytes of a long word's stem (its start): inflections and spellings share it.
 const STEM_BYTES: usize = 5;
 
@@ -145,7 +161,7 @@ impl<'a> Model<'a> {
     /// Task and complexity for the features of one request.
     pub(crate) fn predict(&self, input: &Input<'_>) -> (Task, Complexity) {
         let mut acc = [[0i32; OUTPUTS]; GROUPS];
-        let (counts, shape) = hashed(input, &mut |slot, group| {
+        let counts = hashed(input, &mut |slot, group| {
             // A fixed-size row: the adds unroll.
             let row = self
                 .weights
@@ -164,7 +180,7 @@ impl<'a> Model<'a> {
                 *s += acc[k] as f32 * self.scale[k] * norm;
             }
         }
-        for (j, x) in dense(input, &shape).iter().enumerate() {
+        for (j, x) in dense(input).iter().enumerate() {
             if *x == 0.0 {
                 continue;
             }
@@ -231,14 +247,6 @@ fn is_cjk(c: char) -> bool {
     matches!(u32::from(c), 0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff)
 }
 
-/// Word statistics of the last user turn, for the dense features.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Shape {
-    words: u32,
-    lines: u32,
-    questions: u32,
-}
-
 /// A token of the text.
 enum Token<'a> {
     /// Lower-cased, digits folded to `0`.
@@ -282,7 +290,7 @@ impl Words {
         }
     }
 
-    fn scan<F: FnMut(Token<'_>)>(&mut self, text: &str, shape: &mut Shape, f: &mut F) {
+    fn scan<F: FnMut(Token<'_>)>(&mut self, text: &str, f: &mut F) {
         let bytes = text.as_bytes();
         let mut prev_cjk = None;
         let mut i = 0;
@@ -304,12 +312,7 @@ impl Words {
                     }
                     continue;
                 }
-                self.end_word(shape, f);
-                match b {
-                    b'\n' => shape.lines += 1,
-                    b'?' => shape.questions += 1,
-                    _ => {}
-                }
+                self.end_word(f);
                 if b.is_ascii_punctuation() {
                     self.push_punct(b);
                 } else {
@@ -324,7 +327,7 @@ impl Words {
             if c.is_alphanumeric() {
                 self.end_punct(f);
                 if is_cjk(c) {
-                    self.end_word(shape, f);
+                    self.end_word(f);
                     f(Token::Cjk(c, prev_cjk));
                     prev_cjk = Some(c);
                 } else {
@@ -334,13 +337,10 @@ impl Words {
                 continue;
             }
             prev_cjk = None;
-            self.end_word(shape, f);
-            if c == '？' {
-                shape.questions += 1;
-            }
+            self.end_word(f);
             self.end_punct(f);
         }
-        self.end_word(shape, f);
+        self.end_word(f);
         self.end_punct(f);
     }
 
@@ -351,9 +351,8 @@ impl Words {
         }
     }
 
-    fn end_word<F: FnMut(Token<'_>)>(&mut self, shape: &mut Shape, f: &mut F) {
+    fn end_word<F: FnMut(Token<'_>)>(&mut self, f: &mut F) {
         if self.len > 0 {
-            shape.words += 1;
             f(Token::Word(self.buf.get(..self.len).unwrap_or(&[])));
             self.len = 0;
         }
@@ -385,11 +384,12 @@ fn word_hashes(w: &[u8]) -> (u64, Option<u64>) {
 }
 
 /// Groups of hashed features, each scaled by `1/sqrt(its count)`: the words of the whole
-/// text, and those of its opening and close (where the instruction sits, so that a long
-/// pasted document does not drown it).
-pub const GROUPS: usize = 2;
+/// text, those of its opening and close (where the instruction sits, so that a long
+/// pasted document does not drown it), and the byte trigrams of the opening's words.
+pub const GROUPS: usize = 3;
 const BODY: usize = 0;
 const EDGE: usize = 1;
+const TRIGRAMS: usize = 2;
 
 /// The scale of a group of `n` hashed features.
 pub fn norm(n: usize) -> f32 {
@@ -397,11 +397,8 @@ pub fn norm(n: usize) -> f32 {
 }
 
 /// Calls `f` with the slot and group of every hashed feature of the request; returns how
-/// many each group has, and the shape of the last user turn.
-pub(crate) fn hashed<F: FnMut(usize, usize)>(
-    input: &Input<'_>,
-    f: &mut F,
-) -> ([usize; GROUPS], Shape) {
+/// many each group has.
+pub(crate) fn hashed<F: FnMut(usize, usize)>(input: &Input<'_>, f: &mut F) -> [usize; GROUPS] {
     let mut n = [0usize; GROUPS];
     let mut emit = |s: usize, group: usize| {
         if let Some(c) = n.get_mut(group) {
@@ -412,13 +409,17 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(
     let mut prev: u64 = 0;
     let mut seen = 0usize;
     let mut tail = [0u64; EDGE_WORDS];
-    let mut shape = Shape::default();
     let mut words = Words::new();
     for text in input.ex.last_user_texts() {
-        for part in scanned(text) {
-            words.scan(part, &mut shape, &mut |token| match token {
+        for part in head_and_tail(text, USER_HEAD, USER_TAIL) {
+            words.scan(part, &mut |token| match token {
                 Token::Word(w) => {
                     let (h, stem) = word_hashes(w);
+                    if seen < TRIGRAM_WORDS && w.len() > 3 {
+                        for g in w.windows(3) {
+                            emit(slot(SALT_TRIGRAM, token_hash(g), 0), TRIGRAMS);
+                        }
+                    }
                     emit(slot(SALT_WORD, h, 0), BODY);
                     if let Some(stem) = stem {
                         emit(slot(SALT_STEM, stem, 0), BODY);
@@ -449,17 +450,16 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(
     for h in tail.iter().take(seen.min(EDGE_WORDS)) {
         emit(slot(SALT_TAIL, *h, 0), EDGE);
     }
-    let mut sys_shape = Shape::default();
     for text in input.ex.texts_of(&[Role::System]) {
-        for part in scanned(text) {
-            words.scan(part, &mut sys_shape, &mut |token| match token {
+        for part in head_and_tail(text, SYSTEM_HEAD, 0) {
+            words.scan(part, &mut |token| match token {
                 Token::Word(w) => emit(slot(SALT_SYSTEM, token_hash(w), 0), BODY),
                 Token::Cjk(c, _) => emit(slot(SALT_SYSTEM, u64::from(c), 1), BODY),
                 Token::Punct(_) => {}
             });
         }
     }
-    (n, shape)
+    n
 }
 
 fn capped(x: u32, cap: u32) -> f32 {
@@ -468,7 +468,7 @@ fn capped(x: u32, cap: u32) -> f32 {
 
 /// The dense features: heuristic points per task (last user turn, system prompt), multi-step
 /// and rigor markers, size, depth and request-field one-hots, the turn's shape.
-pub(crate) fn dense(input: &Input<'_>, shape: &Shape) -> [f32; DENSE] {
+pub(crate) fn dense(input: &Input<'_>) -> [f32; DENSE] {
     let mut d = [0f32; DENSE];
     let mut set = |i: usize, v: f32| {
         if let Some(x) = d.get_mut(i) {
@@ -524,17 +524,17 @@ pub(crate) fn dense(input: &Input<'_>, shape: &Shape) -> [f32; DENSE] {
     };
     set(38 + endpoint, 1.0);
     set(43, f32::from(u8::from(input.ex.images > 0)));
-    set(44, capped(shape.questions, 4));
-    set(45, (1.0 + shape.words as f32).ln() / 8.0);
-    set(46, (1.0 + shape.lines as f32).ln() / 5.0);
     let st = &input.user.shape;
+    set(44, capped(st.questions, 4));
+    set(45, (1.0 + st.bytes as f32).ln() / 10.0);
+    set(46, (1.0 + st.lines as f32).ln() / 5.0);
     set(47, f32::from(u8::from(st.code_lang_fence)));
     set(48, f32::from(u8::from(st.plain_fence && !st.data_fence)));
     set(49, f32::from(u8::from(st.data_fence)));
     set(50, f32::from(u8::from(st.include)));
     set(51, capped(st.code_punct, 8));
     set(52, capped(st.code_lines, 6));
-    let lines = shape.lines.max(1);
+    let lines = st.lines.max(1);
     set(53, (st.code_lines as f32 / lines as f32).min(1.0));
     set(
         54,
@@ -550,12 +550,12 @@ pub(crate) fn dense(input: &Input<'_>, shape: &Shape) -> [f32; DENSE] {
 /// (repeated as often as they occur) and the dense vector.
 pub(crate) fn features(input: &Input<'_>) -> (Vec<(u32, f32)>, [f32; DENSE]) {
     let mut slots = Vec::new();
-    let (counts, shape) = hashed(input, &mut |s, group| slots.push((s as u32, group)));
+    let counts = hashed(input, &mut |s, group| slots.push((s as u32, group)));
     let slots = slots
         .into_iter()
         .map(|(s, g)| (s, norm(counts.get(g).copied().unwrap_or(1))))
         .collect();
-    (slots, dense(input, &shape))
+    (slots, dense(input))
 }
 
 #[cfg(test)]
@@ -580,23 +580,48 @@ mod tests {
     #[test]
     fn words_fold_case_and_digits_and_cjk_goes_by_character() {
         let mut words = Words::new();
-        let mut shape = Shape::default();
         let mut seen = Vec::new();
         let mut cjk = Vec::new();
         let mut punct = Vec::new();
-        words.scan(
-            "Sum 48 and ÉTÉ? 总结一下 fn(x)->y",
-            &mut shape,
-            &mut |t| match t {
-                Token::Word(w) => seen.push(String::from_utf8_lossy(w).into_owned()),
-                Token::Cjk(c, p) => cjk.push((c, p)),
-                Token::Punct(p) => punct.push(String::from_utf8_lossy(p).into_owned()),
-            },
-        );
+        words.scan("Sum 48 and ÉTÉ? 总结一下 fn(x)->y", &mut |t| match t {
+            Token::Word(w) => seen.push(String::from_utf8_lossy(w).into_owned()),
+            Token::Cjk(c, p) => cjk.push((c, p)),
+            Token::Punct(p) => punct.push(String::from_utf8_lossy(p).into_owned()),
+        });
         assert_eq!(seen, ["sum", "00", "and", "été", "fn", "x", "y"]);
         assert_eq!(cjk.len(), 4);
         assert_eq!(cjk[1], ('结', Some('总')));
         assert_eq!(punct, ["?", "(", ")->"]);
-        assert_eq!((shape.words, shape.questions), (7, 1));
+    }
+
+    #[test]
+    fn the_middle_of_a_long_turn_is_not_read() {
+        use crate::classify::ClassifierPlan;
+        let turn = |middle: &str| {
+            let text = format!(
+                "Please summarize the report below.\n{}{}{}\nThanks, keep it short?",
+                "intro words here. ".repeat(80),
+                middle.repeat(200),
+                " closing words here.".repeat(80)
+            );
+            serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": text}]})
+        };
+        let a = ClassifierPlan::features(&turn("prove the theorem; "), Endpoint::ChatCompletions);
+        let b = ClassifierPlan::features(&turn("write some python; "), Endpoint::ChatCompletions);
+        assert_eq!(a, b);
+        // The words of the opening and the close are read: changing them changes the features.
+        let short = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "Please summarize"}]});
+        assert_ne!(
+            a.0,
+            ClassifierPlan::features(&short, Endpoint::ChatCompletions).0
+        );
+    }
+
+    #[test]
+    fn the_scan_counts_lines_and_questions_for_the_model() {
+        let mut scan = super::super::heuristics::Scanner::new();
+        scan.scan("why?\nand how？\nok", 1024, 1024);
+        let shape = scan.finish().shape;
+        assert_eq!((shape.lines, shape.questions), (3, 2));
     }
 }

@@ -238,7 +238,7 @@ impl ClassifierPlan {
     ///   `input_image`, Anthropic `image`, also inside `tool_result`).
     /// * `stream`: `stream` is `true`.
     pub fn classify(&self, body: &Value, endpoint: Endpoint) -> Classification {
-        let read = Read::new(body, endpoint);
+        let read = Read::new(body, endpoint, self.model.is_some());
         let has_images = read.ex.images > 0;
         // The text's task and level: the model's, or the heuristics'.
         let (text_task, level) = match (self.model, endpoint) {
@@ -292,7 +292,7 @@ impl ClassifierPlan {
     /// The learned model's features of a request (for the trainer): hashed slots, with
     /// repeats, and the dense vector.
     pub fn features(body: &Value, endpoint: Endpoint) -> (Vec<(u32, f32)>, [f32; learned::DENSE]) {
-        learned::features(&Read::new(body, endpoint).input())
+        learned::features(&Read::new(body, endpoint, true).input())
     }
 }
 
@@ -308,7 +308,9 @@ struct Read<'a> {
 }
 
 impl<'a> Read<'a> {
-    fn new(body: &'a Value, endpoint: Endpoint) -> Read<'a> {
+    /// `learned`: the model reads the scan's signals of the texts' edges only
+    /// ([`learned::SCAN_EDGES`]), the heuristics those of up to 12 KiB.
+    fn new(body: &'a Value, endpoint: Endpoint, learned: bool) -> Read<'a> {
         let ex = text::extract(body, endpoint);
         let req = heuristics::RequestSignals::read(body);
         let text_tokens = ex.text_chars.div_ceil(4);
@@ -320,13 +322,18 @@ impl<'a> Read<'a> {
         let (user, system) = if endpoint == Endpoint::Embeddings {
             Default::default()
         } else {
+            let (head, tail) = if learned {
+                learned::SCAN_EDGES
+            } else {
+                (heuristics::SCAN_HEAD, heuristics::SCAN_TAIL)
+            };
             let mut user = heuristics::Scanner::new();
             for t in ex.last_user_texts() {
-                user.scan(t);
+                user.scan(t, head, tail);
             }
             let mut system = heuristics::Scanner::new();
             for t in ex.texts_of(&[text::Role::System]) {
-                system.scan(t);
+                system.scan(t, head, tail);
             }
             (user.finish(), system.finish())
         };
