@@ -1,6 +1,6 @@
-//! The learned classifier: one linear model over hashed words and character n-grams of the
-//! request (its last user turn, the system prompt) and dense features from the heuristic
-//! scan (`heuristics.rs`) and the request fields. Trained natively from the labelled sets
+//! The learned classifier: one linear model over hashed words and byte n-grams of the
+//! request's last user turn and dense features from the heuristic scan (`heuristics.rs`, of
+//! that turn and the system prompt) and the request fields. Trained natively from the labelled sets
 //! (`src/bin/llm-router-train.rs`, `make train`); its weights (`model.bin`, i8 with a scale
 //! per output) are embedded in the `.wasm`. Inference is allocation-free: each feature adds
 //! its row of weights as it is found.
@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use fnv::FnvHasher;
 
 use super::heuristics::{head_and_tail, Effort, RequestSignals, TextSignals, SCORED};
-use super::text::{Extracted, Role};
+use super::text::Extracted;
 use super::{Complexity, Task};
 use crate::endpoint::Endpoint;
 
@@ -57,17 +57,13 @@ const USER_TAIL: usize = 192;
 /// features (`heuristics::SCAN_HEAD`/`SCAN_TAIL` for the heuristic method).
 pub const SCAN_EDGES: (usize, usize) = (SCAN_EDGE, SCAN_EDGE);
 const SCAN_EDGE: usize = 384;
-/// Bytes of the system prompt the model reads (its opening: the role it sets).
-const SYSTEM_HEAD: usize = 384;
 /// Longest word hashed whole (longer ones by their first bytes).
 const MAX_WORD_BYTES: usize = 32;
 
 const SALT_WORD: u8 = 1;
-const SALT_BIGRAM: u8 = 2;
 const SALT_HEAD: u8 = 3;
 const SALT_TAIL: u8 = 4;
 const SALT_PUNCT: u8 = 5;
-const SALT_SYSTEM: u8 = 6;
 const SALT_CJK: u8 = 7;
 const SALT_CJK_PAIR: u8 = 8;
 const SALT_STEM: u8 = 9;
@@ -407,7 +403,6 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(input: &Input<'_>, f: &mut F) -> [u
         }
         f(s, group);
     };
-    let mut prev: u64 = 0;
     let mut seen = 0usize;
     let mut tail = [0u64; EDGE_WORDS];
     let mut words = Words::new();
@@ -425,9 +420,6 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(input: &Input<'_>, f: &mut F) -> [u
                     if let Some(stem) = stem {
                         emit(slot(SALT_STEM, stem, 0), BODY);
                     }
-                    if seen > 0 {
-                        emit(slot(SALT_BIGRAM, prev, h), BODY);
-                    }
                     if seen < EDGE_WORDS {
                         emit(slot(SALT_HEAD, h, 0), EDGE);
                     }
@@ -435,7 +427,6 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(input: &Input<'_>, f: &mut F) -> [u
                         *t = h;
                     }
                     seen += 1;
-                    prev = h;
                 }
                 Token::Cjk(c, before) => {
                     let h = u64::from(c);
@@ -450,15 +441,6 @@ pub(crate) fn hashed<F: FnMut(usize, usize)>(input: &Input<'_>, f: &mut F) -> [u
     }
     for h in tail.iter().take(seen.min(EDGE_WORDS)) {
         emit(slot(SALT_TAIL, *h, 0), EDGE);
-    }
-    for text in input.ex.texts_of(&[Role::System]) {
-        for part in head_and_tail(text, SYSTEM_HEAD, 0) {
-            words.scan(part, &mut |token| match token {
-                Token::Word(w) => emit(slot(SALT_SYSTEM, token_hash(w), 0), BODY),
-                Token::Cjk(c, _) => emit(slot(SALT_SYSTEM, u64::from(c), 1), BODY),
-                Token::Punct(_) => {}
-            });
-        }
     }
     n
 }
