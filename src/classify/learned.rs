@@ -1,9 +1,9 @@
-//! The learned classifier: one linear model over hashed words and byte n-grams of the
-//! request's last user turn and dense features from the heuristic scan (`heuristics.rs`, of
-//! that turn and the system prompt) and the request fields. Trained natively from the labelled sets
-//! (`src/bin/llm-router-train.rs`, `make train`); its weights (`model.bin`, i8 with a scale
-//! per output) are embedded in the `.wasm`. Inference is allocation-free: each feature adds
-//! its row of weights as it is found.
+//! The learned classifier: one linear model over hashed words and byte trigrams of the
+//! request's last user turn, dense features from the heuristic scan (`heuristics.rs`, of
+//! that turn and the system prompt) and the request fields. Trained natively from the
+//! labelled sets (`src/bin/llm-router-train.rs`, `make train`); its weights (`model.bin`, i8
+//! with a scale per output) are embedded in the `.wasm`. Inference is allocation-free: each
+//! feature adds its row of weights as it is found.
 //!
 //! Rules stay rules: `/v1/embeddings` is `embedding` and an image makes `vision`; the model
 //! chooses among the six text tasks and the four complexities; an explicit reasoning effort
@@ -70,7 +70,7 @@ const SALT_STEM: u8 = 9;
 const SALT_TRIGRAM: u8 = 10;
 /// Words of the last user turn whose byte trigrams are features too: the opening, where the
 /// ask usually is; trigrams tie inflections and compounds of other languages together
-/// (leave-one-set-out task accuracy +0.02; the whole turn's trigrams did less and cost more).
+/// (`make train-cv`: task accuracy +0.01; the whole turn's trigrams did less and cost more).
 const TRIGRAM_WORDS: usize = 24;
 /// Bytes of a long word's stem (its start): inflections and spellings share it.
 const STEM_BYTES: usize = 5;
