@@ -4,6 +4,7 @@
 #   make bench  throughput and latency with and without the filter
 #   make eval   the classifier's scores on the labelled sets and HumanEval (make test guards them)
 #   make train  the classifier's model (src/classify/model.bin) from the labelled sets
+#   make train-cv  leave one author out: each training set scored by a model trained on the others
 #   make fuzz   the native fuzz harness of both flows, FUZZ_CASES cases (make test runs 2,000)
 #   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
 #   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
