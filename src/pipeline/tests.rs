@@ -1817,3 +1817,5 @@ mod clients;
 mod odd_bytes;
 
 mod fuzz;
+
+mod host_calls;

@@ -1,0 +1,203 @@
+//! Host calls per request, counted (issue 13's budget): a host call is the unit of the
+//! filter's cost in Envoy (one that returns data costs about 1-1.4 us), so the flows are run
+//! against a host that records every call. The tests pin today's counts exactly (a change
+//! that adds a call fails; one that saves calls lowers the count with it) and print the calls
+//! callback by callback (`cargo test host_calls -- --nocapture`); the issue's budget (14 for a
+//! routed request, 18 with a client key) is where the counts are to go.
+
+use std::cell::RefCell;
+
+use super::*;
+use crate::host::{HeaderPairs, MetricKind};
+use crate::metrics::Metrics;
+
+/// A `MockHost` that records the name of every call made through it.
+struct Counting {
+    host: MockHost,
+    calls: RefCell<Vec<&'static str>>,
+}
+
+impl Counting {
+    fn new(host: MockHost) -> Counting {
+        Counting {
+            host,
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn call(&self, name: &'static str) {
+        self.calls.borrow_mut().push(name);
+    }
+
+    /// The calls made since the last `take`.
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.borrow_mut())
+    }
+}
+
+impl Host for Counting {
+    fn request_header(&self, name: &str) -> HostResult<Option<String>> {
+        self.call("request_header");
+        self.host.request_header(name)
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.call("set_request_header");
+        self.host.set_request_header(name, value)
+    }
+    fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        self.call("request_body");
+        self.host.request_body(len)
+    }
+    fn replace_request_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        self.call("replace_request_body");
+        self.host.replace_request_body(current_len, body)
+    }
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> HostResult<()> {
+        self.call("set_response_header");
+        self.host.set_response_header(name, value)
+    }
+    fn response_header(&self, name: &str) -> HostResult<Option<String>> {
+        self.call("response_header");
+        Host::response_header(&self.host, name)
+    }
+    fn request_headers(&self) -> HostResult<HeaderPairs> {
+        self.call("request_headers");
+        self.host.request_headers()
+    }
+    fn response_headers(&self) -> HostResult<HeaderPairs> {
+        self.call("response_headers");
+        self.host.response_headers()
+    }
+    fn response_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
+        self.call("response_body");
+        self.host.response_body(len)
+    }
+    fn response_body_range(&self, start: usize, len: usize) -> HostResult<Option<Vec<u8>>> {
+        self.call("response_body_range");
+        self.host.response_body_range(start, len)
+    }
+    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+        self.call("property");
+        self.host.property(path)
+    }
+    fn set_property(&mut self, name: &str, value: &[u8]) -> HostResult<()> {
+        self.call("set_property");
+        self.host.set_property(name, value)
+    }
+    fn replace_response_body(&mut self, current_len: usize, body: &[u8]) -> HostResult<()> {
+        self.call("replace_response_body");
+        self.host.replace_response_body(current_len, body)
+    }
+    fn shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        self.call("shared_data");
+        self.host.shared_data(key)
+    }
+    fn set_shared_data(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        self.call("set_shared_data");
+        self.host.set_shared_data(key, value, cas)
+    }
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HostResult<()> {
+        self.call("send_local_reply");
+        self.host.send_local_reply(status, headers, body)
+    }
+    fn now_nanos(&self) -> u64 {
+        self.call("now_nanos");
+        self.host.now_nanos()
+    }
+    fn define_metric(&mut self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        self.call("define_metric");
+        self.host.define_metric(kind, name)
+    }
+    fn increment_metric(&mut self, id: u32, offset: i64) -> HostResult<()> {
+        self.call("increment_metric");
+        self.host.increment_metric(id, offset)
+    }
+    fn record_metric(&mut self, id: u32, value: u64) -> HostResult<()> {
+        self.call("record_metric");
+        self.host.record_metric(id, value)
+    }
+}
+
+/// The bundled plugin configuration (envoy/envoy.yaml's), keys set.
+fn bundled_plan() -> Plan {
+    compile(BUNDLED.as_bytes(), &|name| Some(format!("key-{name}"))).expect("bundled compiles")
+}
+
+/// A multi-turn chat body of about 3 KiB, `model: auto` (as `make bench` sends).
+fn chat_3k() -> String {
+    let notes = "Monday we agreed on the release plan and the owners for each part. ".repeat(36);
+    json!({"model": "auto", "messages": [
+        {"role": "system", "content": "You are a friendly assistant for a small company."},
+        {"role": "user", "content": "Can you help me write a short update for my team?"},
+        {"role": "assistant", "content": "Of course. Paste your notes and I will draft it."},
+        {"role": "user", "content": format!("Here are the notes, please write the update:\n\n{notes}")}
+    ]})
+    .to_string()
+}
+
+/// Each callback's calls of one routed request answered with a small JSON body, with the
+/// stats defined as the root context defines them (not counted: once per VM).
+fn routed_request_calls(plan: Plan, host: MockHost) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut h = Counting::new(host);
+    let metrics = Rc::new(Metrics::define(&plan, &mut h.host));
+    let mut flow = flow_for(plan).with_metrics(metrics);
+    let mut calls = Vec::new();
+    assert_eq!(flow.on_request_headers(&mut h, false), Flow::Pause);
+    calls.push(("request headers", h.take()));
+    let len = h.host.request_body.len();
+    assert_eq!(flow.on_request_body(&mut h, len, true), Flow::Continue);
+    assert!(h.host.local_reply.is_none(), "routed");
+    calls.push(("request body", h.take()));
+    h.host.headers_sent = true;
+    h.host.response_headers = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    flow.on_response_headers(&mut h, false);
+    calls.push(("response headers", h.take()));
+    let answer = br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":700,"completion_tokens":2,"total_tokens":702}}"#;
+    h.host.response_body = answer.to_vec();
+    flow.on_response_body(&mut h, answer.len(), true);
+    calls.push(("response body", h.take()));
+    flow.on_log(&mut h);
+    calls.push(("log", h.take()));
+    calls
+}
+
+fn show(what: &str, calls: &[(&'static str, Vec<&'static str>)]) -> usize {
+    let total: usize = calls.iter().map(|(_, c)| c.len()).sum();
+    println!("{what}: {total} host calls");
+    for (callback, c) in calls {
+        println!("  {callback} ({}): {}", c.len(), c.join(", "));
+    }
+    total
+}
+
+/// Today's count for a routed 3 KiB chat request on the bundled configuration (model auto,
+/// health and stats on, the access-log record); issue 13's budget is 14.
+const ROUTED_CALLS: usize = 46;
+
+#[test]
+fn a_routed_request_stays_within_its_host_call_count() {
+    let host = MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", CHAT),
+            (":authority", "router.local"),
+            ("content-type", "application/json"),
+        ],
+        chat_3k().as_bytes(),
+    );
+    let calls = routed_request_calls(bundled_plan(), host);
+    let total = show("routed 3 KiB chat", &calls);
+    // Exact, so that a change that saves calls lowers the guard with it.
+    assert_eq!(
+        total, ROUTED_CALLS,
+        "host calls of a routed request changed (update ROUTED_CALLS if fewer): {calls:?}"
+    );
+}
