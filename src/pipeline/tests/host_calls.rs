@@ -128,6 +128,19 @@ fn bundled_plan() -> Plan {
     compile(BUNDLED.as_bytes(), &|name| Some(format!("key-{name}"))).expect("bundled compiles")
 }
 
+/// The bundled configuration with one client key limited in rpm, tpm and monthly spend (the
+/// limits far above what a test sends), as `make bench --loads keys` runs it.
+fn bundled_with_a_client() -> Plan {
+    let mut config: Value = serde_json::from_str(BUNDLED).expect("bundled is JSON");
+    config["clients"] = json!({"keys": [{"name": "bench",
+        "key_sha256": crate::sha256::sha256_hex(b"sk-bench"),
+        "rpm": 1_000_000, "tpm": 1_000_000_000u64, "monthly_budget": 1e9}]});
+    compile(config.to_string().as_bytes(), &|name| {
+        Some(format!("key-{name}"))
+    })
+    .expect("compiles")
+}
+
 /// A multi-turn chat body of about 3 KiB, `model: auto` (as `make bench` sends).
 fn chat_3k() -> String {
     let notes = "Monday we agreed on the release plan and the owners for each part. ".repeat(36);
@@ -182,18 +195,34 @@ fn show(what: &str, calls: &[(&'static str, Vec<&'static str>)]) -> usize {
 /// health and stats on, the access-log record); issue 13's budget is 14.
 const ROUTED_CALLS: usize = 46;
 
+/// The same with a client key; issue 13's budget is 18.
+const ROUTED_CALLS_WITH_KEY: usize = 63;
+
+fn chat_request(extra: &[(&str, &str)]) -> MockHost {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", CHAT),
+        (":authority", "router.local"),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    MockHost::with_request(&headers, chat_3k().as_bytes())
+}
+
 #[test]
-fn a_routed_request_stays_within_its_host_call_count() {
-    let host = MockHost::with_request(
-        &[
-            (":method", "POST"),
-            (":path", CHAT),
-            (":authority", "router.local"),
-            ("content-type", "application/json"),
-        ],
-        chat_3k().as_bytes(),
+fn a_routed_request_with_a_client_key_makes_a_known_number_of_host_calls() {
+    let host = chat_request(&[("authorization", "Bearer sk-bench")]);
+    let calls = routed_request_calls(bundled_with_a_client(), host);
+    let total = show("routed 3 KiB chat, client key", &calls);
+    assert_eq!(
+        total, ROUTED_CALLS_WITH_KEY,
+        "host calls with a client key changed (update ROUTED_CALLS_WITH_KEY if fewer): {calls:?}"
     );
-    let calls = routed_request_calls(bundled_plan(), host);
+}
+
+#[test]
+fn a_routed_request_makes_a_known_number_of_host_calls() {
+    let calls = routed_request_calls(bundled_plan(), chat_request(&[]));
     let total = show("routed 3 KiB chat", &calls);
     // Exact, so that a change that saves calls lowers the guard with it.
     assert_eq!(
