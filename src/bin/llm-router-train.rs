@@ -271,18 +271,24 @@ fn by_set(sets: &[(String, Vec<Sample>)], set: &Settings) {
     }
 }
 
+/// The examples of a set file.
+fn examples(path: &str) -> Result<Vec<Example>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    Example::parse_set(&text).map_err(|e| format!("{path}: {e}"))
+}
+
 /// The bodies of a set, as compact JSON.
 fn bodies(path: &str) -> Result<HashSet<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let set = Example::parse_set(&text).map_err(|e| format!("{path}: {e}"))?;
-    Ok(set.iter().map(|ex| ex.body.to_string()).collect())
+    Ok(examples(path)?
+        .iter()
+        .map(|ex| ex.body.to_string())
+        .collect())
 }
 
 /// The samples of a set, without those whose body is in `exclude`.
 fn load(path: &str, exclude: &HashSet<String>) -> Result<Vec<Sample>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut samples = Vec::new();
-    for ex in Example::parse_set(&text).map_err(|e| format!("{path}: {e}"))? {
+    for ex in examples(path)? {
         if exclude.contains(&ex.body.to_string()) {
             continue;
         }

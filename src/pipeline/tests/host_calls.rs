@@ -11,15 +11,16 @@ use super::*;
 use crate::host::{HeaderPairs, MetricKind};
 use crate::metrics::Metrics;
 
-/// A `MockHost` that records the name of every call made through it.
-struct Counting {
+/// A `MockHost` that records the name of every call made through it (`tests::CountingHost`
+/// counts shared-data writes and injects failures; this one only records).
+struct RecordingHost {
     host: MockHost,
     calls: RefCell<Vec<&'static str>>,
 }
 
-impl Counting {
-    fn new(host: MockHost) -> Counting {
-        Counting {
+impl RecordingHost {
+    fn new(host: MockHost) -> RecordingHost {
+        RecordingHost {
             host,
             calls: RefCell::new(Vec::new()),
         }
@@ -35,7 +36,7 @@ impl Counting {
     }
 }
 
-impl Host for Counting {
+impl Host for RecordingHost {
     fn request_header(&self, name: &str) -> HostResult<Option<String>> {
         self.call("request_header");
         self.host.request_header(name)
@@ -156,7 +157,7 @@ fn chat_3k() -> String {
 /// Each callback's calls of one routed request answered with a small JSON body, with the
 /// stats defined as the root context defines them (not counted: once per VM).
 fn routed_request_calls(plan: Plan, host: MockHost) -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut h = Counting::new(host);
+    let mut h = RecordingHost::new(host);
     let metrics = Rc::new(Metrics::define(&plan, &mut h.host));
     let mut flow = flow_for(plan).with_metrics(metrics);
     let mut calls = Vec::new();
