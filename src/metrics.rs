@@ -90,7 +90,9 @@
 //! one stat per name, so the counts of all workers add up.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
+pub mod pending;
 pub mod skips;
 
 use crate::clients::ClientStats;
@@ -98,6 +100,7 @@ use crate::config::plan::{Action, Plan, Price};
 use crate::config::raw::UnknownModel;
 use crate::health::{HealthBoard, Outcome};
 use crate::host::Host;
+pub use pending::Pending;
 
 /// Envoy metric kinds (the proxy-wasm `MetricType` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -536,6 +539,8 @@ pub struct Metrics {
     pub clients: ClientStats,
     /// Capability skips per target and reason (`skips.rs`).
     pub skips: skips::SkipStats,
+    /// The updates not yet handed to Envoy (shared with `clients` and `skips`).
+    pending: Rc<Pending>,
 }
 
 impl Metrics {
@@ -582,7 +587,7 @@ impl Metrics {
             });
         }
         if let Some(clients) = &plan.clients {
-            m.clients = ClientStats::define(clients, host);
+            m.clients = ClientStats::define(clients, host, Rc::clone(&m.pending));
         }
         // In configuration order, like the other stats.
         let mut by_index: Vec<(&usize, &String)> =
@@ -591,7 +596,7 @@ impl Metrics {
         let labels = by_index
             .into_iter()
             .filter_map(|(i, k)| Some((k.as_str(), m.targets.get(*i)?.label.as_str())));
-        m.skips = skips::SkipStats::define(labels, host);
+        m.skips = skips::SkipStats::define(labels, host, Rc::clone(&m.pending));
         if let Some(first) = first_error {
             log::warn!(
                 "llm-router: {failed} stats could not be defined and are left out (first: {first})"
@@ -720,25 +725,23 @@ impl Metrics {
             .filter_map(move |s| s.id(stat))
     }
 
-    /// Adds `delta` to a counter (delta > 0) or gauge of both scopes.
-    fn add(&self, host: &mut dyn Host, at: Scopes, stat: Stat, delta: i64) {
-        if delta == 0 {
-            return;
-        }
+    /// Adds `delta` to a counter (delta > 0) or gauge of both scopes (held until the flush).
+    fn add(&self, _host: &mut dyn Host, at: Scopes, stat: Stat, delta: i64) {
         for id in self.ids(at, stat) {
-            if let Err(e) = host.increment_metric(id, delta) {
-                log::debug!("llm-router: increment_metric {id}: {e}");
-            }
+            self.pending.add(id, delta);
         }
     }
 
-    /// Records a histogram sample in both scopes.
+    /// Records a histogram sample in both scopes (held until the flush).
     fn record(&self, host: &mut dyn Host, at: Scopes, stat: Stat, value: u64) {
         for id in self.ids(at, stat) {
-            if let Err(e) = host.record_metric(id, value) {
-                log::debug!("llm-router: record_metric {id}: {e}");
-            }
+            self.pending.record(host, id, value);
         }
+    }
+
+    /// Hands the held updates to Envoy (the root context's tick); returns the host calls.
+    pub fn flush(&self, host: &mut dyn Host) -> usize {
+        self.pending.flush(host)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::config::{self, Plan};
 use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
 use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
+use crate::metrics::pending::FLUSH_PERIOD_MS;
 use crate::metrics::Metrics;
 use crate::pipeline::context_retry::{self, MIN_ENVOY};
 use crate::pipeline::{AttemptFlow, Flow, RequestFlow, StreamFlow, Unconfigured};
@@ -42,7 +43,21 @@ struct RouterRoot {
     context_retry: bool,
 }
 
-impl Context for RouterRoot {}
+impl Context for RouterRoot {
+    /// The plugin goes away: what the last tick did not report is reported now.
+    fn on_done(&mut self) -> bool {
+        self.flush_stats();
+        true
+    }
+}
+
+impl RouterRoot {
+    fn flush_stats(&self) {
+        if let Some(m) = &self.metrics {
+            m.flush(&mut WasmHost);
+        }
+    }
+}
 
 /// Whether this Envoy may retry a context-length 400 that the attempt filter held (Envoy
 /// before [`MIN_ENVOY`] crashes doing so); read once per VM from the node's build version
@@ -70,6 +85,10 @@ fn context_retry_supported() -> bool {
 }
 
 impl RootContext for RouterRoot {
+    fn on_tick(&mut self) {
+        self.flush_stats();
+    }
+
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let raw = match abi::buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
@@ -111,8 +130,14 @@ impl RootContext for RouterRoot {
                 if self.attempt_filter {
                     self.context_retry = context_retry_supported();
                 }
+                // A new configuration's stats replace the old ones: report what they hold.
+                self.flush_stats();
                 let metrics = Metrics::define(&plan, &mut WasmHost);
                 log::info!("llm-router: {} stats defined", metrics.defined());
+                // Stats are held in the VM and handed to Envoy on the tick.
+                if let Err(s) = abi::set_tick_period(FLUSH_PERIOD_MS) {
+                    log::warn!("llm-router: no tick, stats not reported: {}", s.name());
+                }
                 self.metrics = Some(Rc::new(metrics));
                 self.plan = Some(Rc::new(plan));
                 true

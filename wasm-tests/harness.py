@@ -44,6 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ENVOY_YAML = os.path.join(REPO, "envoy", "envoy.yaml")
 WASM = os.path.join(REPO, "target", "wasm32-wasip1", "release", "llm_router.wasm")
+#: The filter's stats reach Envoy on its tick, this often (metrics::pending::FLUSH_PERIOD_MS).
+STATS_FLUSH_S = 1.0
 #: wasm-tests/vm_trap.rs, a stand-in VM that traps on request (``make fixtures`` builds it).
 FIXTURE_WASM = os.path.join(REPO, "target", "wasm32-wasip1", "release", "examples", "vm_trap.wasm")
 READY_TIMEOUT = 20.0
@@ -380,8 +382,21 @@ class EnvoyRouter:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", errors="replace")
 
+    def flushed_stats(self) -> None:
+        """Waits until every worker's filter has handed its stats to Envoy: they are held in
+        the VM and flushed on the root context's tick (src/metrics/pending.rs)."""
+        time.sleep(STATS_FLUSH_S + 0.5)
+
+    def stats_text(self, path: str = "/stats/prometheus") -> tuple[int, str]:
+        """The admin stats at ``path`` once the filter's stats are flushed."""
+        self.flushed_stats()
+        return self.admin_get(path)
+
     def counters(self, prefix: str) -> dict:
-        """Envoy's used stats whose names start with ``prefix``, as integers."""
+        """Envoy's used stats whose names start with ``prefix``, as integers (the filter's
+        own, ``wasmcustom.``, after their flush)."""
+        if prefix.startswith("wasmcustom."):
+            self.flushed_stats()
         status, body = self.admin_get("/stats?usedonly&filter=" + urllib.parse.quote("^" + re.escape(prefix)))
         out = {}
         if status == 200:

@@ -284,7 +284,7 @@ def test_no_capable_candidate_is_a_503_naming_each_and_counted(router, mock_a, m
     assert {k: v for k, v in grew.items() if v} == {
         ("a/none-a", "vision"): 2, ("b/none-b", "vision"): 1, ("b/none-b", "context_window"): 1}
     # The bundled stats_tags give them target and reason labels.
-    _, text = router.admin_get("/stats/prometheus")
+    _, text = router.stats_text("/stats/prometheus")
     assert 'llm_router_target_capability_skips{target="a/none-a",reason="vision"} ' in text, text[:2000]
     # The access log says what the client got.
     deadline = time.monotonic() + 5

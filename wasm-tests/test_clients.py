@@ -681,7 +681,7 @@ def test_the_key_reaches_no_provider_log_or_stat(router, mock_a, mock_b):
 
     # The stats and Envoy's own log.
     for path in ("/stats", "/stats/prometheus", "/stats?format=json"):
-        status, body = router.admin_get(path)
+        status, body = router.stats_text(path)
         assert status == 200
         assert key not in body and wrong not in body, path
         assert key[:20] not in body
@@ -708,7 +708,7 @@ def test_per_client_stats_add_up_across_workers(router, mock_a, mock_b):
     cost = s.get("cost_micro")
     assert cost is not None and abs(cost - (prompt + completion) * 1000) <= n, (s, prompt, completion)
     # The bundled stats_tags make the name a label on /stats/prometheus.
-    status, prom = router.admin_get("/stats/prometheus")
+    status, prom = router.stats_text("/stats/prometheus")
     assert status == 200
     samples = dict(re.findall(r'^(llm_router_client_[a-z_]+)\{client="counted"\} (\d+)$', prom, re.M))
     assert samples.get("llm_router_client_requests") == str(n), samples

@@ -62,7 +62,7 @@ LINE = re.compile(r'^(llm_router_[a-z_]+)\{([^}]*)\} (\S+)$')
 
 def scrape(router: EnvoyRouter) -> dict:
     """``{(name, frozenset(labels)): value}`` of every llm_router_ sample."""
-    status, text = router.admin_get("/stats/prometheus")
+    status, text = router.stats_text("/stats/prometheus")
     assert status == 200
     out = {}
     for line in text.splitlines():

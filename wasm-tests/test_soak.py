@@ -256,7 +256,7 @@ def measure(router: EnvoyRouter) -> dict:
         heap.append(int(mem["heap_size"]))
         physical.append(int(mem.get("total_physical_bytes", 0)))
         time.sleep(0.05)
-    status, body = router.admin_get("/stats")
+    status, body = router.stats_text("/stats")
     assert status == 200
     lines = body.splitlines()
     wasm_stats, target_stats = {}, {}

@@ -2,9 +2,11 @@
 //! configuration, and `llm_router.clients.unauthorized`. Labelled by the client's name only:
 //! a key never reaches a stat.
 
+use std::rc::Rc;
+
 use super::ClientsPlan;
 use crate::host::{Host, MetricKind};
-use crate::metrics::{label, saturating_i64};
+use crate::metrics::{label, saturating_i64, Pending};
 
 /// The stats of one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +60,13 @@ pub const UNAUTHORIZED_STAT: &str = "llm_router.clients.unauthorized";
 pub struct ClientStats {
     ids: Vec<[Option<u32>; ClientStat::ALL.len()]>,
     unauthorized: Option<u32>,
+    pending: Rc<Pending>,
 }
 
 impl ClientStats {
     /// Defines the stats of every configured client (`on_configure`); a stat the host
     /// refuses is left out.
-    pub fn define(plan: &ClientsPlan, host: &mut dyn Host) -> ClientStats {
+    pub fn define(plan: &ClientsPlan, host: &mut dyn Host, pending: Rc<Pending>) -> ClientStats {
         let mut define = |name: String| match host.define_metric(MetricKind::Counter, &name) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -83,31 +86,24 @@ impl ClientStats {
         ClientStats {
             ids,
             unauthorized: define(UNAUTHORIZED_STAT.to_owned()),
+            pending,
         }
     }
 
     /// Adds `delta` to a client's counter (nothing for 0).
-    pub fn add(&self, host: &mut dyn Host, client: usize, stat: ClientStat, delta: u64) {
+    pub fn add(&self, client: usize, stat: ClientStat, delta: u64) {
         let slot = ClientStat::ALL.iter().position(|s| *s == stat);
         let id = slot.and_then(|i| self.ids.get(client)?.get(i).copied().flatten());
         if let Some(id) = id {
-            increment(host, id, delta);
+            self.pending.add(id, saturating_i64(delta));
         }
     }
 
     /// A request refused with 401.
-    pub fn unauthorized(&self, host: &mut dyn Host) {
+    pub fn unauthorized(&self) {
         if let Some(id) = self.unauthorized {
-            increment(host, id, 1);
+            self.pending.add(id, 1);
         }
     }
 }
 
-fn increment(host: &mut dyn Host, id: u32, delta: u64) {
-    if delta == 0 {
-        return;
-    }
-    if let Err(e) = host.increment_metric(id, saturating_i64(delta)) {
-        log::debug!("llm-router: increment_metric {id}: {e}");
-    }
-}

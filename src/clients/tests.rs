@@ -1332,7 +1332,8 @@ fn stats_are_defined_per_client_name_and_counted() {
         json!({"keys": [key("team-a", &hash_of("a")), key("ops@corp.example", &hash_of("b"))]}),
     );
     let mut host = MockHost::default();
-    let stats = ClientStats::define(&plan, &mut host);
+    let pending = std::rc::Rc::new(crate::metrics::Pending::default());
+    let stats = ClientStats::define(&plan, &mut host, std::rc::Rc::clone(&pending));
     let names: Vec<String> = host.metrics.iter().map(|(_, n)| n.clone()).collect();
     for stat in ClientStat::ALL {
         let s = stat.suffix();
@@ -1341,11 +1342,12 @@ fn stats_are_defined_per_client_name_and_counted() {
     }
     assert!(names.iter().any(|n| n == UNAUTHORIZED_STAT));
     assert_eq!(names.len(), 2 * ClientStat::ALL.len() + 1);
-    stats.add(&mut host, 1, ClientStat::CostMicro, 2_500);
-    stats.add(&mut host, 1, ClientStat::CostMicro, 0);
-    stats.add(&mut host, 0, ClientStat::Requests, 1);
-    stats.add(&mut host, 7, ClientStat::Requests, 1);
-    stats.unauthorized(&mut host);
+    stats.add(1, ClientStat::CostMicro, 2_500);
+    stats.add(1, ClientStat::CostMicro, 0);
+    stats.add(0, ClientStat::Requests, 1);
+    stats.add(7, ClientStat::Requests, 1);
+    stats.unauthorized();
+    pending.flush(&mut host);
     assert_eq!(
         host.metric("llm_router.client.ops@corp.example.cost_micro"),
         Some(2_500)

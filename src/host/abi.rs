@@ -134,6 +134,7 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 fn check(status: u32) -> AbiResult<()> {
@@ -288,4 +289,10 @@ pub fn increment_metric(id: u32, offset: i64) -> AbiResult<()> {
 pub fn record_metric(id: u32, value: u64) -> AbiResult<()> {
     // SAFETY: plain values.
     check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Asks for the root context's `on_tick` every `period_ms` (0 stops it).
+pub fn set_tick_period(period_ms: u32) -> AbiResult<()> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
 }

@@ -7,8 +7,9 @@
 //! `llm_router_target_capability_skips{target="<t>",reason="<reason>"}`.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use super::PREFIX;
+use super::{Pending, PREFIX};
 use crate::config::capabilities::Capability;
 use crate::host::{Host, MetricKind};
 
@@ -28,6 +29,7 @@ pub fn stat_name(label: &str, reason: Capability) -> String {
 #[derive(Debug, Default)]
 pub struct SkipStats {
     ids: HashMap<String, [Option<u32>; Capability::ALL.len()]>,
+    pending: Rc<Pending>,
 }
 
 impl SkipStats {
@@ -36,6 +38,7 @@ impl SkipStats {
     pub fn define<'a>(
         targets: impl Iterator<Item = (&'a str, &'a str)>,
         host: &mut dyn Host,
+        pending: Rc<Pending>,
     ) -> SkipStats {
         let mut ids = HashMap::new();
         let mut failed = 0usize;
@@ -56,7 +59,7 @@ impl SkipStats {
         if failed > 0 {
             log::warn!("llm-router: {failed} capability-skip stats could not be defined");
         }
-        SkipStats { ids }
+        SkipStats { ids, pending }
     }
 
     /// How many stats were defined.
@@ -68,15 +71,13 @@ impl SkipStats {
     }
 
     /// The target with this health key was skipped for lacking `reason`.
-    pub fn count(&self, host: &mut dyn Host, key: &str, reason: Capability) {
+    pub fn count(&self, key: &str, reason: Capability) {
         let id = self
             .ids
             .get(key)
             .and_then(|ids| ids.get(reason.slot()).copied().flatten());
         if let Some(id) = id {
-            if let Err(e) = host.increment_metric(id, 1) {
-                log::debug!("llm-router: increment_metric {id}: {e}");
-            }
+            self.pending.add(id, 1);
         }
     }
 }

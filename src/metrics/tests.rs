@@ -312,6 +312,7 @@ fn client_model_names_never_create_stats() {
         m.request_finished(&mut host, nowhere, &Finish::default());
     }
     assert_eq!(host.metrics.len(), before);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", "local/*", "requests")), 100);
     assert_eq!(value(&host, &stat("rule", "passthrough", "requests")), 100);
     assert_eq!(value(&host, &stat("target", "local/*", "in_flight")), 0);
@@ -346,6 +347,7 @@ fn a_request_counts_in_its_target_and_rule() {
 
     m.request_started(&mut host, at);
     m.request_started(&mut host, at);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "requests")), 2);
     assert_eq!(value(&host, &stat("rule", "model:fast", "requests")), 2);
     assert_eq!(value(&host, &stat("target", t, "in_flight")), 2);
@@ -367,6 +369,7 @@ fn a_request_counts_in_its_target_and_rule() {
     m.request_finished(&mut host, at, &failed);
 
     for (scope, l) in [("target", t), ("rule", "model:fast")] {
+        m.flush(&mut host);
         assert_eq!(value(&host, &stat(scope, l, "in_flight")), 0);
         assert_eq!(value(&host, &stat(scope, l, "failures.5xx")), 1);
         assert_eq!(value(&host, &stat(scope, l, "failures.429")), 0);
@@ -402,16 +405,19 @@ fn every_failure_class_has_its_counter() {
     }
     for class in FailureClass::ALL {
         let suffix = format!("failures.{}", class.name());
+        m.flush(&mut host);
         assert_eq!(
             value(&host, &stat("target", "local/qwen-2.5-coder", &suffix)),
             1
         );
+        m.flush(&mut host);
         assert_eq!(value(&host, &stat("rule", "rule:code", &suffix)), 1);
     }
     // Failures record no latency and no tokens (zero deltas are not sent).
     assert!(host
         .samples(&stat("rule", "rule:code", "latency_ms"))
         .is_empty());
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "rule:code", "prompt_tokens")), 0);
 }
 
@@ -433,15 +439,18 @@ fn unpriced_target_adds_no_cost_even_to_a_priced_rule() {
     let free = m.scopes(&key("a", "free"), "default");
     m.request_started(&mut host, free);
     m.request_finished(&mut host, free, &end);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "default", "cost_micro_usd")), 0);
     let priced = m.scopes(&key("a", "priced"), "default");
     m.request_started(&mut host, priced);
     m.request_finished(&mut host, priced, &end);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "default", "cost_micro_usd")), 30);
     assert_eq!(
         value(&host, &stat("target", "a/priced", "cost_micro_usd")),
         30
     );
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "default", "prompt_tokens")), 20);
 }
 
@@ -454,6 +463,7 @@ fn cooldowns_failovers_and_budget_skips() {
     m.failover(&mut host, at);
     m.failover(&mut host, at);
     m.budget_skip(&mut host, at);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "cooldowns")), 1);
     assert_eq!(value(&host, &stat("target", t, "failovers")), 2);
     assert_eq!(value(&host, &stat("rule", "model:big", "failovers")), 2);
@@ -473,10 +483,12 @@ fn a_target_shared_by_rules_is_one_scope() {
         let at = m.scopes(&k, source);
         m.request_started(&mut host, at);
     }
+    m.flush(&mut host);
     assert_eq!(
         value(&host, &stat("target", "openai/gpt-4.1-mini", "requests")),
         2
     );
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "model:fast", "requests")), 1);
     assert_eq!(value(&host, &stat("rule", "default", "requests")), 1);
 }
@@ -490,10 +502,12 @@ fn scopes_may_be_partly_known() {
     assert!(!target_only.is_empty() && !rule_only.is_empty());
     m.request_started(&mut host, target_only);
     m.request_started(&mut host, rule_only);
+    m.flush(&mut host);
     assert_eq!(
         value(&host, &stat("target", "openai/gpt-4.1", "requests")),
         1
     );
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "model:big", "requests")), 1);
     assert!(Scopes::default().is_empty());
 }
@@ -586,10 +600,12 @@ fn a_refused_stat_is_left_out_and_the_others_work() {
             ..Finish::default()
         },
     );
+    m.flush(&mut host);
     assert_eq!(
         value(&host, &stat("target", "openai/gpt-4.1-mini", "requests")),
         1
     );
+    m.flush(&mut host);
     assert_eq!(
         host.samples(&stat("target", "openai/gpt-4.1-mini", "ttfb_ms")),
         [4]
@@ -682,6 +698,7 @@ fn huge_values_saturate_in_counters() {
         },
     );
     let t = "openai/gpt-4.1-mini";
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "prompt_tokens")), i64::MAX);
     let price = Price {
         input: 0.4,
@@ -689,6 +706,7 @@ fn huge_values_saturate_in_counters() {
         cached_input: 0.0,
     };
     let cost = i64::try_from(cost_micro_usd(&price, u64::MAX, 0, 0)).unwrap();
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "cost_micro_usd")), cost);
 }
 
@@ -829,23 +847,27 @@ fn capability_skips_get_target_and_reason_labels() {
 fn capability_skips_are_counted_per_target_and_reason() {
     let (m, mut host) = defined(&sample_plan());
     let k = key("openai", "gpt-4.1");
-    m.skips.count(&mut host, &k, Capability::Vision);
-    m.skips.count(&mut host, &k, Capability::Vision);
-    m.skips.count(&mut host, &k, Capability::ContextWindow);
+    m.skips.count(&k, Capability::Vision);
+    m.skips.count(&k, Capability::Vision);
+    m.skips.count(&k, Capability::ContextWindow);
     let skip = |t: &str, c: Capability| skip_stat_name(t, c);
+    m.flush(&mut host);
     assert_eq!(value(&host, &skip("openai/gpt-4.1", Capability::Vision)), 2);
     assert_eq!(
         value(&host, &skip("openai/gpt-4.1", Capability::ContextWindow)),
         1
     );
+    m.flush(&mut host);
     assert_eq!(value(&host, &skip("openai/gpt-4.1", Capability::Tools)), 0);
     assert_eq!(
         value(&host, &skip("openai/gpt-4.1-mini", Capability::Vision)),
         0
     );
     // A key no target has counts nowhere.
+    m.flush(&mut host);
     let before = host.metric_values.clone();
-    m.skips.count(&mut host, "nope", Capability::Vision);
+    m.skips.count("nope", Capability::Vision);
+    m.flush(&mut host);
     assert_eq!(host.metric_values, before);
     // Colliding labels: each target's skips carry the label of its other stats.
     let p = plan(json!({
@@ -857,7 +879,8 @@ fn capability_skips_are_counted_per_target_and_reason() {
     let second = key("a", "b/c");
     let label = m.target_label(&second).unwrap().to_owned();
     assert_eq!(label, "a/b/c_2");
-    m.skips.count(&mut host, &second, Capability::Streaming);
+    m.skips.count(&second, Capability::Streaming);
+    m.flush(&mut host);
     assert_eq!(value(&host, &skip(&label, Capability::Streaming)), 1);
     assert_eq!(value(&host, &skip("a/b/c", Capability::Streaming)), 0);
 }
@@ -913,6 +936,7 @@ fn target_only_and_rule_only() {
     m.request_started(&mut host, rule);
     m.request_finished(&mut host, rule, &end);
 
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "requests")), 2);
     assert_eq!(value(&host, &stat("rule", "model:fast", "requests")), 1);
     assert_eq!(host.samples(&stat("target", t, "latency_ms")), [50, 50]);
@@ -921,17 +945,21 @@ fn target_only_and_rule_only() {
         [50]
     );
     // 100 × 0.4 + 10 × 1.6 = 56 per request: the rule is priced by the target it names.
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "cost_micro_usd")), 112);
     assert_eq!(
         value(&host, &stat("rule", "model:fast", "cost_micro_usd")),
         56
     );
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("rule", "model:fast", "in_flight")), 0);
 
     // A rule-only scope never counts a cooldown; a target-only one does.
     m.cooldown_entered(&mut host, rule);
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "cooldowns")), 0);
     m.cooldown_entered(&mut host, m.target(&k));
+    m.flush(&mut host);
     assert_eq!(value(&host, &stat("target", t, "cooldowns")), 1);
     assert!(!rule.is_empty() && !m.target(&k).is_empty());
     assert!(m.scopes("nope", "model:fast").target_only().is_empty());

@@ -294,7 +294,7 @@ impl AttemptFlow {
         }
         if let Some(m) = &self.metrics {
             for key in &held.skipped {
-                m.skips.count(host, key, Capability::ContextWindow);
+                m.skips.count(key, Capability::ContextWindow);
             }
         }
     }

@@ -46,7 +46,7 @@ impl Chooser for HostChooser<'_, '_> {
 
     fn skipped(&mut self, key: &str, capability: Capability) {
         if let Some(m) = self.metrics {
-            m.skips.count(self.host, key, capability);
+            m.skips.count(key, capability);
         }
     }
 

@@ -179,6 +179,7 @@ fn a_context_length_400_is_held_marked_and_the_shortened_list_published() {
     assert_eq!(tokens, 7);
     assert_eq!(list, keys(&["a/s1", "b/open", "b/big"]));
     // The candidates left out are counted as context-window skips.
+    metrics.flush(&mut host);
     for (label, n) in [("a/s2", 1), ("a/s3", 1), ("b/big", 0)] {
         assert_eq!(
             host.metric(&stat_name(label, Capability::ContextWindow)),

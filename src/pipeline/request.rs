@@ -395,7 +395,7 @@ impl RequestFlow {
         let caller = self.caller.and_then(|i| plan.clients.as_ref()?.get(i));
         if let (Some(c), Some(model)) = (caller, requested) {
             if !c.allows_model(model) {
-                return Err(self.forbidden(host, Some(model)).into());
+                return Err(self.forbidden(Some(model)).into());
             }
         }
         let classification = plan.classifier.classify(&value, endpoint);
@@ -444,7 +444,7 @@ impl RequestFlow {
         let routed = route(&plan, &request, &mut chooser);
         self.health_degraded |= chooser.degraded;
         let decision = routed.map_err(|e| match e {
-            RouteError::NotAllowed => Refusal::Api(self.forbidden(host, None)),
+            RouteError::NotAllowed => Refusal::Api(self.forbidden(None)),
             RouteError::UnknownModel(m) => Refusal::Api(ApiError::model_not_found(&m)),
             RouteError::NoCandidate(reason) => Refusal::Api(ApiError::no_candidate(reason)),
             RouteError::AllUnavailable { until_ms } => Refusal::AllUnavailable { until_ms },
@@ -561,7 +561,7 @@ impl RequestFlow {
         }
         if let Some(m) = &self.metrics {
             if let Some(i) = self.caller {
-                m.clients.add(host, i, ClientStat::Requests, 1);
+                m.clients.add(i, ClientStat::Requests, 1);
             }
             if failover.is_some() {
                 // The rule counts the request once; each attempt counts on its target.
@@ -639,7 +639,7 @@ impl StreamFlow for RequestFlow {
                 };
                 self.begin(host, name);
                 if let Some(m) = &self.metrics {
-                    m.clients.unauthorized(host);
+                    m.clients.unauthorized();
                 }
                 let error = ApiError::unauthorized(e == AuthError::Missing);
                 return self.reply_with(host, &error, &[("www-authenticate", "Bearer")]);
@@ -904,9 +904,9 @@ impl RequestFlow {
     }
 
     /// The 403 for a model the caller may not use (counted in its stats).
-    fn forbidden(&self, host: &mut dyn Host, model: Option<&str>) -> ApiError {
+    fn forbidden(&self, model: Option<&str>) -> ApiError {
         if let (Some(m), Some(i)) = (&self.metrics, self.caller) {
-            m.clients.add(host, i, ClientStat::Forbidden, 1);
+            m.clients.add(i, ClientStat::Forbidden, 1);
         }
         ApiError::model_not_allowed(model)
     }
@@ -966,7 +966,7 @@ impl RequestFlow {
             Ok((_, Err(limited))) => {
                 if let Some(m) = &self.metrics {
                     if let Some(i) = self.caller {
-                        m.clients.add(host, i, ClientStat::RateLimited, 1);
+                        m.clients.add(i, ClientStat::RateLimited, 1);
                     }
                 }
                 let retry = retry_after_seconds(limited.retry_after_ms).to_string();
@@ -1006,13 +1006,10 @@ impl RequestFlow {
         };
         if let Some(m) = &self.metrics {
             if let Some(u) = usage {
-                m.clients
-                    .add(host, index, ClientStat::PromptTokens, u.prompt);
-                m.clients
-                    .add(host, index, ClientStat::CompletionTokens, u.completion);
+                m.clients.add(index, ClientStat::PromptTokens, u.prompt);
+                m.clients.add(index, ClientStat::CompletionTokens, u.completion);
             }
-            m.clients
-                .add(host, index, ClientStat::CostMicro, cost_micro);
+            m.clients.add(index, ClientStat::CostMicro, cost_micro);
         }
         let Some(charged) = self.ledger_charged.take() else {
             return;

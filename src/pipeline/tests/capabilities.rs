@@ -34,10 +34,11 @@ type Counted = (String, Capability, i64);
 /// Runs `body` through a flow with stats; returns the flow results, the host and every
 /// skip counter that is not 0 (label, reason, value).
 fn send(body: &str) -> ((Flow, Flow), MockHost, Vec<Counted>) {
-    let (mut flow, _, defined) = with_metrics(caps_plan());
+    let (mut flow, metrics, defined) = with_metrics(caps_plan());
     let mut host = chat(body);
     host.metrics = defined.metrics;
     let flows = run(&mut flow, &mut host);
+    metrics.flush(&mut host);
     let mut counted = Vec::new();
     for label in ["openai/text-only", "local/vision-ok"] {
         for c in Capability::ALL {
