@@ -41,6 +41,9 @@ struct RouterRoot {
     attempt_filter: bool,
     /// A context-length 400 may fail over: this Envoy survives it.
     context_retry: bool,
+    /// The clock at configuration: with the context id, each request's `weighted` seed
+    /// (no clock read per request).
+    seed: u64,
 }
 
 impl Context for RouterRoot {
@@ -139,6 +142,7 @@ impl RootContext for RouterRoot {
                     log::warn!("llm-router: no tick, stats not reported: {}", s.name());
                 }
                 self.metrics = Some(Rc::new(metrics));
+                self.seed = WasmHost.now_nanos();
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -161,8 +165,9 @@ impl RootContext for RouterRoot {
             let flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
             Box::new(flow.with_metrics(metrics))
         } else {
-            // Context ids are unique per worker; the clock tells workers apart.
-            let seed = WasmHost.now_nanos() ^ (u64::from(context_id) << 32);
+            // Context ids are unique per worker; the clock at configuration tells workers
+            // apart (RequestFlow mixes the seed before use).
+            let seed = self.seed ^ (u64::from(context_id) << 32);
             Box::new(RequestFlow::new(plan, seed).with_metrics(metrics))
         };
         Some(Box::new(RouterHttp {

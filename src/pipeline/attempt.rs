@@ -222,8 +222,8 @@ impl AttemptFlow {
     /// Admits the attempt on the health board and starts counting it in stats.
     fn start(&mut self, host: &mut dyn Host, attempt: &Attempt, target: &TargetRef) {
         let plan = Rc::clone(&self.plan);
+        let now = now_ms(host);
         if plan.health.enabled {
-            let now = now_ms(host);
             let policy = &plan.health.policy;
             // The request filter found this target usable a moment ago: it is tried even if
             // another worker has since taken its probe or its last budget.
@@ -253,6 +253,7 @@ impl AttemptFlow {
                 host,
                 m.target(&attempt.key),
                 attempt.tokens,
+                now,
             ));
         }
     }
@@ -399,7 +400,10 @@ impl StreamFlow for AttemptFlow {
         let value = served(attempt.number, &attempt.key);
         let _ = host.set_response_header(HEADER_SERVED, Some(&value));
         // The request filter, downstream, edits what the client gets; this one only reads.
-        let headers = self.acc.on_response_headers(host, &self.plan, flags, false);
+        let now = now_ms(host);
+        let headers = self
+            .acc
+            .on_response_headers(host, &self.plan, flags, false, now);
         // A 400 is held for its body only while a larger context window is left to try.
         let small = header_value(&headers, "content-length")
             .is_none_or(|n| n.trim().parse::<usize>().is_ok_and(|n| n <= MAX_ERROR_BODY));

@@ -102,7 +102,7 @@ pub struct RequestFlow {
     plan: Rc<Plan>,
     state: State,
     report: Option<Report>,
-    /// Seed for `weighted` choices; mixed with the clock per request.
+    /// Seed for `weighted` choices, distinct per request (see `wasm.rs`).
     seed: u64,
     board: HealthBoard,
     /// Health board, stats and `usage` of the request.
@@ -566,13 +566,13 @@ impl RequestFlow {
             if failover.is_some() {
                 // The rule counts the request once; each attempt counts on its target.
                 let at = m.scopes(&chosen.key, &decision.source).rule_only();
-                self.acc.meter = Some(Meter::start(m, host, at, estimate));
+                self.acc.meter = Some(Meter::start(m, host, at, estimate, now));
             } else {
                 for skipped in decision.candidates.iter().take(index) {
                     m.failover(host, m.scopes(&skipped.key, &decision.source));
                 }
                 let at = m.scopes(&chosen.key, &decision.source);
-                self.acc.meter = Some(Meter::start(m, host, at, estimate));
+                self.acc.meter = Some(Meter::start(m, host, at, estimate, now));
             }
         }
 
@@ -759,7 +759,10 @@ impl StreamFlow for RequestFlow {
             return Flow::Continue;
         }
         let strip = self.strip_usage;
-        let upstream_headers = self.acc.on_response_headers(host, &self.plan, 0, strip);
+        let now = now_ms(host);
+        let upstream_headers = self
+            .acc
+            .on_response_headers(host, &self.plan, 0, strip, now);
         let plan = Rc::clone(&self.plan);
         let served = self.served_by(host, &upstream_headers);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
@@ -778,7 +781,7 @@ impl StreamFlow for RequestFlow {
         }
         if let Some(r) = &mut self.record {
             r.attempts = served.as_ref().map_or(1, |(_, n)| *n);
-            r.ttfb_ms = Some(now_ms(host).saturating_sub(self.start_ms));
+            r.ttfb_ms = Some(now.saturating_sub(self.start_ms));
         }
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)

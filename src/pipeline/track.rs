@@ -267,13 +267,19 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Counts the request as started at `at`.
-    pub fn start(metrics: &Rc<Metrics>, host: &mut dyn Host, at: Scopes, estimate: u64) -> Meter {
+    /// Counts the request as started at `at`, at `now` (ms).
+    pub fn start(
+        metrics: &Rc<Metrics>,
+        host: &mut dyn Host,
+        at: Scopes,
+        estimate: u64,
+        now: u64,
+    ) -> Meter {
         metrics.request_started(host, at);
         Meter {
             metrics: Rc::clone(metrics),
             at,
-            start_ms: now_ms(host),
+            start_ms: now,
             ttfb_ms: None,
             status: None,
             flags: 0,
@@ -350,16 +356,17 @@ impl Accounting {
     /// The response headers: the health verdict, status and time to first byte for stats,
     /// and how the body reports its usage. `flags`: response flags known from elsewhere
     /// (the failover hop's). `strip`: remove the usage-only chunk from a stream (the router
-    /// asked for it, the client did not). Returns the response headers (one host call).
+    /// asked for it, the client did not). `now`: the callback's time (ms). Returns the
+    /// response headers (one host call).
     pub fn on_response_headers(
         &mut self,
         host: &mut dyn Host,
         plan: &Plan,
         flags: u64,
         strip: bool,
+        now: u64,
     ) -> HeaderPairs {
         let headers = host.response_headers().unwrap_or_default();
-        let now = now_ms(host);
         self.tracker
             .observe_response(host, plan, &headers, flags, now);
         if let Some(meter) = &mut self.meter {
