@@ -282,6 +282,16 @@ impl Host for WasmHost {
         abi::set_header(abi::REQUEST_HEADERS, name, value).map_err(|s| status("set_header", s))
     }
 
+    fn set_request_headers(&mut self, headers: &HeaderPairs) -> HostResult<()> {
+        abi::set_header_map(abi::REQUEST_HEADERS, headers)
+            .map_err(|s| status("set_header_map_pairs", s))
+    }
+
+    fn set_response_headers(&mut self, headers: &HeaderPairs) -> HostResult<()> {
+        abi::set_header_map(abi::RESPONSE_HEADERS, headers)
+            .map_err(|s| status("set_header_map_pairs", s))
+    }
+
     fn request_body(&self, len: usize) -> HostResult<Option<Vec<u8>>> {
         abi::buffer(abi::REQUEST_BODY, 0, len).map_err(|s| status("get_buffer_bytes", s))
     }

@@ -88,6 +88,7 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
@@ -220,6 +221,13 @@ pub fn set_header(kind: u32, name: &str, value: Option<&str>) -> AbiResult<()> {
             None => proxy_remove_header_map_value(kind, name.as_ptr(), name.len()),
         }
     })
+}
+
+/// Replaces a whole header map.
+pub fn set_header_map(kind: u32, pairs: &[(String, Vec<u8>)]) -> AbiResult<()> {
+    let bytes = wire::encode_map_bytes(pairs);
+    // SAFETY: a valid pointer and length of a live buffer.
+    check(unsafe { proxy_set_header_map_pairs(kind, bytes.as_ptr(), bytes.len()) })
 }
 
 pub fn property(path: &[&str]) -> AbiResult<Option<Vec<u8>>> {

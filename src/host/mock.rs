@@ -129,6 +129,19 @@ fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Splits a whole header map into the text and raw lists.
+fn split(headers: &HeaderPairs) -> (Vec<(String, String)>, HeaderPairs) {
+    let mut text = Vec::new();
+    let mut raw = Vec::new();
+    for (k, v) in headers {
+        match std::str::from_utf8(v) {
+            Ok(t) => text.push((k.clone(), t.to_owned())),
+            Err(_) => raw.push((k.clone(), v.clone())),
+        }
+    }
+    (text, raw)
+}
+
 fn set(headers: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
     headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     if let Some(v) = value {
@@ -148,6 +161,19 @@ impl Host for MockHost {
         self.raw_request_headers
             .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         set(&mut self.request_headers, name, value);
+        Ok(())
+    }
+
+    fn set_request_headers(&mut self, headers: &HeaderPairs) -> HostResult<()> {
+        if self.headers_sent {
+            return Err(HostError::Status("headers already sent".to_owned()));
+        }
+        (self.request_headers, self.raw_request_headers) = split(headers);
+        Ok(())
+    }
+
+    fn set_response_headers(&mut self, headers: &HeaderPairs) -> HostResult<()> {
+        (self.response_headers, self.raw_response_headers) = split(headers);
         Ok(())
     }
 

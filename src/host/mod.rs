@@ -54,6 +54,19 @@ pub trait Host {
     fn request_headers(&self) -> HostResult<HeaderPairs> {
         Err(HostError::Status("request_headers: unsupported".to_owned()))
     }
+    /// Replaces all request headers (one host call for many edits; Envoy treats it as a
+    /// header change for the route).
+    fn set_request_headers(&mut self, _headers: &HeaderPairs) -> HostResult<()> {
+        Err(HostError::Status(
+            "set_request_headers: unsupported".to_owned(),
+        ))
+    }
+    /// Replaces all response headers (one host call).
+    fn set_response_headers(&mut self, _headers: &HeaderPairs) -> HostResult<()> {
+        Err(HostError::Status(
+            "set_response_headers: unsupported".to_owned(),
+        ))
+    }
     /// All response headers (one host call; names in lower case, values as raw bytes).
     fn response_headers(&self) -> HostResult<HeaderPairs> {
         Ok(Vec::new())

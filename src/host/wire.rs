@@ -33,20 +33,29 @@ pub fn decode_map(bytes: &[u8]) -> Option<HeaderPairs> {
 
 /// Serializes header pairs in the format [`decode_map`] reads (for local replies).
 pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+    encode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+}
+
+/// [`encode_map`] of pairs with raw values (a whole header map written back).
+pub fn encode_map_bytes(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    encode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())))
+}
+
+fn encode<'p>(pairs: impl Iterator<Item = (&'p [u8], &'p [u8])> + Clone) -> Vec<u8> {
     let size = 4 + pairs
-        .iter()
+        .clone()
         .map(|(k, v)| k.len() + v.len() + 10)
         .sum::<usize>();
     let mut bytes = Vec::with_capacity(size);
-    bytes.extend_from_slice(&len_u32(pairs.len()).to_le_bytes());
-    for (name, value) in pairs {
+    bytes.extend_from_slice(&len_u32(pairs.clone().count()).to_le_bytes());
+    for (name, value) in pairs.clone() {
         bytes.extend_from_slice(&len_u32(name.len()).to_le_bytes());
         bytes.extend_from_slice(&len_u32(value.len()).to_le_bytes());
     }
     for (name, value) in pairs {
-        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(name);
         bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
+        bytes.extend_from_slice(value);
         bytes.push(0);
     }
     bytes
@@ -142,6 +151,11 @@ mod tests {
             ]
         );
         assert_eq!(decode_map(&[]), Some(Vec::new()));
+        let raw_values = vec![
+            ("a".to_owned(), vec![0xff, 0]),
+            ("b".to_owned(), Vec::new()),
+        ];
+        assert_eq!(decode_map(&encode_map_bytes(&raw_values)), Some(raw_values));
         assert_eq!(encode_path(&["response", "code"]), b"response\0code");
     }
 

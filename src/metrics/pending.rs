@@ -106,7 +106,11 @@ mod tests {
             p.add(g, -1);
             p.record(&mut host, h, 7);
         }
-        assert_eq!(host.metric("c"), Some(0), "nothing reaches the host before the flush");
+        assert_eq!(
+            host.metric("c"),
+            Some(0),
+            "nothing reaches the host before the flush"
+        );
         // One increment for the counter; the gauge's +1 -1 cancel out; every sample.
         assert_eq!(p.flush(&mut host), 1 + 100);
         assert_eq!(host.metric("c"), Some(200));

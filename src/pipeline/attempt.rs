@@ -34,6 +34,7 @@ use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
+use crate::rewrite::headers::HeaderEdits;
 
 /// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
 pub const HEADER_FAILOVER: &str = "x-llm-router-failover";
@@ -467,30 +468,40 @@ fn rewrite_attempt(
 ) -> Result<(), ApiError> {
     let path = host.request_header(HEADER_PATH).ok().flatten();
     let authority = host.request_header(HEADER_AUTHORITY).ok().flatten();
+    let mut edits = HeaderEdits::default();
+    let mut new_body = None;
     if let Some(size) = body_size {
         let body = host
             .request_body(size)
             .map_err(|e| ApiError::internal(format!("could not read the body: {e}")))?
             .unwrap_or_default();
         let model = json_string(&target.model);
-        let new_body = edit_object(&body, &[("model", &model)], &[])
+        let edited = edit_object(&body, &[("model", &model)], &[])
             .map_err(|e| ApiError::internal(format!("could not rewrite the body: {}", e.0)))?;
         let has_length = host
             .request_header("content-length")
             .ok()
             .flatten()
             .is_some();
-        replace_body(host, size, &new_body, has_length)?;
+        if has_length {
+            edits.set("content-length", Some(&edited.len().to_string()));
+        }
+        new_body = Some((size, edited));
     }
     rewrite_for_upstream(
-        host,
+        &mut edits,
         plan,
         upstream,
-        &ClientHeaders::unknown(),
         path.as_deref(),
         authority.as_deref(),
         true,
-    )
+    );
+    // The header map may have changed since an earlier attempt: one call per edit.
+    ClientHeaders::unknown().apply(host, &edits)?;
+    if let Some((size, body)) = new_body {
+        replace_body(host, size, &body)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, HealthBoard, Unhealthy};
-use crate::host::{header_bytes, header_value, shared, HeaderPairs, Host, CAS_RETRIES};
+use crate::host::{header_value, shared, HeaderPairs, Host, CAS_RETRIES};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
@@ -36,6 +36,7 @@ use crate::pipeline::context_retry::HEADER_RETRY;
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
+use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::capable::OutputFormat;
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
@@ -191,13 +192,20 @@ impl ClientHeaders {
         Ok(())
     }
 
-    /// Removes `name` if the client sent it.
-    pub(crate) fn remove(&self, host: &mut dyn Host, name: &str) -> Result<(), ApiError> {
-        if !self.has(name) {
-            return Ok(());
+    /// Makes `edits` on the request with one host call (none when nothing changes) and
+    /// keeps the map as written.
+    pub(crate) fn apply(
+        &mut self,
+        host: &mut dyn Host,
+        edits: &HeaderEdits,
+    ) -> Result<(), ApiError> {
+        let written = edits
+            .apply(host, Side::Request, self.0.as_ref())
+            .map_err(|e| ApiError::internal(format!("could not edit the request headers: {e}")))?;
+        if written.is_some() {
+            self.0 = written;
         }
-        host.set_request_header(name, None)
-            .map_err(|e| ApiError::internal(format!("could not remove header {name}: {e}")))
+        Ok(())
     }
 }
 
@@ -248,18 +256,16 @@ impl RequestFlow {
     /// `headers`: the response headers, already read.
     fn served_by(
         &self,
-        host: &mut dyn Host,
+        edits: &mut HeaderEdits,
         headers: &[(String, Vec<u8>)],
     ) -> Option<(String, u32)> {
         if !self.report.as_ref().is_some_and(|r| r.failover) {
             return None;
         }
-        if header_bytes(headers, HEADER_RETRY).is_some() {
-            // A context-length retry Envoy did not make: the mark is internal.
-            let _ = host.set_response_header(HEADER_RETRY, None);
-        }
+        // A context-length retry Envoy did not make: the mark is internal.
+        edits.set(HEADER_RETRY, None);
+        edits.set(attempt::HEADER_SERVED, None);
         let served = header_value(headers, attempt::HEADER_SERVED)?;
-        let _ = host.set_response_header(attempt::HEADER_SERVED, None);
         attempt::parse_served(served)
     }
 
@@ -467,7 +473,6 @@ impl RequestFlow {
             .copied()
             .filter(|k| fields.contains_key(*k))
             .collect();
-        let set = set_header;
         // With failover, the first candidate is sent through the failover cluster (not
         // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
         // health board admits goes straight to its cluster.
@@ -513,51 +518,51 @@ impl RequestFlow {
                 })?)
             };
 
+        // Every header edit of the request, written with one host call at the end.
+        let mut edits = HeaderEdits::default();
         for name in CLIENT_RETRY_HEADERS {
-            self.client.remove(host, name)?;
+            edits.set(name, None);
         }
         // The provider is asked only for codings this Envoy decompresses before the router
         // reads the answer (decompressor filters append theirs), or for none: usage must be
         // readable whatever the client accepts. Envoy's compressor serves the client's.
-        self.client.remove(host, "accept-encoding")?;
+        edits.set("accept-encoding", None);
         if let Some(h) = plan
             .clients
             .as_ref()
             .and_then(|c| c.identity_header.as_deref())
         {
-            self.client.remove(host, h)?;
+            edits.set(h, None);
         }
         // The canonical path goes upstream, however the client spelled it.
         let path = self.path.clone();
         if upstream.path_prefix == "/v1" && path != self.client.get(host, ":path") {
-            set(host, ":path", path.as_deref())?;
+            edits.set(":path", path.as_deref());
         }
-        rewrite_for_upstream(
-            host,
-            &plan,
-            upstream,
-            &self.client,
-            path.as_deref(),
-            None,
-            false,
-        )?;
+        rewrite_for_upstream(&mut edits, &plan, upstream, path.as_deref(), None, false);
         if let Some((failover, keys)) = &failover {
             // Envoy's router retries through the failover cluster. Attempt 1 is already
             // rewritten for the first candidate; the attempt filter sends it to that
             // candidate's cluster and rewrites later attempts, from the client's path and
             // host kept here, for the next candidates.
-            set(host, &plan.cluster_header, Some(&failover.cluster))?;
+            edits.set(&plan.cluster_header, Some(&failover.cluster));
             let authority = self.client.get(host, ":authority");
-            set(host, attempt::HEADER_PATH, path.as_deref())?;
-            set(host, attempt::HEADER_AUTHORITY, authority.as_deref())?;
+            edits.set(attempt::HEADER_PATH, path.as_deref());
+            edits.set(attempt::HEADER_AUTHORITY, authority.as_deref());
             let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
             let list = attempt::encode_failover(estimate, &key_list);
-            set(host, attempt::HEADER_FAILOVER, Some(&list))?;
+            edits.set(attempt::HEADER_FAILOVER, Some(&list));
             let retries = (keys.len() - 1).to_string();
-            set(host, "x-envoy-max-retries", Some(&retries))?;
+            edits.set("x-envoy-max-retries", Some(&retries));
         }
         if let Some(new_body) = &new_body {
-            replace_body(host, body_size, new_body, self.client.has("content-length"))?;
+            if self.client.has("content-length") {
+                edits.set("content-length", Some(&new_body.len().to_string()));
+            }
+        }
+        self.client.apply(host, &edits)?;
+        if let Some(new_body) = &new_body {
+            replace_body(host, body_size, new_body)?;
         }
         if let Some(m) = &self.metrics {
             if let Some(i) = self.caller {
@@ -598,10 +603,12 @@ impl StreamFlow for RequestFlow {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         self.client = ClientHeaders::read(host);
         // A client must never pick the Envoy cluster itself, nor feed the failover hop.
-        let _ = self.client.remove(host, &self.plan.cluster_header);
+        let mut internal = HeaderEdits::default();
+        internal.set(&self.plan.cluster_header, None);
         for name in attempt::INTERNAL_REQUEST_HEADERS {
-            let _ = self.client.remove(host, name);
+            internal.set(name, None);
         }
+        let _ = self.client.apply(host, &internal);
         if let Err(e) = self.client.require_text(self.read_headers()) {
             self.begin(host, "other");
             return self.reply(host, &e);
@@ -764,7 +771,9 @@ impl StreamFlow for RequestFlow {
             .acc
             .on_response_headers(host, &self.plan, 0, strip, now);
         let plan = Rc::clone(&self.plan);
-        let served = self.served_by(host, &upstream_headers);
+        // Every edit of the response headers, written with one host call.
+        let mut edits = HeaderEdits::default();
+        let served = self.served_by(&mut edits, &upstream_headers);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
             r.target = key.clone();
             if let Some(t) = plan.targets.get(key) {
@@ -789,15 +798,18 @@ impl StreamFlow for RequestFlow {
             meter.reprice(m.scopes(key, &r.rule).rule_only());
         }
         let event_stream = is_event_stream(&upstream_headers);
-        if strip && event_stream && header_bytes(&upstream_headers, "content-length").is_some() {
+        if strip && event_stream {
             // Events are removed: the length the upstream announced would be wrong.
-            let _ = host.set_response_header("content-length", None);
+            edits.set("content-length", None);
         }
         if plan.response_headers {
-            self.stamp_diagnostics(host, &upstream_headers, served.as_ref().map(|(_, n)| *n));
+            self.stamp_diagnostics(&mut edits, served.as_ref().map(|(_, n)| *n));
         }
         if let Some(quota) = &self.quota {
-            stamp_rate_limits(host, quota, &upstream_headers);
+            stamp_rate_limits(&mut edits, quota);
+        }
+        if let Err(e) = edits.apply(host, Side::Response, Some(&upstream_headers)) {
+            log::warn!("llm-router: could not edit the response headers: {e}");
         }
         // `x-llm-router-cost` needs the usage at the end of the body: the headers wait for
         // it (a non-streaming answer of a priced target only).
@@ -927,9 +939,10 @@ impl RequestFlow {
     }
 
     /// Removes the client's key and verified identity from the request.
-    fn strip_client_credentials(&self, host: &mut dyn Host) -> Result<(), ApiError> {
+    fn strip_client_credentials(&mut self, host: &mut dyn Host) -> Result<(), ApiError> {
+        let mut edits = HeaderEdits::default();
         for name in CREDENTIAL_HEADERS {
-            self.client.remove(host, name)?;
+            edits.set(name, None);
         }
         if let Some(h) = self
             .plan
@@ -937,9 +950,9 @@ impl RequestFlow {
             .as_ref()
             .and_then(|c| c.identity_header.as_deref())
         {
-            self.client.remove(host, h)?;
+            edits.set(h, None);
         }
-        Ok(())
+        self.client.apply(host, &edits)
     }
 
     /// Admits the request on the caller's ledger (shared by all workers): `Err` with the 429
@@ -1010,7 +1023,8 @@ impl RequestFlow {
         if let Some(m) = &self.metrics {
             if let Some(u) = usage {
                 m.clients.add(index, ClientStat::PromptTokens, u.prompt);
-                m.clients.add(index, ClientStat::CompletionTokens, u.completion);
+                m.clients
+                    .add(index, ClientStat::CompletionTokens, u.completion);
             }
             m.clients.add(index, ClientStat::CostMicro, cost_micro);
         }
@@ -1100,31 +1114,20 @@ impl RequestFlow {
 
     /// Stamps the diagnostic `x-llm-router-*` response headers. `attempts`: reported by the
     /// failover attempt that served.
-    fn stamp_diagnostics(
-        &self,
-        host: &mut dyn Host,
-        upstream_headers: &[(String, Vec<u8>)],
-        attempts: Option<u32>,
-    ) {
+    fn stamp_diagnostics(&self, edits: &mut HeaderEdits, attempts: Option<u32>) {
         let Some(r) = &self.report else {
             return;
         };
         // `None` removes a value the upstream sent: diagnostics are the router's own.
-        // (Only if it sent one: a removal is a host call.)
-        let mut stamp = |name: &str, value: Option<&str>| {
-            if value.is_some() || upstream_headers.iter().any(|(k, _)| k == name) {
-                let _ = host.set_response_header(name, value);
-            }
-        };
         let attempts = attempts.map(|n| n.to_string());
-        stamp(HEADER_UPSTREAM, Some(&r.upstream));
-        stamp(HEADER_MODEL, r.model.as_deref());
-        stamp(HEADER_ATTEMPTS, attempts.as_deref());
-        stamp(HEADER_TASK, Some(r.task));
-        stamp(HEADER_COMPLEXITY, Some(r.complexity));
-        stamp(HEADER_RULE, Some(&r.rule));
-        stamp(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
-        stamp(HEADER_COST, None);
+        edits.set(HEADER_UPSTREAM, Some(&r.upstream));
+        edits.set(HEADER_MODEL, r.model.as_deref());
+        edits.set(HEADER_ATTEMPTS, attempts.as_deref());
+        edits.set(HEADER_TASK, Some(r.task));
+        edits.set(HEADER_COMPLEXITY, Some(r.complexity));
+        edits.set(HEADER_RULE, Some(&r.rule));
+        edits.set(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
+        edits.set(HEADER_COST, None);
     }
 
     /// The price of the target that served.
@@ -1163,18 +1166,14 @@ impl RequestFlow {
 
 /// The caller's `x-ratelimit-*` instead of the provider's (which describe the router's
 /// provider key, shared by every client).
-fn stamp_rate_limits(host: &mut dyn Host, quota: &Quota, upstream_headers: &[(String, Vec<u8>)]) {
+fn stamp_rate_limits(edits: &mut HeaderEdits, quota: &Quota) {
     let ours = rate_limit_headers(quota);
     for name in RATE_LIMIT_HEADERS {
-        match ours.iter().find(|(n, _)| *n == name) {
-            Some((_, value)) => {
-                let _ = host.set_response_header(name, Some(value));
-            }
-            None if header_bytes(upstream_headers, name).is_some() => {
-                let _ = host.set_response_header(name, None);
-            }
-            None => {}
-        }
+        let value = ours
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str());
+        edits.set(name, value);
     }
 }
 
@@ -1198,68 +1197,54 @@ fn failover_candidates<'p, 'd>(
 }
 
 /// Points the request at `upstream`: its cluster, its credential instead of the client's
-/// (and of any upstream tried before), its extra headers, host and path prefix.
+/// (and of any upstream tried before), its extra headers, host and path prefix (as edits).
 /// `path` is the client's path. `again`: an earlier failover attempt may have rewritten the
 /// request for another upstream, so the path is always rebuilt, other upstreams' extra
 /// headers are removed and `authority` (the client's) restored for an upstream that names
 /// no host.
 pub(crate) fn rewrite_for_upstream(
-    host: &mut dyn Host,
+    edits: &mut HeaderEdits,
     plan: &Plan,
     upstream: &Upstream,
-    client: &ClientHeaders,
     path: Option<&str>,
     authority: Option<&str>,
     again: bool,
-) -> Result<(), ApiError> {
-    let set = set_header;
-    set(host, &plan.cluster_header, Some(&upstream.cluster))?;
+) {
+    edits.set(&plan.cluster_header, Some(&upstream.cluster));
     for name in CREDENTIAL_HEADERS {
-        client.remove(host, name)?;
+        edits.set(name, None);
     }
     if let Some(auth) = &upstream.auth {
-        set(host, auth.header, Some(&auth.value))?;
+        edits.set(auth.header, Some(&auth.value));
     }
     if again {
         for name in &plan.upstream_header_names {
-            set(host, name, None)?;
+            edits.set(name, None);
         }
     }
     for (name, value) in &upstream.headers {
-        set(host, name, Some(value))?;
+        edits.set(name, Some(value));
     }
     match (&upstream.authority, authority) {
-        (Some(a), _) => set(host, ":authority", Some(a))?,
-        (None, Some(a)) => set(host, ":authority", Some(a))?,
+        (Some(a), _) => edits.set(":authority", Some(a)),
+        (None, Some(a)) => edits.set(":authority", Some(a)),
         (None, None) => {}
     }
     if let Some(path) = path {
         if upstream.path_prefix != "/v1" || again {
             let rest = path.strip_prefix("/v1").unwrap_or(path);
             let new_path = format!("{}{rest}", upstream.path_prefix);
-            set(host, ":path", Some(&new_path))?;
+            edits.set(":path", Some(&new_path));
         }
     }
-    Ok(())
 }
 
-/// Sets (or, with `None`, removes) a request header; a host failure fails the request.
-fn set_header(host: &mut dyn Host, name: &str, value: Option<&str>) -> Result<(), ApiError> {
-    host.set_request_header(name, value)
-        .map_err(|e| ApiError::internal(format!("could not set header {name}: {e}")))
-}
-
-/// Replaces the buffered request body, and `content-length` when the request has one.
+/// Replaces the buffered request body (its `content-length` is a header edit of the caller).
 pub(crate) fn replace_body(
     host: &mut dyn Host,
     current_len: usize,
     new_body: &[u8],
-    has_content_length: bool,
 ) -> Result<(), ApiError> {
-    if has_content_length {
-        host.set_request_header("content-length", Some(&new_body.len().to_string()))
-            .map_err(|e| ApiError::internal(format!("could not set content-length: {e}")))?;
-    }
     host.replace_request_body(current_len, new_body)
         .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))
 }

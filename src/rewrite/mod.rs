@@ -1,1 +1,2 @@
 pub mod body;
+pub mod headers;

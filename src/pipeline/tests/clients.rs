@@ -370,7 +370,10 @@ fn a_request_without_a_key_gets_401_before_its_body_is_read() {
     // The body that follows is not looked at.
     let len = r.host.request_body.len();
     assert_eq!(flow.on_request_body(&mut r.host, len, true), Flow::Pause);
-    assert_eq!(r.flushed().metric("llm_router.clients.unauthorized"), Some(1));
+    assert_eq!(
+        r.flushed().metric("llm_router.clients.unauthorized"),
+        Some(1)
+    );
     flow.on_log(&mut r.host);
     let log = r.log();
     assert_eq!(
@@ -407,7 +410,10 @@ fn an_unknown_key_gets_401_invalid_api_key_without_repeating_it() {
         assert_eq!(log["client_key_id"], key_id("sk-wrong-key"));
         assert!(!r.log_text().contains("sk-wrong"));
     }
-    assert_eq!(r.flushed().metric("llm_router.clients.unauthorized"), Some(3));
+    assert_eq!(
+        r.flushed().metric("llm_router.clients.unauthorized"),
+        Some(3)
+    );
 }
 
 #[test]
@@ -466,7 +472,10 @@ fn models_and_other_paths_need_a_key_too() {
     assert_eq!(r.log()["endpoint"], "other");
     let (_, a) = r.refused(files(&[("api-key", "nope")]));
     assert_eq!((a.status, a.kind().1), (401, "invalid_api_key"));
-    assert_eq!(r.flushed().metric("llm_router.clients.unauthorized"), Some(3));
+    assert_eq!(
+        r.flushed().metric("llm_router.clients.unauthorized"),
+        Some(3)
+    );
 
     let (_, flows) = r.send(files(&[
         ("authorization", "Bearer sk-team-a"),
@@ -516,7 +525,10 @@ fn not_required_lets_anonymous_and_unknown_callers_through() {
     let log = r.log();
     assert!(log["client"].is_null());
     assert_eq!(log["client_key_id"], key_id("sk-unknown"));
-    assert_eq!(r.flushed().metric("llm_router.clients.unauthorized"), Some(0));
+    assert_eq!(
+        r.flushed().metric("llm_router.clients.unauthorized"),
+        Some(0)
+    );
 
     // Anonymous requests have no limits; known keys keep theirs.
     for _ in 0..5 {
@@ -1107,7 +1119,10 @@ fn client_stats_count_requests_refusals_tokens_and_cost() {
     assert_eq!(r.stat("team-a", "completion_tokens"), 200);
     // Counted without a budget too: 2 × 2000 millionths.
     assert_eq!(r.stat("team-a", "cost_micro"), 4_000);
-    assert_eq!(r.flushed().metric("llm_router.clients.unauthorized"), Some(2));
+    assert_eq!(
+        r.flushed().metric("llm_router.clients.unauthorized"),
+        Some(2)
+    );
     // Other clients are untouched.
     assert_eq!(r.stat("team-b", "requests"), 0);
     // No stat name holds a key or its hash.
