@@ -1,16 +1,13 @@
 //! The per-request record the router publishes for access logs: Envoy filter state
-//! `wasm.llm_router.decision` (once routed), `wasm.llm_router.usage` and
-//! `wasm.llm_router.log` (one JSON line with everything, at the end of the stream), so that
-//! an access log with `%FILTER_STATE(wasm.llm_router.log:PLAIN)%` writes one line per
-//! request. Never holds a client key, only its id ([`crate::sha256::key_id`]).
+//! `wasm.llm_router.log`, one JSON line with everything (decision, usage, status, times), set
+//! once at the end of the stream (one host call per request), so that an access log with
+//! `%FILTER_STATE(wasm.llm_router.log:PLAIN)%` writes one line per request. Never holds a client key, only its id ([`crate::sha256::key_id`]).
 
 use serde::Serialize;
 
 use crate::usage::Usage;
 
-/// Filter-state names (Envoy prefixes them with `wasm.`).
-pub const STATE_DECISION: &str = "llm_router.decision";
-pub const STATE_USAGE: &str = "llm_router.usage";
+/// The filter-state name (Envoy prefixes it with `wasm.`).
 pub const STATE_LOG: &str = "llm_router.log";
 
 /// Longest client-given string (model name, request id) written to the log.

@@ -451,7 +451,7 @@ impl StreamFlow for AttemptFlow {
     /// The end of the attempt (a failed one ends when the router retries).
     fn on_log(&mut self, host: &mut dyn Host) {
         if self.acc.is_open() {
-            let end = StreamEnd::read(host);
+            let end = StreamEnd::read(host, self.acc.completed());
             self.acc.finish(host, &self.plan, &end);
         }
     }

@@ -590,10 +590,7 @@ impl RequestFlow {
         r.failover = failover.is_some();
         r.target = chosen.key.clone();
         if let Some(record) = &mut self.record {
-            let decision = decision_record(&r, &upstream.name, &chosen.model);
-            // Published as soon as it is known, for whatever reads filter state next.
-            let _ = host.set_property(audit::STATE_DECISION, &audit::to_json(&decision));
-            record.decision = Some(decision);
+            record.decision = Some(decision_record(&r, &upstream.name, &chosen.model));
         }
         Ok(r)
     }
@@ -871,7 +868,7 @@ impl StreamFlow for RequestFlow {
         if !self.acc.is_open() && self.record.is_none() {
             return;
         }
-        let end = StreamEnd::read(host);
+        let end = StreamEnd::read(host, self.acc.completed());
         self.acc.finish(host, &self.plan, &end);
         if self.state == State::Routed {
             self.settle_caller(host, end.now_ms());
@@ -1144,7 +1141,7 @@ impl RequestFlow {
         Some(micro / 1_000_000.0)
     }
 
-    /// Publishes the usage and the access-log line as filter state.
+    /// Publishes the access-log line (decision and usage in it) as filter state, once.
     fn publish_record(&mut self, host: &mut dyn Host, end: &StreamEnd) {
         let Some(mut record) = self.record.take() else {
             return;
@@ -1156,7 +1153,6 @@ impl RequestFlow {
         if self.state == State::Routed {
             record.attempts = record.attempts.max(1);
             record.usage = UsageRecord::new(self.acc.usage(), self.cost());
-            let _ = host.set_property(audit::STATE_USAGE, &audit::to_json(&record.usage));
         }
         if let Err(e) = host.set_property(audit::STATE_LOG, &audit::to_json(&record)) {
             log::debug!("llm-router: no access-log record: {e}");

@@ -213,7 +213,17 @@ pub struct StreamEnd {
 }
 
 impl StreamEnd {
-    pub fn read(host: &dyn Host) -> StreamEnd {
+    /// `completed`: the status of a response whose body ended, as the flow saw it; then
+    /// Envoy has nothing to add (no flag of a failed upstream, the code the client got) and
+    /// only the clock is read.
+    pub fn read(host: &dyn Host, completed: Option<u32>) -> StreamEnd {
+        if let Some(code) = completed {
+            return StreamEnd {
+                flags: 0,
+                code: Some(code),
+                now_ms: now_ms(host),
+            };
+        }
         StreamEnd {
             flags: int_property(host, &["response", "flags"]).unwrap_or(0),
             code: int_property(host, &["response", "code"])
@@ -336,6 +346,10 @@ pub struct Accounting {
     reader: Option<UsageReader>,
     /// What the response reported, once its body ended.
     usage: Option<Usage>,
+    /// The response's status, from its headers.
+    status: Option<u32>,
+    /// The response's body ended (its end of stream, or its trailers).
+    ended: bool,
 }
 
 /// How a response reports its usage: in its server-sent events, or in its JSON body.
@@ -369,8 +383,9 @@ impl Accounting {
         let headers = host.response_headers().unwrap_or_default();
         self.tracker
             .observe_response(host, plan, &headers, flags, now);
+        let status = header_value(&headers, ":status").and_then(|v| v.trim().parse().ok());
+        self.status = status;
         if let Some(meter) = &mut self.meter {
-            let status = header_value(&headers, ":status").and_then(|v| v.trim().parse().ok());
             meter.observe(status, flags, now);
         }
         self.reader = Some(if is_event_stream(&headers) {
@@ -400,6 +415,7 @@ impl Accounting {
         let Some(reader) = &mut self.reader else {
             return Edit::Unchanged;
         };
+        self.ended |= end;
         match reader {
             UsageReader::Stream(stream) => {
                 let edit = stream.push(chunk, end);
@@ -428,6 +444,12 @@ impl Accounting {
             (None, Some(UsageReader::Stream(stream))) => stream.usage(),
             _ => None,
         }
+    }
+
+    /// The status of a response that came whole (headers with a status, and the end of its
+    /// body), for [`StreamEnd::read`].
+    pub fn completed(&self) -> Option<u32> {
+        self.status.filter(|s| *s > 0 && self.ended)
     }
 
     /// Whether the request is counted somewhere and not yet finished (only then is the end

@@ -174,7 +174,7 @@ fn an_answer_that_ends_in_trailers_still_gives_its_usage() {
     flow.on_log(&mut host);
     let usage = host
         .filter_state
-        .get(crate::audit::STATE_USAGE)
+        .get(crate::audit::STATE_LOG)
         .expect("usage published");
     let v: Value = serde_json::from_slice(usage).unwrap();
     assert_eq!(

@@ -3,7 +3,7 @@
 //! filter state.
 
 use super::*;
-use crate::audit::{STATE_DECISION, STATE_LOG, STATE_USAGE};
+use crate::audit::STATE_LOG;
 use crate::pipeline::request::HEADER_COST;
 
 /// `test_config` with usage reporting on and a priced alias.
@@ -193,7 +193,7 @@ fn the_usage_chunk_the_router_asked_for_is_removed_from_the_stream() {
         "no cost header on streams"
     );
     flow.on_log(&mut host);
-    let usage = state(&host, STATE_USAGE);
+    let usage = state(&host, STATE_LOG);
     assert_eq!(
         (
             usage["prompt_tokens"].as_u64(),
@@ -225,7 +225,7 @@ fn a_client_that_asked_for_usage_keeps_the_chunk_and_nothing_is_held() {
     body_chunk(&mut flow, &mut host, b"data: [DONE]\n\n", true);
     flow.on_log(&mut host);
     assert_eq!(
-        state(&host, STATE_USAGE)["completion_tokens"].as_u64(),
+        state(&host, STATE_LOG)["completion_tokens"].as_u64(),
         Some(5)
     );
 }
@@ -336,10 +336,7 @@ fn a_held_answer_ends_where_its_json_closes() {
     );
     assert_eq!(flow.on_response_trailers(&mut host), Flow::Continue);
     flow.on_log(&mut host);
-    assert_eq!(
-        state(&host, STATE_USAGE)["total_tokens"].as_u64(),
-        Some(1100)
-    );
+    assert_eq!(state(&host, STATE_LOG)["total_tokens"].as_u64(), Some(1100));
 
     // Trailers from the upstream itself reach a held body that never closed: read then.
     let (mut flow, mut host) = priced();
@@ -367,10 +364,6 @@ fn the_record_names_the_decision_and_hashes_the_key() {
         .push(("x-request-id".to_owned(), "rid-7".to_owned()));
     host.now_nanos = 1_795_447_941_806_000_000;
     let (mut flow, mut host) = routed(test_plan(), host);
-    let decision = state(&host, STATE_DECISION);
-    assert_eq!(decision["target"], "anthropic/claude-sonnet-4-5");
-    assert_eq!(decision["rule"], "model:claude");
-    assert_eq!(decision["tags"], json!(["legal"]));
     host.now_nanos += 30_000_000;
     answer(
         &mut flow,
@@ -387,6 +380,9 @@ fn the_record_names_the_decision_and_hashes_the_key() {
     host.set_int_property("response.code", 200);
     flow.on_log(&mut host);
     let log = state(&host, STATE_LOG);
+    assert_eq!(log["target"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(log["rule"], "model:claude");
+    assert_eq!(log["tags"], json!(["legal"]));
     assert_eq!(log["time"], "2026-11-23T15:32:21.806Z");
     assert_eq!(log["request_id"], "rid-7");
     // `authorization: Bearer client-secret` is the first credential the client sent.
@@ -427,7 +423,8 @@ fn refused_requests_are_recorded_and_the_log_can_be_turned_off() {
         (Some(404), Some("model_not_found"))
     );
     assert!(log.get("target").is_none());
-    assert!(!host.filter_state.contains_key(STATE_USAGE));
+    assert!(log.get("prompt_tokens").is_none_or(Value::is_null));
+    assert_eq!(host.filter_state.len(), 1, "one filter state per request");
 
     let mut config = test_config();
     config["access_log"] = json!(false);
