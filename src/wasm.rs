@@ -10,7 +10,8 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
-use crate::health::TargetHealth;
+use crate::health::deferred::Deferred;
+use crate::health::{HealthBoard, TargetHealth};
 use crate::host::shared::{self, Record};
 use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::pending::FLUSH_PERIOD_MS;
@@ -41,6 +42,8 @@ struct RouterRoot {
     attempt_filter: bool,
     /// A context-length 400 may fail over: this Envoy survives it.
     context_retry: bool,
+    /// This worker's health finishes that wait for a write (health on).
+    deferred: Option<Rc<Deferred>>,
     /// The clock at configuration: with the context id, each request's `weighted` seed
     /// (no clock read per request).
     seed: u64,
@@ -55,9 +58,15 @@ impl Context for RouterRoot {
 }
 
 impl RouterRoot {
+    /// Hands the held stats to Envoy and writes the health finishes that wait.
     fn flush_stats(&self) {
         if let Some(m) = &self.metrics {
             m.flush(&mut WasmHost);
+        }
+        if let Some(d) = &self.deferred {
+            HealthBoard::default()
+                .with_deferred(Rc::clone(d))
+                .flush_deferred(&mut WasmHost);
         }
     }
 }
@@ -133,7 +142,7 @@ impl RootContext for RouterRoot {
                 if self.attempt_filter {
                     self.context_retry = context_retry_supported();
                 }
-                // A new configuration's stats replace the old ones: report what they hold.
+                // A new configuration's stats and health replace the old: write what they hold.
                 self.flush_stats();
                 let metrics = Metrics::define(&plan, &mut WasmHost);
                 log::info!("llm-router: {} stats defined", metrics.defined());
@@ -142,6 +151,10 @@ impl RootContext for RouterRoot {
                     log::warn!("llm-router: no tick, stats not reported: {}", s.name());
                 }
                 self.metrics = Some(Rc::new(metrics));
+                self.deferred = plan
+                    .health
+                    .enabled
+                    .then(|| Rc::new(Deferred::new(plan.health.policy.clone())));
                 self.seed = WasmHost.now_nanos();
                 self.plan = Some(Rc::new(plan));
                 true
@@ -162,13 +175,20 @@ impl RootContext for RouterRoot {
         };
         let metrics = self.metrics.clone().unwrap_or_default();
         let flow: Box<dyn StreamFlow> = if self.attempt_filter {
-            let flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
+            let mut flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
+            if let Some(d) = &self.deferred {
+                flow = flow.with_deferred_health(Rc::clone(d));
+            }
             Box::new(flow.with_metrics(metrics))
         } else {
             // Context ids are unique per worker; the clock at configuration tells workers
             // apart (RequestFlow mixes the seed before use).
             let seed = self.seed ^ (u64::from(context_id) << 32);
-            Box::new(RequestFlow::new(plan, seed).with_metrics(metrics))
+            let mut flow = RequestFlow::new(plan, seed);
+            if let Some(d) = &self.deferred {
+                flow = flow.with_deferred_health(Rc::clone(d));
+            }
+            Box::new(flow.with_metrics(metrics))
         };
         Some(Box::new(RouterHttp {
             flow,

@@ -66,6 +66,9 @@ pub struct TargetRef {
     pub budget: Budget,
     pub price: Option<Price>,
     pub caps: Capabilities,
+    /// Listed by an action that routes on load or latency (`least_busy`, `lowest_latency`):
+    /// every worker must see its requests end at once (no finish waits, `health::deferred`).
+    pub load_aware: bool,
 }
 
 /// The compiled `health` section.
@@ -438,6 +441,10 @@ fn target_refs<'a>(
     for (field, action) in actions {
         for (j, t) in action.targets.iter().enumerate() {
             let here = format!("{field}.targets[{j}]");
+            let load_aware = matches!(
+                action.strategy,
+                Strategy::LeastBusy | Strategy::LowestLatency
+            );
             let Some((known, at)) = targets.get_mut(&t.key) else {
                 let r = TargetRef {
                     upstream: t.upstream,
@@ -445,10 +452,12 @@ fn target_refs<'a>(
                     budget: t.budget,
                     price: t.price,
                     caps: t.caps,
+                    load_aware,
                 };
                 targets.insert(t.key.clone(), (r, here));
                 continue;
             };
+            known.load_aware |= load_aware;
             let conflict = |what: &str| {
                 ConfigError::new(
                     format!("{here}.{what}"),

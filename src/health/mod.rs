@@ -29,6 +29,7 @@
 
 pub mod board;
 pub mod codec;
+pub mod deferred;
 pub mod ewma;
 pub mod retry_headers;
 pub mod state;

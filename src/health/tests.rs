@@ -1319,7 +1319,8 @@ fn board_survives_mock_cas_conflicts_and_gives_up_after_a_bound() {
     );
     assert_eq!(runs, CAS_RETRIES);
     assert_eq!(host.cas_conflicts, usize::MAX - CAS_RETRIES);
-    let small = HealthBoard { max_attempts: 2 };
+    let mut small = HealthBoard::default();
+    small.max_attempts = 2;
     assert_eq!(
         small.update(&mut host, "k", started),
         Err(BoardError::Contended { attempts: 2 })

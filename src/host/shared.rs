@@ -56,8 +56,25 @@ pub trait Record: Default {
 /// The stored record, or a fresh one when the key is missing or holds something that does
 /// not decode (another format version, say).
 pub fn read<T: Record>(host: &dyn Host, key: &str) -> Result<T, SharedError> {
-    let (value, _) = host.shared_data(key).map_err(SharedError::Host)?;
-    Ok(value.as_deref().and_then(T::decode).unwrap_or_default())
+    read_for_update(host, key).map(|r| r.record)
+}
+
+/// A record as one `shared_data` call gave it, with what a compare-and-swap write of it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read<T> {
+    pub record: T,
+    cas: Option<u32>,
+    missing: bool,
+}
+
+/// [`read`], keeping the token: [`update_from`] can then write without reading again.
+pub fn read_for_update<T: Record>(host: &dyn Host, key: &str) -> Result<Read<T>, SharedError> {
+    let (value, cas) = host.shared_data(key).map_err(SharedError::Host)?;
+    Ok(Read {
+        missing: value.is_none(),
+        record: value.as_deref().and_then(T::decode).unwrap_or_default(),
+        cas,
+    })
 }
 
 /// Creates `key` with a fresh record unless it exists (an existing value is left alone).
@@ -80,14 +97,32 @@ pub fn update<T: Record, R>(
     host: &mut dyn Host,
     key: &str,
     max_attempts: usize,
+    change: impl FnMut(&mut T) -> R,
+) -> Result<(T, R), SharedError> {
+    update_from(host, key, max_attempts, None, change)
+}
+
+/// [`update`] whose first attempt starts from `first`, a [`read_for_update`] of the same key
+/// made earlier in the request: uncontended, the update is one write.
+pub fn update_from<T: Record, R>(
+    host: &mut dyn Host,
+    key: &str,
+    max_attempts: usize,
+    mut first: Option<Read<T>>,
     mut change: impl FnMut(&mut T) -> R,
 ) -> Result<(T, R), SharedError> {
     let attempts = max_attempts.max(1);
     let mut create_refused = false;
     for _ in 0..attempts {
-        let (value, cas) = host.shared_data(key).map_err(SharedError::Host)?;
-        let missing = value.is_none();
-        let mut record = value.as_deref().and_then(T::decode).unwrap_or_default();
+        let read = match first.take() {
+            Some(read) => read,
+            None => read_for_update(host, key)?,
+        };
+        let Read {
+            mut record,
+            cas,
+            missing,
+        } = read;
         let result = change(&mut record);
         let token = match cas {
             Some(c) if c != 0 => Some(c),

@@ -23,6 +23,7 @@ use std::rc::Rc;
 use crate::config::capabilities::Capability;
 use crate::config::plan::{Plan, TargetRef, Upstream};
 use crate::errors::ApiError;
+use crate::health::deferred::Deferred;
 use crate::health::{Admission, HealthBoard};
 use crate::host::{header_value, Host};
 use crate::metrics::Metrics;
@@ -178,7 +179,16 @@ impl AttemptFlow {
     /// Counts each attempt in its target's Envoy stats.
     pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> AttemptFlow {
         self.acc = Accounting::new(Some(Rc::clone(&metrics)));
+        self.acc.tracker.set_board(self.board.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Successful finishes wait in this worker's `deferred` for its next write to the
+    /// target's health (see `health::deferred`).
+    pub fn with_deferred_health(mut self, deferred: Rc<Deferred>) -> AttemptFlow {
+        self.board = HealthBoard::default().with_deferred(deferred);
+        self.acc.tracker.set_board(self.board.clone());
         self
     }
 

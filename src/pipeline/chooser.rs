@@ -3,7 +3,8 @@
 
 use crate::config::capabilities::Capability;
 use crate::config::plan::Plan;
-use crate::health::{Budget, HealthBoard};
+use crate::health::{Budget, HealthBoard, TargetHealth};
+use crate::host::shared::Read;
 use crate::host::{shared_increment, Host};
 use crate::metrics::Metrics;
 use crate::route::{Chooser, TargetStatus};
@@ -24,18 +25,26 @@ pub(crate) struct HostChooser<'h, 'p> {
     pub(crate) health: Option<HealthRead<'p>>,
     /// A health read failed.
     pub(crate) degraded: bool,
+    /// The states read, by key, with their tokens: admission writes the chosen one without
+    /// reading it again.
+    pub(crate) seen: Vec<(String, Read<TargetHealth>)>,
     pub(crate) metrics: Option<&'p Metrics>,
 }
 
 impl Chooser for HostChooser<'_, '_> {
     fn health(&mut self, key: &str, budget: &Budget) -> Option<TargetStatus> {
         let read = self.health.as_ref()?;
-        match read.board.read(&*self.host, key) {
-            Ok(h) => Some(TargetStatus {
-                availability: h.availability(read.now_ms, &read.plan.health.policy, budget),
-                in_flight: h.in_flight,
-                latency_ms: h.latency_ms(),
-            }),
+        match read.board.read_for_update(&*self.host, key) {
+            Ok(r) => {
+                let h = &read.board.with_waiting(key, r.record);
+                let status = TargetStatus {
+                    availability: h.availability(read.now_ms, &read.plan.health.policy, budget),
+                    in_flight: h.in_flight,
+                    latency_ms: h.latency_ms(),
+                };
+                self.seen.push((key.to_owned(), r));
+                Some(status)
+            }
             Err(e) => {
                 self.degraded = true;
                 log::debug!("llm-router: routing without health: {e}");

@@ -25,7 +25,9 @@ use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
-use crate::health::{soonest, Admission, Availability, HealthBoard, Unhealthy};
+use crate::health::deferred::Deferred;
+use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth, Unhealthy};
+use crate::host::shared::Read;
 use crate::host::{header_value, shared, HeaderPairs, Host, CAS_RETRIES};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
@@ -237,7 +239,16 @@ impl RequestFlow {
     /// Counts the request in Envoy stats.
     pub fn with_metrics(mut self, metrics: Rc<Metrics>) -> RequestFlow {
         self.acc = Accounting::new(Some(Rc::clone(&metrics)));
+        self.acc.tracker.set_board(self.board.clone());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Successful finishes wait in this worker's `deferred` for its next write to the
+    /// target's health (see `health::deferred`).
+    pub fn with_deferred_health(mut self, deferred: Rc<Deferred>) -> RequestFlow {
+        self.board = HealthBoard::default().with_deferred(deferred);
+        self.acc.tracker.set_board(self.board.clone());
         self
     }
 
@@ -293,12 +304,14 @@ impl RequestFlow {
     /// by `when_all_unhealthy`, the one that recovers soonest or a refusal. Returns the index
     /// of the chosen candidate. Without health, or when the board cannot be used, the first
     /// candidate, untracked.
+    /// `seen`: the states routing read (each admission writes from its read, once).
     fn admit(
         &mut self,
         host: &mut dyn Host,
         decision: &Decision,
         tokens: u64,
         now: u64,
+        seen: &mut Vec<(String, Read<TargetHealth>)>,
     ) -> Result<usize, Refusal> {
         let plan = Rc::clone(&self.plan);
         if !plan.health.enabled || self.health_degraded {
@@ -311,10 +324,10 @@ impl RequestFlow {
                 unavailable.push((i, c.availability));
                 continue;
             }
-            match self
-                .board
-                .update(host, &c.key, |h| h.admit(now, policy, &c.budget, tokens))
-            {
+            let first = take_seen(seen, &c.key);
+            match self.board.update_from(host, &c.key, first, |h| {
+                h.admit(now, policy, &c.budget, tokens)
+            }) {
                 Ok((_, Admission::Admitted { probe })) => {
                     self.acc
                         .tracker
@@ -344,7 +357,8 @@ impl RequestFlow {
         };
         // Every candidate is unavailable: the soonest back takes it (as the probe if its
         // cooldown is over by now).
-        match self.board.update(host, &c.key, |h| {
+        let first = take_seen(seen, &c.key);
+        match self.board.update_from(host, &c.key, first, |h| {
             let probe = h.try_claim_probe(now, policy, &c.budget);
             h.on_start(now, tokens);
             probe
@@ -440,15 +454,17 @@ impl RequestFlow {
             host: &mut *host,
             rng: self.seed,
             health: plan.health.enabled.then_some(HealthRead {
-                board: self.board,
+                board: self.board.clone(),
                 plan: &plan,
                 now_ms: now,
             }),
             degraded: false,
+            seen: Vec::new(),
             metrics: self.metrics.as_deref(),
         };
         let routed = route(&plan, &request, &mut chooser);
         self.health_degraded |= chooser.degraded;
+        let mut seen = std::mem::take(&mut chooser.seen);
         let decision = routed.map_err(|e| match e {
             RouteError::NotAllowed => Refusal::Api(self.forbidden(None)),
             RouteError::UnknownModel(m) => Refusal::Api(ApiError::model_not_found(&m)),
@@ -480,7 +496,7 @@ impl RequestFlow {
         let (chosen, index) = match &failover {
             Some((_, keys)) => (keys.first().copied(), 0),
             None => {
-                let index = self.admit(host, &decision, estimate, now)?;
+                let index = self.admit(host, &decision, estimate, now, &mut seen)?;
                 (decision.candidates.get(index), index)
             }
         };
@@ -1243,6 +1259,15 @@ pub(crate) fn replace_body(
 ) -> Result<(), ApiError> {
     host.replace_request_body(current_len, new_body)
         .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))
+}
+
+/// The state of `key` as routing read it, once (a second use must read again).
+fn take_seen(
+    seen: &mut Vec<(String, Read<TargetHealth>)>,
+    key: &str,
+) -> Option<Read<TargetHealth>> {
+    let i = seen.iter().position(|(k, _)| k == key)?;
+    Some(seen.swap_remove(i).1)
 }
 
 /// Why a request is answered by the router itself.

@@ -11,6 +11,7 @@
 use std::rc::Rc;
 
 use crate::config::plan::Plan;
+use crate::health::deferred::can_wait;
 use crate::health::{retry_headers, Budget, HealthBoard, Outcome};
 use crate::host::{header_value, HeaderPairs, Host};
 use crate::metrics::{Finish, Metrics, Scopes};
@@ -78,6 +79,11 @@ impl Tracker {
         }
     }
 
+    /// Tracks on `board` (one whose successful finishes wait for this worker's next write).
+    pub fn set_board(&mut self, board: HealthBoard) {
+        self.board = board;
+    }
+
     /// Whether the response's `usage` matters (the target has a token budget).
     pub fn wants_usage(&self) -> bool {
         self.tracked.as_ref().is_some_and(|t| t.count_usage)
@@ -126,7 +132,7 @@ impl Tracker {
         flags: u64,
         now: u64,
     ) {
-        let board = self.board;
+        let board = self.board.clone();
         let Some(t) = self.tracked.as_mut() else {
             return;
         };
@@ -189,12 +195,13 @@ impl Tracker {
 
     fn finish(&self, host: &mut dyn Host, plan: &Plan, t: &Tracked, outcome: Outcome, now: u64) {
         let policy = &plan.health.policy;
-        match self.board.update(host, &t.key, |h| {
-            let before = h.cooldown_until_ms;
-            h.on_finish(outcome, t.probe, now, policy);
-            before <= now && h.cooldown_until_ms > now
-        }) {
-            Ok((_, entered)) => self.count_cooldown(host, &t.key, entered),
+        let load_aware = plan.targets.get(&t.key).is_some_and(|r| r.load_aware);
+        let may_wait = can_wait(&outcome, t.probe, t.count_usage, load_aware);
+        let finished = self
+            .board
+            .finish(host, &t.key, outcome, t.probe, now, policy, may_wait);
+        match finished {
+            Ok(entered) => self.count_cooldown(host, &t.key, entered),
             Err(e) => log::warn!(
                 "llm-router: could not record the outcome for {}: {e}",
                 t.key
