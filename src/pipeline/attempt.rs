@@ -35,7 +35,7 @@ use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
-use crate::rewrite::headers::HeaderEdits;
+use crate::rewrite::headers::{HeaderEdits, Side};
 
 /// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
 pub const HEADER_FAILOVER: &str = "x-llm-router-failover";
@@ -152,6 +152,8 @@ pub struct AttemptFlow {
     held: Option<Held>,
     /// Whether 400s may be held for a context-window retry (the Envoy survives it).
     context_retry: bool,
+    /// This attempt's request headers, read once (each attempt gets its own copy).
+    client: ClientHeaders,
 }
 
 impl AttemptFlow {
@@ -166,6 +168,7 @@ impl AttemptFlow {
             acc: Accounting::default(),
             held: None,
             context_retry: true,
+            client: ClientHeaders::default(),
         }
     }
 
@@ -217,10 +220,11 @@ impl AttemptFlow {
             return self.reply(host, &ApiError::internal("unknown failover target"));
         };
         let rewritten = if attempt.number == 1 {
-            host.set_request_header(&plan.cluster_header, Some(&upstream.cluster))
-                .map_err(|e| ApiError::internal(format!("could not set the cluster: {e}")))
+            let mut edits = HeaderEdits::default();
+            edits.set(&plan.cluster_header, Some(&upstream.cluster));
+            self.client.apply(host, &edits)
         } else {
-            rewrite_attempt(host, &plan, target, upstream, body_size)
+            rewrite_attempt(host, &plan, &mut self.client, target, upstream, body_size)
         };
         if let Err(e) = rewritten {
             return self.reply(host, &e);
@@ -326,14 +330,14 @@ impl AttemptFlow {
 
 impl StreamFlow for AttemptFlow {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        let Some(list) = host.request_header(HEADER_FAILOVER).ok().flatten() else {
+        self.client = ClientHeaders::read(host);
+        let Some(list) = self.client.get(host, HEADER_FAILOVER) else {
             // Not sent by the request filter: nothing to do.
             return Flow::Continue;
         };
-        let number = host
-            .request_header("x-envoy-attempt-count")
-            .ok()
-            .flatten()
+        let number = self
+            .client
+            .get(host, "x-envoy-attempt-count")
             .and_then(|v| v.trim().parse::<u32>().ok())
             .unwrap_or(1)
             .max(1);
@@ -402,19 +406,19 @@ impl StreamFlow for AttemptFlow {
         let Some(attempt) = &self.attempt else {
             return Flow::Continue;
         };
-        let flags = host
-            .response_header(HEADER_HOP_FLAGS)
-            .ok()
-            .flatten()
-            .map_or(0, |names| response_flags_from_names(&names));
-        let _ = host.set_response_header(HEADER_HOP_FLAGS, None);
-        let value = served(attempt.number, &attempt.key);
-        let _ = host.set_response_header(HEADER_SERVED, Some(&value));
-        // The request filter, downstream, edits what the client gets; this one only reads.
         let now = now_ms(host);
-        let headers = self
-            .acc
-            .on_response_headers(host, &self.plan, flags, false, now);
+        let headers = host.response_headers().unwrap_or_default();
+        let flags = header_value(&headers, HEADER_HOP_FLAGS).map_or(0, response_flags_from_names);
+        // The hop's flags are read; who served is marked for the request filter (one write).
+        let mut edits = HeaderEdits::default();
+        edits.set(HEADER_HOP_FLAGS, None);
+        edits.set(HEADER_SERVED, Some(&served(attempt.number, &attempt.key)));
+        if let Err(e) = edits.apply(host, Side::Response, Some(&headers)) {
+            log::warn!("llm-router: could not mark the attempt's answer: {e}");
+        }
+        // The request filter, downstream, edits what the client gets; this one only reads.
+        self.acc
+            .on_response_map(host, &self.plan, &headers, flags, false, now);
         // A 400 is held for its body only while a larger context window is left to try.
         let small = header_value(&headers, "content-length")
             .is_none_or(|n| n.trim().parse::<usize>().is_ok_and(|n| n <= MAX_ERROR_BODY));
@@ -472,12 +476,13 @@ impl StreamFlow for AttemptFlow {
 fn rewrite_attempt(
     host: &mut dyn Host,
     plan: &Plan,
+    client: &mut ClientHeaders,
     target: &TargetRef,
     upstream: &Upstream,
     body_size: Option<usize>,
 ) -> Result<(), ApiError> {
-    let path = host.request_header(HEADER_PATH).ok().flatten();
-    let authority = host.request_header(HEADER_AUTHORITY).ok().flatten();
+    let path = client.get(host, HEADER_PATH);
+    let authority = client.get(host, HEADER_AUTHORITY);
     let mut edits = HeaderEdits::default();
     let mut new_body = None;
     if let Some(size) = body_size {
@@ -488,12 +493,7 @@ fn rewrite_attempt(
         let model = json_string(&target.model);
         let edited = edit_object(&body, &[("model", &model)], &[])
             .map_err(|e| ApiError::internal(format!("could not rewrite the body: {}", e.0)))?;
-        let has_length = host
-            .request_header("content-length")
-            .ok()
-            .flatten()
-            .is_some();
-        if has_length {
+        if client.has("content-length") {
             edits.set("content-length", Some(&edited.len().to_string()));
         }
         new_body = Some((size, edited));
@@ -506,8 +506,7 @@ fn rewrite_attempt(
         authority.as_deref(),
         true,
     );
-    // The header map may have changed since an earlier attempt: one call per edit.
-    ClientHeaders::unknown().apply(host, &edits)?;
+    client.apply(host, &edits)?;
     if let Some((size, body)) = new_body {
         replace_body(host, size, &body)?;
     }

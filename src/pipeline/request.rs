@@ -151,12 +151,6 @@ impl ClientHeaders {
         ClientHeaders(host.request_headers().ok())
     }
 
-    /// Headers not known: ask the host each time (the attempt filter, whose header map an
-    /// earlier attempt may have changed).
-    pub(crate) fn unknown() -> ClientHeaders {
-        ClientHeaders(None)
-    }
-
     /// The header's value, when the client sent it as UTF-8 (a value that is not reads as
     /// absent: see `require_text` for the headers where that must be refused).
     pub(crate) fn get(&self, host: &dyn Host, name: &str) -> Option<String> {
@@ -884,7 +878,12 @@ impl StreamFlow for RequestFlow {
         if !self.acc.is_open() && self.record.is_none() {
             return;
         }
-        let end = StreamEnd::read(host, self.acc.completed());
+        // A reply of the router's own has its status; nothing was sent to learn about.
+        let known = match self.state {
+            State::Replied => self.record.as_ref().and_then(|r| r.status),
+            _ => self.acc.completed(),
+        };
+        let end = StreamEnd::read(host, known);
         self.acc.finish(host, &self.plan, &end);
         if self.state == State::Routed {
             self.settle_caller(host, end.now_ms());

@@ -388,19 +388,32 @@ impl Accounting {
         now: u64,
     ) -> HeaderPairs {
         let headers = host.response_headers().unwrap_or_default();
+        self.on_response_map(host, plan, &headers, flags, strip, now);
+        headers
+    }
+
+    /// [`Accounting::on_response_headers`] for headers already read.
+    pub fn on_response_map(
+        &mut self,
+        host: &mut dyn Host,
+        plan: &Plan,
+        headers: &[(String, Vec<u8>)],
+        flags: u64,
+        strip: bool,
+        now: u64,
+    ) {
         self.tracker
-            .observe_response(host, plan, &headers, flags, now);
-        let status = header_value(&headers, ":status").and_then(|v| v.trim().parse().ok());
+            .observe_response(host, plan, headers, flags, now);
+        let status = header_value(headers, ":status").and_then(|v| v.trim().parse().ok());
         self.status = status;
         if let Some(meter) = &mut self.meter {
             meter.observe(status, flags, now);
         }
-        self.reader = Some(if is_event_stream(&headers) {
+        self.reader = Some(if is_event_stream(headers) {
             UsageReader::Stream(StreamUsage::new(strip))
         } else {
             UsageReader::Body(BodyUsage::default())
         });
-        headers
     }
 
     /// A response body chunk (`body_size` bytes) passes; never held here. Returns what the
