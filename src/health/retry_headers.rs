@@ -7,17 +7,24 @@
 //!
 //! Understood:
 //! - `Retry-After` (RFC 9110): delay-seconds, or an HTTP date in IMF-fixdate
-//!   (`Sun, 06 Nov 1994 08:49:37 GMT`) or the obsolete RFC 850 / asctime forms. A fraction of a
+//!   (`Sun, 06 Nov 1994 08:49:37 GMT`) or the obsolete RFC 850 / asctime forms, read by the
+//!   `httpdate` crate (fixed layouts only, the weekday must match the date). A fraction of a
 //!   second (`1.5`) is accepted as well. `retry-after-ms` (OpenAI, Azure) wins when present.
 //! - OpenAI: `x-ratelimit-remaining-requests` / `-tokens` equal to `0` with
 //!   `x-ratelimit-reset-requests` / `-tokens` in Go duration format (`1s`, `6m0s`, `20ms`,
 //!   `1h2m3.5s`).
 //! - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining`
-//!   equal to `0` with the matching `-reset` as an RFC 3339 timestamp.
+//!   equal to `0` with the matching `-reset` as an RFC 3339 timestamp (read by the `time`
+//!   crate).
 //!
 //! Reset values of either family are read leniently: a Go duration, an RFC 3339 timestamp, or
 //! a bare number (seconds; from 10^9 on, a Unix timestamp in seconds, since a delay of more than
 //! 31 years is not meant as one).
+
+use std::time::UNIX_EPOCH;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// Default cap of any header-driven cooldown: one hour.
 pub const DEFAULT_MAX_COOLDOWN_MS: u64 = 3_600_000;
@@ -157,173 +164,16 @@ pub fn parse_go_duration(value: &str) -> Option<u64> {
 /// An RFC 3339 timestamp (`2024-05-01T12:00:30Z`, `...30.25+02:00`) in epoch ms (fractions
 /// of a millisecond round up). Times before 1970 are refused.
 pub fn parse_rfc3339(value: &str) -> Option<u64> {
-    let b = value.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let minute = digits(b, 14, 2)?;
-    let second = digits(b, 17, 2)?;
-    let seps_ok = b.get(4) == Some(&b'-')
-        && b.get(7) == Some(&b'-')
-        && matches!(b.get(10), Some(b'T' | b't' | b' '))
-        && b.get(13) == Some(&b':')
-        && b.get(16) == Some(&b':');
-    if !seps_ok {
-        return None;
-    }
-    let mut pos = 19;
-    let mut frac_ns: u128 = 0;
-    if b.get(pos) == Some(&b'.') {
-        let start = pos + 1;
-        let len = b
-            .get(start..)?
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if len == 0 {
-            return None;
-        }
-        let frac = value.get(pos..start + len)?;
-        frac_ns = parse_decimal(&format!("0{frac}"), 1_000_000_000)?;
-        pos = start + len;
-    }
-    let offset_s: i64 = match b.get(pos..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hh = two(*h1, *h2)?;
-            let mm = two(*m1, *m2)?;
-            if hh > 23 || mm > 59 {
-                return None;
-            }
-            let s = i64::from(hh * 3600 + mm * 60);
-            if *sign == b'-' {
-                -s
-            } else {
-                s
-            }
-        }
-        _ => return None,
-    };
-    let secs = civil_seconds(year, month, day, hour, minute, second)?.checked_sub(offset_s)?;
-    let ms = u64::try_from(secs).ok()?.checked_mul(1000)?;
-    Some(ms.saturating_add(ns_to_ms_ceil(frac_ns)))
+    let t = OffsetDateTime::parse(value, &Rfc3339).ok()?;
+    u128::try_from(t.unix_timestamp_nanos())
+        .ok()
+        .map(ns_to_ms_ceil)
 }
 
 /// An HTTP date (RFC 9110 §5.6.7: IMF-fixdate, RFC 850 or asctime) in epoch ms.
 pub fn parse_http_date(value: &str) -> Option<u64> {
-    let parts: Vec<&str> = value.split_ascii_whitespace().collect();
-    let (year, month, day, time) = match parts.as_slice() {
-        // Sun, 06 Nov 1994 08:49:37 GMT
-        [wd, d, mon, y, t, "GMT"] => {
-            let wd = wd.strip_suffix(',')?;
-            if !SHORT_DAYS.contains(&wd) || d.len() != 2 || y.len() != 4 {
-                return None;
-            }
-            (parse_u64(y)?, month_number(mon)?, parse_u64(d)?, *t)
-        }
-        // Sunday, 06-Nov-94 08:49:37 GMT
-        [wd, date, t, "GMT"] => {
-            let wd = wd.strip_suffix(',')?;
-            if !LONG_DAYS.contains(&wd) {
-                return None;
-            }
-            let mut it = date.split('-');
-            let (d, mon, y) = (it.next()?, it.next()?, it.next()?);
-            if it.next().is_some() || d.len() != 2 || y.len() != 2 {
-                return None;
-            }
-            let yy = parse_u64(y)?;
-            let year = if yy < 70 { 2000 + yy } else { 1900 + yy };
-            (year, month_number(mon)?, parse_u64(d)?, *t)
-        }
-        // Sun Nov  6 08:49:37 1994
-        [wd, mon, d, t, y] => {
-            if !SHORT_DAYS.contains(wd) || d.is_empty() || d.len() > 2 || y.len() != 4 {
-                return None;
-            }
-            (parse_u64(y)?, month_number(mon)?, parse_u64(d)?, *t)
-        }
-        _ => return None,
-    };
-    let tb = time.as_bytes();
-    if tb.len() != 8 || tb.get(2) != Some(&b':') || tb.get(5) != Some(&b':') {
-        return None;
-    }
-    let (h, m, s) = (digits(tb, 0, 2)?, digits(tb, 3, 2)?, digits(tb, 6, 2)?);
-    let secs = civil_seconds(
-        u32::try_from(year).ok()?,
-        month,
-        u32::try_from(day).ok()?,
-        h,
-        m,
-        s,
-    )?;
-    u64::try_from(secs).ok()?.checked_mul(1000)
-}
-
-const SHORT_DAYS: &[&str] = &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const LONG_DAYS: &[&str] = &[
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-const MONTHS: &[&str] = &[
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-fn month_number(name: &str) -> Option<u32> {
-    let i = MONTHS.iter().position(|m| *m == name)?;
-    u32::try_from(i + 1).ok()
-}
-
-/// Seconds since the epoch of a UTC civil time; `None` for an impossible date or time.
-/// (Days from civil: H. Hinnant's algorithm.)
-fn civil_seconds(year: u32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    // 60 allows a leap second (it reads as the next second).
-    if hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let y = i64::from(year) - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + i64::from(hour) * 3600 + i64::from(min) * 60 + i64::from(sec))
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// `len` ASCII digits of `b` starting at `at`.
-fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(len)?)?;
-    s.iter().try_fold(0u32, |acc, c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
-}
-
-fn two(a: u8, b: u8) -> Option<u32> {
-    digits(&[a, b], 0, 2)
+    let t = httpdate::parse_http_date(value).ok()?;
+    u64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
 }
 
 /// Plain ASCII digits (no sign, no blanks), saturating.

@@ -1139,6 +1139,40 @@ fn rfc3339_timestamps() {
     }
 }
 
+/// Where the crates (`httpdate`, `time`) read dates differently from the hand parser they
+/// replaced: stricter for HTTP dates (RFC 9110's fixed layout, the weekday must be the date's),
+/// as lenient as RFC 3339 allows for the separator. A refused Retry-After only means the 429
+/// cools the target down by the policy's own backoff instead.
+#[test]
+fn date_edges_of_the_crates() {
+    for refused in [
+        // The weekday does not match the date (6 Nov 1994 was a Sunday).
+        "Mon, 06 Nov 1994 08:49:37 GMT",
+        // Blanks other than the fixed single spaces.
+        "Sun,  06 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994\t08:49:37 GMT",
+        "Sun Nov 6 08:49:37 1994",
+        // A leap second.
+        "Sat, 31 Dec 2016 23:59:60 GMT",
+    ] {
+        assert_eq!(parse_http_date(refused), None, "{refused:?}");
+    }
+    assert_eq!(
+        parse_http_date("Sun Nov 06 08:49:37 1994"),
+        Some(784_111_777_000)
+    );
+    // RFC 3339 §5.6 lets applications pick another separator than `T`.
+    assert_eq!(parse_rfc3339("2025-01-01_00:00:00Z"), Some(T0));
+    // A leap second only where one can be: the last second of a month, UTC.
+    assert_eq!(
+        parse_rfc3339("2016-12-31T23:59:60Z"),
+        Some(1_483_228_800_000)
+    );
+    assert_eq!(parse_rfc3339("2025-01-01T12:00:60Z"), None);
+    // Nanoseconds are the finest unit read.
+    assert_eq!(parse_rfc3339("2025-01-01T00:00:00.0000000009Z"), Some(T0));
+}
+
 #[test]
 fn reset_values_are_read_leniently() {
     assert_eq!(parse_reset("1s", T0), Some(T0 + 1_000));
