@@ -105,14 +105,15 @@ pub fn to_json<T: Serialize>(record: &T) -> Vec<u8> {
 
 /// `2026-11-23T15:32:51.806Z` for milliseconds since the Unix epoch.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = crate::calendar::civil_from_days(days);
+    let t = crate::calendar::utc(unix_ms);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
         unix_ms % 1000
     )
 }

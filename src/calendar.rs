@@ -1,61 +1,46 @@
-//! UTC calendar arithmetic on Unix milliseconds (no time-zone database, no dependency): dates
-//! for the access log, calendar months for monthly client budgets.
+//! UTC calendar arithmetic on Unix milliseconds (the `time` crate, no time-zone database):
+//! dates for the access log, calendar months for monthly client budgets. `time` counts years
+//! up to 9999; a later clock reads as the last second of 9999.
 
-const DAY_MS: u64 = 86_400_000;
+use time::{Date, Month, Time, UtcDateTime};
 
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`,
-/// for non-negative days).
-pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Days since 1970-01-01 of a date from 1970 on (Hinnant's `days_from_civil`).
-pub fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y % 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+/// The UTC date and time of `unix_ms`, to the second.
+pub fn utc(unix_ms: u64) -> UtcDateTime {
+    i64::try_from(unix_ms / 1000)
+        .ok()
+        .and_then(|secs| UtcDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(UtcDateTime::MAX)
 }
 
 /// The calendar month (UTC) of `unix_ms`, counted from January 1970 = 0.
 pub fn month_index(unix_ms: u64) -> u32 {
-    let (y, m, _) = civil_from_days(unix_ms / DAY_MS);
-    u32::try_from((y.saturating_sub(1970)) * 12 + (m - 1)).unwrap_or(u32::MAX)
+    let t = utc(unix_ms);
+    // From 1970 on: the year difference is not negative.
+    let years = u32::try_from(t.year() - 1970).unwrap_or(0);
+    years * 12 + u32::from(u8::from(t.month()) - 1)
 }
 
-/// Where month `index` ([`month_index`]) begins, in Unix milliseconds.
+/// Where month `index` ([`month_index`]) begins, in Unix milliseconds; `u64::MAX` (never)
+/// for a month after 9999.
 pub fn month_start_ms(index: u32) -> u64 {
-    let index = u64::from(index);
-    days_from_civil(1970 + index / 12, index % 12 + 1, 1).saturating_mul(DAY_MS)
+    let first = i32::try_from(index / 12)
+        .ok()
+        .and_then(|years| years.checked_add(1970))
+        .zip(u8::try_from(index % 12 + 1).ok())
+        .and_then(|(year, month)| {
+            let month = Month::try_from(month).ok()?;
+            Date::from_calendar_date(year, month, 1).ok()
+        });
+    first
+        .and_then(|d| u64::try_from(UtcDateTime::new(d, Time::MIDNIGHT).unix_timestamp()).ok())
+        .map_or(u64::MAX, |secs| secs.saturating_mul(1000))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn days_and_dates_round_trip() {
-        for days in (0..200_000u64)
-            .step_by(7)
-            .chain([59, 60, 365, 10_956, 47_540])
-        {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(civil_from_days(10_957), (2000, 1, 1));
-    }
+    const DAY_MS: u64 = 86_400_000;
 
     #[test]
     fn months_start_at_midnight_utc_on_the_first() {
@@ -77,5 +62,27 @@ mod tests {
         );
         let dec_2026 = 683;
         assert_eq!(month_index(month_start_ms(dec_2026 + 1)), dec_2026 + 1);
+    }
+
+    #[test]
+    fn every_month_index_round_trips_to_its_start() {
+        let dec_9999 = (9999 - 1970) * 12 + 11;
+        for index in 1..=dec_9999 {
+            let start = month_start_ms(index);
+            assert_eq!(month_index(start), index);
+            assert_eq!(month_index(start - 1), index - 1);
+        }
+    }
+
+    #[test]
+    fn clocks_past_9999_saturate() {
+        let dec_9999 = (9999 - 1970) * 12 + 11;
+        // 10000-01-01T00:00:00Z and the end of u64 both read as December 9999.
+        assert_eq!(month_index(253_402_300_800_000), dec_9999);
+        assert_eq!(month_index(u64::MAX), dec_9999);
+        assert_eq!(utc(u64::MAX), UtcDateTime::MAX);
+        assert_eq!(month_start_ms(dec_9999), 253_399_622_400_000);
+        assert_eq!(month_start_ms(dec_9999 + 1), u64::MAX);
+        assert_eq!(month_start_ms(u32::MAX), u64::MAX);
     }
 }
