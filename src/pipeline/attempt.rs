@@ -31,7 +31,8 @@ use crate::pipeline::context_retry::{
     after_context_error, current_list, is_context_length_error, state_name, HEADER_RETRY,
     MAX_ERROR_BODY, RETRY_CONTEXT,
 };
-use crate::pipeline::request::{replace_body, rewrite_for_upstream, ClientHeaders, Flow};
+use crate::pipeline::identify::ClientHeaders;
+use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};

@@ -4,6 +4,7 @@
 pub mod attempt;
 mod chooser;
 pub mod context_retry;
+mod identify;
 pub mod request;
 pub mod track;
 

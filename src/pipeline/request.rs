@@ -28,13 +28,14 @@ use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth, Unhealthy};
 use crate::host::shared::Read;
-use crate::host::{header_value, shared, HeaderPairs, Host, CAS_RETRIES};
+use crate::host::{header_value, shared, Host, CAS_RETRIES};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
 use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
 use crate::pipeline::context_retry::HEADER_RETRY;
+use crate::pipeline::identify::{self, ClientHeaders};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
@@ -136,73 +137,6 @@ pub struct RequestFlow {
     ledger_charged: Option<u64>,
     /// The canonical path of a routed endpoint (with the query string), as sent upstream.
     path: Option<String>,
-}
-
-/// The client's request headers, read with one host call: single reads cost a call (and an
-/// allocation in the VM) each, and removing a header the client never sent is a wasted call.
-/// Values are the client's bytes; only the headers the router reads must be UTF-8
-/// ([`ClientHeaders::require_text`]). When the map cannot be read, every lookup asks the host
-/// and every header counts as present (so that removals still happen).
-#[derive(Debug, Default)]
-pub(crate) struct ClientHeaders(Option<HeaderPairs>);
-
-impl ClientHeaders {
-    pub(crate) fn read(host: &dyn Host) -> ClientHeaders {
-        ClientHeaders(host.request_headers().ok())
-    }
-
-    /// The header's value, when the client sent it as UTF-8 (a value that is not reads as
-    /// absent: see `require_text` for the headers where that must be refused).
-    pub(crate) fn get(&self, host: &dyn Host, name: &str) -> Option<String> {
-        match &self.0 {
-            Some(headers) => header_value(headers, name).map(str::to_owned),
-            None => host.request_header(name).ok().flatten(),
-        }
-    }
-
-    pub(crate) fn has(&self, name: &str) -> bool {
-        match &self.0 {
-            Some(headers) => headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)),
-            None => true,
-        }
-    }
-
-    /// A 400 naming the first of `names` that the client sent with a value that is not
-    /// UTF-8: the router cannot read it, so it must not guess (a key, an identity, a header
-    /// a rule matches).
-    pub(crate) fn require_text<'n>(
-        &self,
-        names: impl IntoIterator<Item = &'n str>,
-    ) -> Result<(), ApiError> {
-        let Some(headers) = &self.0 else {
-            return Ok(());
-        };
-        for name in names {
-            let odd = headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case(name) && std::str::from_utf8(v).is_err());
-            if odd {
-                return Err(ApiError::invalid_header(name));
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes `edits` on the request with one host call (none when nothing changes) and
-    /// keeps the map as written.
-    pub(crate) fn apply(
-        &mut self,
-        host: &mut dyn Host,
-        edits: &HeaderEdits,
-    ) -> Result<(), ApiError> {
-        let written = edits
-            .apply(host, Side::Request, self.0.as_ref())
-            .map_err(|e| ApiError::internal(format!("could not edit the request headers: {e}")))?;
-        if written.is_some() {
-            self.0 = written;
-        }
-        Ok(())
-    }
 }
 
 impl RequestFlow {
@@ -608,15 +542,8 @@ impl RequestFlow {
 
 impl StreamFlow for RequestFlow {
     fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        self.client = ClientHeaders::read(host);
-        // A client must never pick the Envoy cluster itself, nor feed the failover hop.
-        let mut internal = HeaderEdits::default();
-        internal.set(&self.plan.cluster_header, None);
-        for name in attempt::INTERNAL_REQUEST_HEADERS {
-            internal.set(name, None);
-        }
-        let _ = self.client.apply(host, &internal);
-        if let Err(e) = self.client.require_text(self.read_headers()) {
+        self.client = identify::read_client_headers(host, &self.plan);
+        if let Err(e) = self.client.require_text(identify::read_headers(&self.plan)) {
             self.begin(host, "other");
             return self.reply(host, &e);
         }
@@ -643,20 +570,9 @@ impl StreamFlow for RequestFlow {
         };
         let models_path = models_path.as_deref();
         if self.plan.clients.is_some() {
-            if let Err(e) = self.identify(host) {
-                let name = match (models_path, endpoint) {
-                    (_, Some(e)) => e.name(),
-                    (Some(p), None) if self.plan.models.is_some() && ModelsCatalog::serves(p) => {
-                        "models"
-                    }
-                    _ => "other",
-                };
-                self.begin(host, name);
-                if let Some(m) = &self.metrics {
-                    m.clients.unauthorized();
-                }
-                let error = ApiError::unauthorized(e == AuthError::Missing);
-                return self.reply_with(host, &error, &[("www-authenticate", "Bearer")]);
+            match identify::identify(&self.plan, &self.client, host) {
+                Ok(caller) => self.caller = caller,
+                Err(e) => return self.unauthorized(host, e, models_path, endpoint),
             }
         }
         if let Some(answer) = models_path.and_then(|p| self.models_answer(p)) {
@@ -667,7 +583,7 @@ impl StreamFlow for RequestFlow {
             self.state = State::Passthrough;
             if self.plan.clients.is_some() {
                 // The client's key is the router's, never a provider's.
-                let _ = self.strip_client_credentials(host);
+                let _ = identify::strip_client_credentials(&self.plan, &mut self.client, host);
             }
             return Flow::Continue;
         };
@@ -912,22 +828,26 @@ impl RequestFlow {
         self.plan.clients.as_ref()?.get(self.caller?)
     }
 
-    /// Finds the request's client by its verified identity header or its key; an error when
-    /// the configuration requires a known client and there is none.
-    fn identify(&mut self, host: &dyn Host) -> Result<(), AuthError> {
-        let Some(clients) = &self.plan.clients else {
-            return Ok(());
+    /// The 401 for a request whose client the configuration requires and does not know,
+    /// logged under the endpoint it asked for.
+    fn unauthorized(
+        &mut self,
+        host: &mut dyn Host,
+        e: AuthError,
+        models_path: Option<&str>,
+        endpoint: Option<Endpoint>,
+    ) -> Flow {
+        let name = match (models_path, endpoint) {
+            (_, Some(endpoint)) => endpoint.name(),
+            (Some(p), None) if self.plan.models.is_some() && ModelsCatalog::serves(p) => "models",
+            _ => "other",
         };
-        let identity = clients
-            .identity_header
-            .as_deref()
-            .and_then(|h| self.client.get(host, h));
-        let credential = match identity {
-            Some(_) => None,
-            None => credential(|name| self.client.get(host, name)),
-        };
-        self.caller = clients.identify(identity.as_deref(), credential.as_deref())?;
-        Ok(())
+        self.begin(host, name);
+        if let Some(m) = &self.metrics {
+            m.clients.unauthorized();
+        }
+        let error = ApiError::unauthorized(e == AuthError::Missing);
+        self.reply_with(host, &error, &[("www-authenticate", "Bearer")])
     }
 
     /// The 403 for a model the caller may not use (counted in its stats).
@@ -936,35 +856,6 @@ impl RequestFlow {
             m.clients.add(i, ClientStat::Forbidden, 1);
         }
         ApiError::model_not_allowed(model)
-    }
-
-    /// The headers the router reads on every request: how it is routed, and, with
-    /// `clients`, who sends it. Their values must be UTF-8.
-    fn read_headers(&self) -> impl Iterator<Item = &str> {
-        let clients = self.plan.clients.as_ref();
-        let identity = clients.and_then(|c| c.identity_header.as_deref());
-        let credentials = clients.map_or(&[][..], |_| &CREDENTIAL_HEADERS[..]);
-        [":method", ":path"]
-            .into_iter()
-            .chain(credentials.iter().copied())
-            .chain(identity)
-    }
-
-    /// Removes the client's key and verified identity from the request.
-    fn strip_client_credentials(&mut self, host: &mut dyn Host) -> Result<(), ApiError> {
-        let mut edits = HeaderEdits::default();
-        for name in CREDENTIAL_HEADERS {
-            edits.set(name, None);
-        }
-        if let Some(h) = self
-            .plan
-            .clients
-            .as_ref()
-            .and_then(|c| c.identity_header.as_deref())
-        {
-            edits.set(h, None);
-        }
-        self.client.apply(host, &edits)
     }
 
     /// Admits the request on the caller's ledger (shared by all workers): `Err` with the 429
