@@ -15,26 +15,25 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::audit::{self, DecisionRecord, RequestRecord, UsageRecord};
-use crate::classify::Classification;
-use crate::clients::ledger::{rate_limit_headers, retry_after_seconds, RATE_LIMIT_HEADERS};
+use crate::clients::ledger::{rate_limit_headers, retry_after_seconds};
 use crate::clients::stats::ClientStat;
 use crate::clients::{
     bare_credential, credential, AuthError, Client, ClientUsage, Quota, CREDENTIAL_HEADERS,
 };
-use crate::config::plan::{is_header_value_safe, FailoverPlan, Plan, Upstream};
+use crate::config::plan::{FailoverPlan, Plan, Price, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth, Unhealthy};
 use crate::host::shared::Read;
-use crate::host::{header_value, shared, Host, CAS_RETRIES};
+use crate::host::{shared, Host, CAS_RETRIES};
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
+use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
 use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
-use crate::pipeline::context_retry::HEADER_RETRY;
 use crate::pipeline::identify::{self, ClientHeaders};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
@@ -53,15 +52,6 @@ pub enum Flow {
     Pause,
 }
 
-pub const HEADER_UPSTREAM: &str = "x-llm-router-upstream";
-pub const HEADER_MODEL: &str = "x-llm-router-model";
-pub const HEADER_TASK: &str = "x-llm-router-task";
-pub const HEADER_COMPLEXITY: &str = "x-llm-router-complexity";
-pub const HEADER_RULE: &str = "x-llm-router-rule";
-pub const HEADER_TAGS: &str = "x-llm-router-tags";
-pub const HEADER_ATTEMPTS: &str = "x-llm-router-attempts";
-pub const HEADER_COST: &str = "x-llm-router-cost";
-
 /// Retry instructions a client could send to Envoy's router; for routed requests retries are
 /// the router's decision (failover), never the client's.
 const CLIENT_RETRY_HEADERS: [&str; 4] = [
@@ -70,9 +60,6 @@ const CLIENT_RETRY_HEADERS: [&str; 4] = [
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
 ];
-
-/// Longest client-given model name echoed in `x-llm-router-model`.
-pub const MAX_ECHOED_MODEL_BYTES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -85,21 +72,6 @@ enum State {
     Routed,
     /// We answered the client ourselves.
     Replied,
-}
-
-/// What the response headers report about the routing decision.
-#[derive(Debug, Clone, PartialEq)]
-struct Report {
-    upstream: String,
-    model: Option<String>,
-    task: &'static str,
-    complexity: &'static str,
-    rule: String,
-    tags: String,
-    /// Sent through the failover cluster: the attempt filter reports who served it.
-    failover: bool,
-    /// The target's key (`upstream/model`); after failover, the one that served.
-    target: String,
 }
 
 pub struct RequestFlow {
@@ -188,24 +160,6 @@ impl RequestFlow {
     /// Whether this request was admitted as a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.acc.tracker.is_probe()
-    }
-
-    /// For a request sent through the failover cluster: the target key and attempt number
-    /// that the attempt filter reported in the response (and removes them from it).
-    /// `headers`: the response headers, already read.
-    fn served_by(
-        &self,
-        edits: &mut HeaderEdits,
-        headers: &[(String, Vec<u8>)],
-    ) -> Option<(String, u32)> {
-        if !self.report.as_ref().is_some_and(|r| r.failover) {
-            return None;
-        }
-        // A context-length retry Envoy did not make: the mark is internal.
-        edits.set(HEADER_RETRY, None);
-        edits.set(attempt::HEADER_SERVED, None);
-        let served = header_value(headers, attempt::HEADER_SERVED)?;
-        attempt::parse_served(served)
     }
 
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
@@ -525,7 +479,7 @@ impl RequestFlow {
             }
         }
 
-        let mut r = report(
+        let mut r = Report::new(
             &decision.source,
             &upstream.name,
             &chosen.model,
@@ -575,7 +529,9 @@ impl StreamFlow for RequestFlow {
                 Err(e) => return self.unauthorized(host, e, models_path, endpoint),
             }
         }
-        if let Some(answer) = models_path.and_then(|p| self.models_answer(p)) {
+        let models =
+            models_path.and_then(|p| answer::models(&self.plan, &self.client, self.caller(), p));
+        if let Some(answer) = models {
             self.begin(host, "models");
             return self.reply_raw(host, answer.status, &[], &answer.body);
         }
@@ -650,25 +606,11 @@ impl StreamFlow for RequestFlow {
                 self.state = State::Routed;
                 Flow::Continue
             }
-            Err(Refusal::Api(e)) => self.reply(host, &e),
-            Err(Refusal::Limited(e, headers)) => {
+            Err(refusal) => {
+                let (error, headers) = refusal.into_reply(host);
                 let headers: Vec<(&str, &str)> =
                     headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.reply_with(host, &e, &headers)
-            }
-            Err(Refusal::AllUnavailable { until_ms }) => {
-                let now = now_ms(host);
-                let secs = until_ms.saturating_sub(now).div_ceil(1000).max(1);
-                let e = ApiError {
-                    status: 503,
-                    message: format!(
-                        "Every target for this request is cooling down or over its budget; retry in {secs} s."
-                    ),
-                    kind: "service_unavailable_error",
-                    param: None,
-                    code: "no_available_target",
-                };
-                self.reply_with(host, &e, &[("retry-after", &secs.to_string())])
+                self.reply_with(host, &error, &headers)
             }
         }
     }
@@ -696,14 +638,9 @@ impl StreamFlow for RequestFlow {
         let plan = Rc::clone(&self.plan);
         // Every edit of the response headers, written with one host call.
         let mut edits = HeaderEdits::default();
-        let served = self.served_by(&mut edits, &upstream_headers);
+        let served = answer::served(self.report.as_ref(), &mut edits, &upstream_headers);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
-            r.target = key.clone();
-            if let Some(t) = plan.targets.get(key) {
-                if let Some(up) = plan.upstream(t.upstream) {
-                    r.upstream = up.name.clone();
-                }
-                r.model = echoable(&t.model);
+            if let Some(t) = r.served_by(&plan, key) {
                 if let Some(d) = self.record.as_mut().and_then(|rec| rec.decision.as_mut()) {
                     d.target = format!("{}/{}", r.upstream, t.model);
                     d.upstream = r.upstream.clone();
@@ -726,22 +663,23 @@ impl StreamFlow for RequestFlow {
             edits.set("content-length", None);
         }
         if plan.response_headers {
-            self.stamp_diagnostics(&mut edits, served.as_ref().map(|(_, n)| *n));
+            let attempts = served.as_ref().map(|(_, n)| *n);
+            answer::stamp_diagnostics(&mut edits, self.report.as_ref(), attempts);
         }
         if let Some(quota) = &self.quota {
-            stamp_rate_limits(&mut edits, quota);
+            answer::stamp_rate_limits(&mut edits, quota);
         }
         if let Err(e) = edits.apply(host, Side::Response, Some(&upstream_headers)) {
             log::warn!("llm-router: could not edit the response headers: {e}");
         }
-        // `x-llm-router-cost` needs the usage at the end of the body: the headers wait for
-        // it (a non-streaming answer of a priced target only).
-        let status = header_value(&upstream_headers, ":status");
-        self.holding = plan.usage.cost_header
-            && !end_of_stream
-            && !event_stream
-            && status.is_some_and(|s| s.starts_with('2'))
-            && self.target_price().is_some();
+        let priced = self.target_price().is_some();
+        self.holding = answer::waits_for_cost(
+            &plan,
+            &upstream_headers,
+            end_of_stream,
+            event_stream,
+            priced,
+        );
         if self.holding {
             Flow::Pause
         } else {
@@ -765,7 +703,7 @@ impl StreamFlow for RequestFlow {
             self.holding = false;
             let _ = self.acc.on_response_body(host, body_size, true);
             if let Some(cost) = self.cost() {
-                let _ = host.set_response_header(HEADER_COST, Some(&format_cost(cost)));
+                let _ = host.set_response_header(HEADER_COST, Some(&answer::format_cost(cost)));
             }
             return Flow::Continue;
         }
@@ -957,16 +895,6 @@ impl RequestFlow {
         }
     }
 
-    /// The `/v1/models` answer for `path`, when the endpoint is on and the path is its.
-    fn models_answer(&self, path: &str) -> Option<crate::models::ModelsAnswer> {
-        let anthropic = self.client.has("anthropic-version");
-        // A client limited to some models sees only those.
-        self.plan
-            .models
-            .as_ref()?
-            .answer_for(path, anthropic, self.caller())
-    }
-
     /// A request the router handles starts: its clock and, when the access log is on, its
     /// record.
     fn begin(&mut self, host: &dyn Host, endpoint: &'static str) {
@@ -1015,36 +943,14 @@ impl RequestFlow {
         Flow::Pause
     }
 
-    /// Stamps the diagnostic `x-llm-router-*` response headers. `attempts`: reported by the
-    /// failover attempt that served.
-    fn stamp_diagnostics(&self, edits: &mut HeaderEdits, attempts: Option<u32>) {
-        let Some(r) = &self.report else {
-            return;
-        };
-        // `None` removes a value the upstream sent: diagnostics are the router's own.
-        let attempts = attempts.map(|n| n.to_string());
-        edits.set(HEADER_UPSTREAM, Some(&r.upstream));
-        edits.set(HEADER_MODEL, r.model.as_deref());
-        edits.set(HEADER_ATTEMPTS, attempts.as_deref());
-        edits.set(HEADER_TASK, Some(r.task));
-        edits.set(HEADER_COMPLEXITY, Some(r.complexity));
-        edits.set(HEADER_RULE, Some(&r.rule));
-        edits.set(HEADER_TAGS, Some(r.tags.as_str()).filter(|t| !t.is_empty()));
-        edits.set(HEADER_COST, None);
-    }
-
     /// The price of the target that served.
-    fn target_price(&self) -> Option<crate::config::plan::Price> {
-        let key = &self.report.as_ref()?.target;
-        self.plan.targets.get(key)?.price
+    fn target_price(&self) -> Option<Price> {
+        self.report.as_ref()?.price(&self.plan)
     }
 
     /// What the request cost by the served target's price and the reported usage.
     fn cost(&self) -> Option<f64> {
-        let usage = self.acc.usage()?;
-        let price = self.target_price()?;
-        let micro = price.micro_cost(usage.prompt, usage.cached.unwrap_or(0), usage.completion);
-        Some(micro / 1_000_000.0)
+        answer::cost(self.acc.usage(), self.target_price())
     }
 
     /// Publishes the access-log line (decision and usage in it) as filter state, once.
@@ -1063,19 +969,6 @@ impl RequestFlow {
         if let Err(e) = host.set_property(audit::STATE_LOG, &audit::to_json(&record)) {
             log::debug!("llm-router: no access-log record: {e}");
         }
-    }
-}
-
-/// The caller's `x-ratelimit-*` instead of the provider's (which describe the router's
-/// provider key, shared by every client).
-fn stamp_rate_limits(edits: &mut HeaderEdits, quota: &Quota) {
-    let ours = rate_limit_headers(quota);
-    for name in RATE_LIMIT_HEADERS {
-        let value = ours
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str());
-        edits.set(name, value);
     }
 }
 
@@ -1160,43 +1053,12 @@ fn take_seen(
     Some(seen.swap_remove(i).1)
 }
 
-/// Why a request is answered by the router itself.
-enum Refusal {
-    Api(ApiError),
-    /// Over one of the client's limits (429), with `retry-after` and `x-ratelimit-*`.
-    Limited(ApiError, Vec<(&'static str, String)>),
-    /// Every candidate is unavailable and the configuration says to reject (503 +
-    /// `Retry-After`).
-    AllUnavailable {
-        until_ms: u64,
-    },
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Refusal {
-        Refusal::Api(e)
-    }
-}
-
 fn missing_body() -> ApiError {
     ApiError::invalid_request(
         "Request body is required: send a JSON object.",
         None,
         "missing_body",
     )
-}
-
-fn report(source: &str, upstream: &str, model: &str, c: &Classification) -> Report {
-    Report {
-        upstream: upstream.to_owned(),
-        model: echoable(model),
-        task: task_name(c),
-        complexity: complexity_name(c),
-        rule: source.to_owned(),
-        tags: c.tags.join(","),
-        failover: false,
-        target: String::new(),
-    }
 }
 
 fn decision_record(r: &Report, upstream: &str, model: &str) -> DecisionRecord {
@@ -1233,47 +1095,6 @@ fn stream_options_with_usage(fields: &Map<String, Value>) -> String {
     };
     options.insert("include_usage".to_owned(), Value::Bool(true));
     Value::Object(options).to_string()
-}
-
-/// A cost for `x-llm-router-cost`: plain decimal, up to ten places, no trailing zeros.
-fn format_cost(cost: f64) -> String {
-    let s = format!("{:.10}", cost.max(0.0));
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() {
-        "0".to_owned()
-    } else {
-        s.to_owned()
-    }
-}
-
-/// A model name fit for a response header: safe and short (a passthrough model comes from
-/// the client; an oversized header block would break the client's HTTP/2 stream).
-fn echoable(model: &str) -> Option<String> {
-    (model.len() <= MAX_ECHOED_MODEL_BYTES && is_header_value_safe(model)).then(|| model.to_owned())
-}
-
-fn task_name(c: &Classification) -> &'static str {
-    use crate::classify::Task::*;
-    match c.task {
-        Coding => "coding",
-        Reasoning => "reasoning",
-        Math => "math",
-        Vision => "vision",
-        Summarization => "summarization",
-        Extraction => "extraction",
-        Embedding => "embedding",
-        General => "general",
-    }
-}
-
-fn complexity_name(c: &Classification) -> &'static str {
-    use crate::classify::Complexity::*;
-    match c.complexity {
-        Low => "low",
-        Medium => "medium",
-        High => "high",
-        Xhigh => "xhigh",
-    }
 }
 
 /// `None` means the router chooses (`"auto"`, `null` or no `model`).

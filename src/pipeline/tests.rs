@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::request::{
+use super::answer::{
     HEADER_ATTEMPTS, HEADER_COMPLEXITY, HEADER_MODEL, HEADER_RULE, HEADER_TAGS, HEADER_TASK,
     HEADER_UPSTREAM,
 };

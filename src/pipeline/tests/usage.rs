@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::audit::STATE_LOG;
-use crate::pipeline::request::HEADER_COST;
+use crate::pipeline::answer::HEADER_COST;
 
 /// `test_config` with usage reporting on and a priced alias.
 fn usage_plan(include_stream_usage: bool, cost_header: bool) -> Plan {
