@@ -6,6 +6,7 @@ pub mod attempt;
 mod chooser;
 pub mod context_retry;
 mod identify;
+mod record;
 pub mod request;
 pub mod track;
 

@@ -14,12 +14,10 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-use crate::audit::{self, DecisionRecord, RequestRecord, UsageRecord};
+use crate::audit::RequestRecord;
 use crate::clients::ledger::{rate_limit_headers, retry_after_seconds};
 use crate::clients::stats::ClientStat;
-use crate::clients::{
-    bare_credential, credential, AuthError, Client, ClientUsage, Quota, CREDENTIAL_HEADERS,
-};
+use crate::clients::{AuthError, Client, ClientUsage, Quota, CREDENTIAL_HEADERS};
 use crate::config::plan::{FailoverPlan, Plan, Price, Upstream};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
@@ -35,6 +33,7 @@ use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
 use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
 use crate::pipeline::identify::{self, ClientHeaders};
+use crate::pipeline::record;
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
@@ -42,7 +41,6 @@ use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::capable::OutputFormat;
 use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
-use crate::sha256::key_id;
 use crate::usage::{BodyEnd, Edit, JsonEnd};
 
 /// What the host should do next with the stream.
@@ -289,10 +287,7 @@ impl RequestFlow {
         };
         let requested = requested_model(fields)?;
         let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
-        if let Some(r) = &mut self.record {
-            r.requested_model = Some(audit::loggable(requested.unwrap_or("auto")));
-            r.stream = stream;
-        }
+        record::requested(self.record.as_mut(), requested, stream);
         let prefs = ClientPrefs::from_body(fields)?;
         let caller = self.caller.and_then(|i| plan.clients.as_ref()?.get(i));
         if let (Some(c), Some(model)) = (caller, requested) {
@@ -488,7 +483,7 @@ impl RequestFlow {
         r.failover = failover.is_some();
         r.target = chosen.key.clone();
         if let Some(record) = &mut self.record {
-            record.decision = Some(decision_record(&r, &upstream.name, &chosen.model));
+            record.decision = Some(record::decision(&r, &upstream.name, &chosen.model));
         }
         Ok(r)
     }
@@ -641,17 +636,15 @@ impl StreamFlow for RequestFlow {
         let served = answer::served(self.report.as_ref(), &mut edits, &upstream_headers);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
             if let Some(t) = r.served_by(&plan, key) {
-                if let Some(d) = self.record.as_mut().and_then(|rec| rec.decision.as_mut()) {
-                    d.target = format!("{}/{}", r.upstream, t.model);
-                    d.upstream = r.upstream.clone();
-                    d.model = t.model.clone();
-                }
+                record::served_by(self.record.as_mut(), &r.upstream, &t.model);
             }
         }
-        if let Some(r) = &mut self.record {
-            r.attempts = served.as_ref().map_or(1, |(_, n)| *n);
-            r.ttfb_ms = Some(now.saturating_sub(self.start_ms));
-        }
+        let attempts = served.as_ref().map_or(1, |(_, n)| *n);
+        record::answered(
+            self.record.as_mut(),
+            attempts,
+            now.saturating_sub(self.start_ms),
+        );
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)
         {
@@ -899,27 +892,10 @@ impl RequestFlow {
     /// record.
     fn begin(&mut self, host: &dyn Host, endpoint: &'static str) {
         self.start_ms = now_ms(host);
-        if !self.plan.access_log {
-            return;
+        if self.plan.access_log {
+            let line = record::begin(host, &self.client, self.caller(), endpoint, self.start_ms);
+            self.record = Some(line);
         }
-        // A known client is logged by name; otherwise by an id of its credential, if any.
-        let caller = self.caller().map(|c| c.name.clone());
-        let credential = match caller {
-            Some(_) => None,
-            None => credential(|name| self.client.get(host, name)),
-        };
-        self.record = Some(RequestRecord {
-            time: audit::rfc3339_millis(self.start_ms),
-            request_id: self
-                .client
-                .get(host, "x-request-id")
-                .map(|id| audit::loggable(&id)),
-            client: caller,
-            client_key_id: credential.map(|c| key_id(bare_credential(&c))),
-            endpoint,
-            attempts: 0,
-            ..RequestRecord::default()
-        });
     }
 
     /// Answers the client itself with a JSON body (an error, `/v1/models`) and `extra`
@@ -955,20 +931,11 @@ impl RequestFlow {
 
     /// Publishes the access-log line (decision and usage in it) as filter state, once.
     fn publish_record(&mut self, host: &mut dyn Host, end: &StreamEnd) {
-        let Some(mut record) = self.record.take() else {
+        let Some(line) = self.record.take() else {
             return;
         };
-        if record.status.is_none() {
-            record.status = end.code();
-        }
-        record.latency_ms = Some(end.now_ms().saturating_sub(self.start_ms));
-        if self.state == State::Routed {
-            record.attempts = record.attempts.max(1);
-            record.usage = UsageRecord::new(self.acc.usage(), self.cost());
-        }
-        if let Err(e) = host.set_property(audit::STATE_LOG, &audit::to_json(&record)) {
-            log::debug!("llm-router: no access-log record: {e}");
-        }
+        let routed = (self.state == State::Routed).then(|| (self.acc.usage(), self.cost()));
+        record::publish(host, line, end, self.start_ms, routed);
     }
 }
 
@@ -1059,23 +1026,6 @@ fn missing_body() -> ApiError {
         None,
         "missing_body",
     )
-}
-
-fn decision_record(r: &Report, upstream: &str, model: &str) -> DecisionRecord {
-    DecisionRecord {
-        task: r.task,
-        complexity: r.complexity,
-        tags: r
-            .tags
-            .split(',')
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        rule: r.rule.clone(),
-        target: format!("{upstream}/{model}"),
-        upstream: upstream.to_owned(),
-        model: model.to_owned(),
-    }
 }
 
 /// Whether the client asked a stream for its usage (`stream_options.include_usage`).
