@@ -1,6 +1,7 @@
 //! The per-request flows, written against the `Host` seam only: `request` for the filter on
 //! the client's stream, `attempt` for the filter on each failover attempt, `track` for the
 //! health tracking both share.
+mod admit;
 pub mod answer;
 pub mod attempt;
 mod chooser;

@@ -15,20 +15,18 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::audit::RequestRecord;
-use crate::clients::ledger::{rate_limit_headers, retry_after_seconds};
 use crate::clients::stats::ClientStat;
-use crate::clients::{AuthError, Client, ClientUsage, Quota, CREDENTIAL_HEADERS};
+use crate::clients::{AuthError, Client, Quota, CREDENTIAL_HEADERS};
 use crate::config::plan::{FailoverPlan, Plan, Price, Upstream};
-use crate::config::raw::WhenAllUnhealthy;
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
-use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth, Unhealthy};
-use crate::host::shared::Read;
-use crate::host::{shared, Host, CAS_RETRIES};
-use crate::metrics::{cost_micro_usd, Metrics};
+use crate::health::{Availability, HealthBoard, Unhealthy};
+use crate::host::Host;
+use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
+use crate::pipeline::admit::{self, Caller, HealthAdmission};
 use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
 use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
@@ -179,82 +177,6 @@ impl RequestFlow {
         self.reply_raw(host, error.status, extra, &error.body())
     }
 
-    /// Admits the request on the health board: the first usable candidate whose admission
-    /// wins (another worker may have claimed its probe or spent its budget meanwhile), else,
-    /// by `when_all_unhealthy`, the one that recovers soonest or a refusal. Returns the index
-    /// of the chosen candidate. Without health, or when the board cannot be used, the first
-    /// candidate, untracked.
-    /// `seen`: the states routing read (each admission writes from its read, once).
-    fn admit(
-        &mut self,
-        host: &mut dyn Host,
-        decision: &Decision,
-        tokens: u64,
-        now: u64,
-        seen: &mut Vec<(String, Read<TargetHealth>)>,
-    ) -> Result<usize, Refusal> {
-        let plan = Rc::clone(&self.plan);
-        if !plan.health.enabled || self.health_degraded {
-            return Ok(0);
-        }
-        let policy = &plan.health.policy;
-        let mut unavailable: Vec<(usize, Availability)> = Vec::new();
-        for (i, c) in decision.candidates.iter().enumerate() {
-            if !c.availability.is_usable() {
-                unavailable.push((i, c.availability));
-                continue;
-            }
-            let first = take_seen(seen, &c.key);
-            match self.board.update_from(host, &c.key, first, |h| {
-                h.admit(now, policy, &c.budget, tokens)
-            }) {
-                Ok((_, Admission::Admitted { probe })) => {
-                    self.acc
-                        .tracker
-                        .start(&c.key, probe, now, tokens, &c.budget);
-                    return Ok(i);
-                }
-                Ok((_, Admission::Refused { until_ms, reason })) => {
-                    unavailable.push((i, Availability::Unavailable { until_ms, reason }));
-                }
-                Err(e) => {
-                    log::warn!("llm-router: routing without health: {e}");
-                    self.health_degraded = true;
-                    return Ok(i);
-                }
-            }
-        }
-        let Some((i, availability)) = soonest(unavailable) else {
-            return Ok(0);
-        };
-        if plan.health.when_all_unhealthy == WhenAllUnhealthy::Reject {
-            return Err(Refusal::AllUnavailable {
-                until_ms: availability.ready_at(),
-            });
-        }
-        let Some(c) = decision.candidates.get(i) else {
-            return Ok(0);
-        };
-        // Every candidate is unavailable: the soonest back takes it (as the probe if its
-        // cooldown is over by now).
-        let first = take_seen(seen, &c.key);
-        match self.board.update_from(host, &c.key, first, |h| {
-            let probe = h.try_claim_probe(now, policy, &c.budget);
-            h.on_start(now, tokens);
-            probe
-        }) {
-            Ok((_, probe)) => self
-                .acc
-                .tracker
-                .start(&c.key, probe, now, tokens, &c.budget),
-            Err(e) => {
-                log::warn!("llm-router: routing without health: {e}");
-                self.health_degraded = true;
-            }
-        }
-        Ok(i)
-    }
-
     fn route_request(
         &mut self,
         host: &mut dyn Host,
@@ -373,7 +295,12 @@ impl RequestFlow {
         let (chosen, index) = match &failover {
             Some((_, keys)) => (keys.first().copied(), 0),
             None => {
-                let index = self.admit(host, &decision, estimate, now, &mut seen)?;
+                let health = HealthAdmission {
+                    board: &self.board,
+                    tracker: &mut self.acc.tracker,
+                    degraded: &mut self.health_degraded,
+                };
+                let index = health.admit(host, &plan, &decision, estimate, now, &mut seen)?;
                 (decision.candidates.get(index), index)
             }
         };
@@ -384,7 +311,11 @@ impl RequestFlow {
         })?;
         // Last: only a request that would be sent counts against the client's limits (a
         // refusal here cancels the target's admission).
-        self.admit_caller(host, estimate, now)?;
+        if let Some(caller) = Caller::of(&plan, self.caller, self.metrics.as_deref()) {
+            let admitted = admit::admit_caller(host, &caller, estimate, now)?;
+            self.quota = admitted.quota;
+            self.ledger_charged = admitted.charged;
+        }
         let upstream = plan
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
@@ -733,7 +664,12 @@ impl StreamFlow for RequestFlow {
         let end = StreamEnd::read(host, known);
         self.acc.finish(host, &self.plan, &end);
         if self.state == State::Routed {
-            self.settle_caller(host, end.now_ms());
+            let plan = Rc::clone(&self.plan);
+            if let Some(caller) = Caller::of(&plan, self.caller, self.metrics.as_deref()) {
+                let (usage, price) = (self.acc.usage(), self.target_price());
+                let charged = self.ledger_charged.take();
+                admit::settle_caller(host, &caller, usage, price, charged, end.now_ms());
+            }
         }
         self.publish_record(host, &end);
     }
@@ -787,105 +723,6 @@ impl RequestFlow {
             m.clients.add(i, ClientStat::Forbidden, 1);
         }
         ApiError::model_not_allowed(model)
-    }
-
-    /// Admits the request on the caller's ledger (shared by all workers): `Err` with the 429
-    /// when it is over a limit. A ledger that cannot be used lets the request through.
-    fn admit_caller(&mut self, host: &mut dyn Host, tokens: u64, now: u64) -> Result<(), Refusal> {
-        let plan = Rc::clone(&self.plan);
-        let Some(client) = self.caller.and_then(|i| plan.clients.as_ref()?.get(i)) else {
-            return Ok(());
-        };
-        if !client.limits.any() {
-            return Ok(());
-        }
-        let admitted = shared::update(
-            host,
-            &client.ledger_key,
-            CAS_RETRIES,
-            |u: &mut ClientUsage| u.admit(now, &client.limits, tokens),
-        );
-        match admitted {
-            Ok((_, Ok(quota))) => {
-                // A budget alone has no `x-ratelimit-*` figures: the provider's stay.
-                self.quota = (quota.requests.is_some() || quota.tokens.is_some()).then_some(quota);
-                // Only tpm and the budget change at the end of the request.
-                self.ledger_charged = client.limits.settles().then_some(tokens);
-                Ok(())
-            }
-            Ok((_, Err(limited))) => {
-                if let Some(m) = &self.metrics {
-                    if let Some(i) = self.caller {
-                        m.clients.add(i, ClientStat::RateLimited, 1);
-                    }
-                }
-                let retry = retry_after_seconds(limited.retry_after_ms).to_string();
-                let mut headers = vec![("retry-after", retry)];
-                headers.extend(rate_limit_headers(&limited.quota));
-                Err(Refusal::Limited(
-                    ApiError::rate_limited(&client.name, &limited),
-                    headers,
-                ))
-            }
-            Err(e) => {
-                log::warn!(
-                    "llm-router: client `{}` admitted without its limits: {e}",
-                    client.name
-                );
-                Ok(())
-            }
-        }
-    }
-
-    /// The end of a request sent on for a client: its tokens and spend on its ledger (what
-    /// admission did not already count) and in its stats.
-    fn settle_caller(&mut self, host: &mut dyn Host, now: u64) {
-        let plan = Rc::clone(&self.plan);
-        let Some((index, client)) = self
-            .caller
-            .and_then(|i| Some((i, plan.clients.as_ref()?.get(i)?)))
-        else {
-            return;
-        };
-        let usage = self.acc.usage();
-        let cost_micro = match (usage, self.target_price()) {
-            (Some(u), Some(price)) => {
-                cost_micro_usd(&price, u.prompt, u.cached.unwrap_or(0), u.completion)
-            }
-            _ => 0,
-        };
-        if let Some(m) = &self.metrics {
-            if let Some(u) = usage {
-                m.clients.add(index, ClientStat::PromptTokens, u.prompt);
-                m.clients
-                    .add(index, ClientStat::CompletionTokens, u.completion);
-            }
-            m.clients.add(index, ClientStat::CostMicro, cost_micro);
-        }
-        let Some(charged) = self.ledger_charged.take() else {
-            return;
-        };
-        // Only what a limit of the client counts is written.
-        let extra = match (client.limits.tpm, usage) {
-            (Some(_), Some(u)) => u.total.saturating_sub(charged),
-            _ => 0,
-        };
-        let spend = match client.limits.monthly_budget_micro {
-            Some(_) => cost_micro,
-            None => 0,
-        };
-        if extra == 0 && spend == 0 {
-            return;
-        }
-        let settled = shared::update(
-            host,
-            &client.ledger_key,
-            CAS_RETRIES,
-            |u: &mut ClientUsage| u.settle(now, extra, spend),
-        );
-        if let Err(e) = settled {
-            log::warn!("llm-router: could not settle client `{}`: {e}", client.name);
-        }
     }
 
     /// A request the router handles starts: its clock and, when the access log is on, its
@@ -1009,15 +846,6 @@ pub(crate) fn replace_body(
 ) -> Result<(), ApiError> {
     host.replace_request_body(current_len, new_body)
         .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))
-}
-
-/// The state of `key` as routing read it, once (a second use must read again).
-fn take_seen(
-    seen: &mut Vec<(String, Read<TargetHealth>)>,
-    key: &str,
-) -> Option<Read<TargetHealth>> {
-    let i = seen.iter().position(|(k, _)| k == key)?;
-    Some(seen.swap_remove(i).1)
 }
 
 fn missing_body() -> ApiError {
