@@ -32,7 +32,8 @@ use crate::pipeline::context_retry::{
     MAX_ERROR_BODY, RETRY_CONTEXT,
 };
 use crate::pipeline::identify::ClientHeaders;
-use crate::pipeline::request::{replace_body, rewrite_for_upstream, Flow};
+use crate::pipeline::request::Flow;
+use crate::pipeline::rewrite::{replace_body, rewrite_for_upstream};
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};

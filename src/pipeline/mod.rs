@@ -9,6 +9,7 @@ pub mod context_retry;
 mod identify;
 mod record;
 pub mod request;
+mod rewrite;
 pub mod track;
 
 pub use attempt::AttemptFlow;

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::audit::RequestRecord;
 use crate::clients::stats::ClientStat;
-use crate::clients::{AuthError, Client, Quota, CREDENTIAL_HEADERS};
-use crate::config::plan::{FailoverPlan, Plan, Price, Upstream};
+use crate::clients::{AuthError, Client, Quota};
+use crate::config::plan::{FailoverPlan, Plan, Price};
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
@@ -28,16 +28,14 @@ use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
 use crate::pipeline::admit::{self, Caller, HealthAdmission};
 use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
-use crate::pipeline::attempt;
 use crate::pipeline::chooser::{HealthRead, HostChooser};
 use crate::pipeline::identify::{self, ClientHeaders};
 use crate::pipeline::record;
+use crate::pipeline::rewrite::{self, Destination};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
-use crate::rewrite::body::{edit_object, json_string};
 use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::capable::OutputFormat;
-use crate::route::prefs::ROUTER_FIELDS;
 use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
 use crate::usage::{BodyEnd, Edit, JsonEnd};
 
@@ -47,15 +45,6 @@ pub enum Flow {
     Continue,
     Pause,
 }
-
-/// Retry instructions a client could send to Envoy's router; for routed requests retries are
-/// the router's decision (failover), never the client's.
-const CLIENT_RETRY_HEADERS: [&str; 4] = [
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -282,12 +271,6 @@ impl RequestFlow {
                 }
             }
         }
-        // Router-only members are cut out; everything else stays the client's bytes.
-        let remove: Vec<&str> = ROUTER_FIELDS
-            .iter()
-            .copied()
-            .filter(|k| fields.contains_key(*k))
-            .collect();
         // With failover, the first candidate is sent through the failover cluster (not
         // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
         // health board admits goes straight to its cluster.
@@ -320,74 +303,22 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
-        // Body: only the changed members are replaced; everything else is the client's bytes.
-        let mut edits: Vec<(&str, String)> = Vec::new();
-        if fields.get("model").and_then(Value::as_str) != Some(&chosen.model) {
-            edits.push(("model", json_string(&chosen.model)));
-        }
-        self.strip_usage = plan.usage.include_stream_usage
-            && stream
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
-            && !asks_for_usage(fields);
-        if self.strip_usage {
-            edits.push(("stream_options", stream_options_with_usage(fields)));
-        }
-        let new_body =
-            if edits.is_empty() && remove.is_empty() {
-                None
-            } else {
-                let set: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                Some(edit_object(&body, &set, &remove).map_err(|e| {
-                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
-                })?)
-            };
-
-        // Every header edit of the request, written with one host call at the end.
-        let mut edits = HeaderEdits::default();
-        for name in CLIENT_RETRY_HEADERS {
-            edits.set(name, None);
-        }
-        // The provider is asked only for codings this Envoy decompresses before the router
-        // reads the answer (decompressor filters append theirs), or for none: usage must be
-        // readable whatever the client accepts. Envoy's compressor serves the client's.
-        edits.set("accept-encoding", None);
-        if let Some(h) = plan
-            .clients
-            .as_ref()
-            .and_then(|c| c.identity_header.as_deref())
-        {
-            edits.set(h, None);
-        }
-        // The canonical path goes upstream, however the client spelled it.
-        let path = self.path.clone();
-        if upstream.path_prefix == "/v1" && path != self.client.get(host, ":path") {
-            edits.set(":path", path.as_deref());
-        }
-        rewrite_for_upstream(&mut edits, &plan, upstream, path.as_deref(), None, false);
-        if let Some((failover, keys)) = &failover {
-            // Envoy's router retries through the failover cluster. Attempt 1 is already
-            // rewritten for the first candidate; the attempt filter sends it to that
-            // candidate's cluster and rewrites later attempts, from the client's path and
-            // host kept here, for the next candidates.
-            edits.set(&plan.cluster_header, Some(&failover.cluster));
-            let authority = self.client.get(host, ":authority");
-            edits.set(attempt::HEADER_PATH, path.as_deref());
-            edits.set(attempt::HEADER_AUTHORITY, authority.as_deref());
-            let key_list: Vec<&str> = keys.iter().map(|c| c.key.as_str()).collect();
-            let list = attempt::encode_failover(estimate, &key_list);
-            edits.set(attempt::HEADER_FAILOVER, Some(&list));
-            let retries = (keys.len() - 1).to_string();
-            edits.set("x-envoy-max-retries", Some(&retries));
-        }
-        if let Some(new_body) = &new_body {
-            if self.client.has("content-length") {
-                edits.set("content-length", Some(&new_body.len().to_string()));
-            }
-        }
-        self.client.apply(host, &edits)?;
-        if let Some(new_body) = &new_body {
-            replace_body(host, body_size, new_body)?;
-        }
+        self.strip_usage = rewrite::strips_usage(&plan, endpoint, fields, stream);
+        let new_body = rewrite::body(&body, fields, &chosen.model, self.strip_usage)?;
+        let to = Destination {
+            upstream,
+            path: self.path.as_deref(),
+            failover: failover.as_ref().map(|(f, keys)| (*f, keys.as_slice())),
+            estimate,
+        };
+        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body.as_deref());
+        rewrite::send(
+            host,
+            &mut self.client,
+            &edits,
+            body_size,
+            new_body.as_deref(),
+        )?;
         if let Some(m) = &self.metrics {
             if let Some(i) = self.caller {
                 m.clients.add(i, ClientStat::Requests, 1);
@@ -795,84 +726,12 @@ fn failover_candidates<'p, 'd>(
     (usable.len() >= 2).then_some((failover, usable))
 }
 
-/// Points the request at `upstream`: its cluster, its credential instead of the client's
-/// (and of any upstream tried before), its extra headers, host and path prefix (as edits).
-/// `path` is the client's path. `again`: an earlier failover attempt may have rewritten the
-/// request for another upstream, so the path is always rebuilt, other upstreams' extra
-/// headers are removed and `authority` (the client's) restored for an upstream that names
-/// no host.
-pub(crate) fn rewrite_for_upstream(
-    edits: &mut HeaderEdits,
-    plan: &Plan,
-    upstream: &Upstream,
-    path: Option<&str>,
-    authority: Option<&str>,
-    again: bool,
-) {
-    edits.set(&plan.cluster_header, Some(&upstream.cluster));
-    for name in CREDENTIAL_HEADERS {
-        edits.set(name, None);
-    }
-    if let Some(auth) = &upstream.auth {
-        edits.set(auth.header, Some(&auth.value));
-    }
-    if again {
-        for name in &plan.upstream_header_names {
-            edits.set(name, None);
-        }
-    }
-    for (name, value) in &upstream.headers {
-        edits.set(name, Some(value));
-    }
-    match (&upstream.authority, authority) {
-        (Some(a), _) => edits.set(":authority", Some(a)),
-        (None, Some(a)) => edits.set(":authority", Some(a)),
-        (None, None) => {}
-    }
-    if let Some(path) = path {
-        if upstream.path_prefix != "/v1" || again {
-            let rest = path.strip_prefix("/v1").unwrap_or(path);
-            let new_path = format!("{}{rest}", upstream.path_prefix);
-            edits.set(":path", Some(&new_path));
-        }
-    }
-}
-
-/// Replaces the buffered request body (its `content-length` is a header edit of the caller).
-pub(crate) fn replace_body(
-    host: &mut dyn Host,
-    current_len: usize,
-    new_body: &[u8],
-) -> Result<(), ApiError> {
-    host.replace_request_body(current_len, new_body)
-        .map_err(|e| ApiError::internal(format!("could not replace the body: {e}")))
-}
-
 fn missing_body() -> ApiError {
     ApiError::invalid_request(
         "Request body is required: send a JSON object.",
         None,
         "missing_body",
     )
-}
-
-/// Whether the client asked a stream for its usage (`stream_options.include_usage`).
-fn asks_for_usage(fields: &Map<String, Value>) -> bool {
-    fields
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
-/// The client's `stream_options` (if an object) with `include_usage: true`, as JSON.
-fn stream_options_with_usage(fields: &Map<String, Value>) -> String {
-    let mut options = match fields.get("stream_options") {
-        Some(Value::Object(o)) => o.clone(),
-        _ => Map::new(),
-    };
-    options.insert("include_usage".to_owned(), Value::Bool(true));
-    Value::Object(options).to_string()
 }
 
 /// `None` means the router chooses (`"auto"`, `null` or no `model`).
