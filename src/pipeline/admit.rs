@@ -11,15 +11,16 @@
 
 use crate::clients::ledger::{rate_limit_headers, retry_after_seconds};
 use crate::clients::stats::ClientStat;
-use crate::clients::{Client, ClientUsage, Quota};
+use crate::clients::{ClientUsage, Quota};
 use crate::config::plan::{Plan, Price};
 use crate::config::raw::WhenAllUnhealthy;
 use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth};
 use crate::host::shared::{self, Read};
 use crate::host::{Host, CAS_RETRIES};
-use crate::metrics::{cost_micro_usd, Metrics};
+use crate::metrics::cost_micro_usd;
 use crate::pipeline::answer::Refusal;
+use crate::pipeline::identify::Caller;
 use crate::pipeline::track::Tracker;
 use crate::route::Decision;
 use crate::usage::Usage;
@@ -114,31 +115,6 @@ impl HealthAdmission<'_> {
 fn take_seen(seen: &mut Seen, key: &str) -> Option<Read<TargetHealth>> {
     let i = seen.iter().position(|(k, _)| k == key)?;
     Some(seen.swap_remove(i).1)
-}
-
-/// The configured client that sent the request.
-pub(super) struct Caller<'f> {
-    /// Its index in `clients`, for its stats.
-    pub(super) index: usize,
-    pub(super) client: &'f Client,
-    pub(super) metrics: Option<&'f Metrics>,
-}
-
-impl<'f> Caller<'f> {
-    /// The client at `index` of the plan's `clients`, if any.
-    pub(super) fn of(
-        plan: &'f Plan,
-        index: Option<usize>,
-        metrics: Option<&'f Metrics>,
-    ) -> Option<Caller<'f>> {
-        let index = index?;
-        let client = plan.clients.as_ref()?.get(index)?;
-        Some(Caller {
-            index,
-            client,
-            metrics,
-        })
-    }
 }
 
 /// What the caller's admission leaves for the rest of the request.

@@ -7,10 +7,11 @@
 //! guessed. A request the router does not route keeps nothing of the client's key
 //! ([`strip_client_credentials`]).
 
-use crate::clients::{credential, AuthError, CREDENTIAL_HEADERS};
+use crate::clients::{credential, AuthError, Client, CREDENTIAL_HEADERS};
 use crate::config::plan::Plan;
 use crate::errors::ApiError;
 use crate::host::{header_value, HeaderPairs, Host};
+use crate::metrics::Metrics;
 use crate::pipeline::attempt;
 use crate::rewrite::headers::{HeaderEdits, Side};
 
@@ -125,6 +126,31 @@ pub(super) fn identify(
         None => credential(|name| client.get(host, name)),
     };
     clients.identify(identity.as_deref(), credential.as_deref())
+}
+
+/// The configured client that sent the request.
+pub(super) struct Caller<'f> {
+    /// Its index in `clients`, for its stats.
+    pub(super) index: usize,
+    pub(super) client: &'f Client,
+    pub(super) metrics: Option<&'f Metrics>,
+}
+
+impl<'f> Caller<'f> {
+    /// The client at `index` of the plan's `clients`, if any.
+    pub(super) fn of(
+        plan: &'f Plan,
+        index: Option<usize>,
+        metrics: Option<&'f Metrics>,
+    ) -> Option<Caller<'f>> {
+        let index = index?;
+        let client = plan.clients.as_ref()?.get(index)?;
+        Some(Caller {
+            index,
+            client,
+            metrics,
+        })
+    }
 }
 
 /// Removes the client's key and verified identity from the request.

@@ -7,9 +7,11 @@ pub mod attempt;
 mod chooser;
 pub mod context_retry;
 mod identify;
+mod parse;
 mod record;
 pub mod request;
 mod rewrite;
+mod routing;
 pub mod track;
 
 pub use attempt::AttemptFlow;

@@ -12,31 +12,29 @@
 
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
-
 use crate::audit::RequestRecord;
 use crate::clients::stats::ClientStat;
 use crate::clients::{AuthError, Client, Quota};
-use crate::config::plan::{FailoverPlan, Plan, Price};
+use crate::config::plan::{Plan, Price};
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
-use crate::health::{Availability, HealthBoard, Unhealthy};
+use crate::health::HealthBoard;
 use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
-use crate::pipeline::admit::{self, Caller, HealthAdmission};
+use crate::pipeline::admit::{self, HealthAdmission};
 use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
-use crate::pipeline::chooser::{HealthRead, HostChooser};
-use crate::pipeline::identify::{self, ClientHeaders};
+use crate::pipeline::identify::{self, Caller, ClientHeaders};
+use crate::pipeline::parse::{self, ParsedRequest};
 use crate::pipeline::record;
 use crate::pipeline::rewrite::{self, Destination};
+use crate::pipeline::routing::{self, RuleHeaders, Sources};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::headers::{HeaderEdits, Side};
-use crate::route::capable::OutputFormat;
-use crate::route::{route, Candidate, ClientPrefs, Decision, RouteError, RouteRequest};
+use crate::route::RouteRequest;
 use crate::usage::{BodyEnd, Edit, JsonEnd};
 
 /// What the host should do next with the stream.
@@ -166,6 +164,8 @@ impl RequestFlow {
         self.reply_raw(host, error.status, extra, &error.body())
     }
 
+    /// The stages of a whole buffered body: parse, classify, route, admit, rewrite. Gives
+    /// what the response headers report, or why the router answers itself.
     fn route_request(
         &mut self,
         host: &mut dyn Host,
@@ -173,108 +173,48 @@ impl RequestFlow {
         body_size: usize,
     ) -> Result<Report, Refusal> {
         let plan = Rc::clone(&self.plan);
-        let body = host
-            .request_body(body_size)
-            .map_err(|e| ApiError::internal(format!("could not read the request body: {e}")))?
-            .unwrap_or_default();
-        if body.is_empty() {
-            // E.g. HTTP/2 headers without END_STREAM followed by an empty final DATA frame.
-            return Err(missing_body().into());
-        }
-        let value: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid_request(
-                format!("Request body is not valid JSON: {e}."),
-                None,
-                "invalid_json",
-            )
-        })?;
-        let Value::Object(fields) = &value else {
-            return Err(ApiError::invalid_request(
-                "Request body must be a JSON object.",
-                None,
-                "invalid_body",
-            )
-            .into());
-        };
-        let requested = requested_model(fields)?;
-        let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
-        record::requested(self.record.as_mut(), requested, stream);
-        let prefs = ClientPrefs::from_body(fields)?;
-        let caller = self.caller.and_then(|i| plan.clients.as_ref()?.get(i));
-        if let (Some(c), Some(model)) = (caller, requested) {
-            if !c.allows_model(model) {
-                return Err(self.forbidden(Some(model)).into());
-            }
-        }
+        let caller = Caller::of(&plan, self.caller, self.metrics.as_deref());
+        let body = parse::read_body(host, body_size)?;
+        let value = parse::json(&body)?;
+        let parsed = ParsedRequest::of(&value)?;
+        record::requested(self.record.as_mut(), parsed.model, parsed.stream);
+        let prefs = parsed.prefs()?;
+        routing::check_allowed(caller.as_ref(), parsed.model)?;
         let classification = plan.classifier.classify(&value, endpoint);
-        let max_output_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| fields.get(*k).and_then(Value::as_u64));
 
         // Rules may look at request headers; read the ones they name, once.
-        let mut header_values: Vec<(String, Option<String>)> = Vec::new();
-        for rule in &plan.rules {
-            for h in &rule.matcher.headers {
-                if !header_values.iter().any(|(n, _)| *n == h.name) {
-                    let v = self.client.get(host, &h.name);
-                    header_values.push((h.name.clone(), v));
-                }
-            }
-        }
-        let header = |name: &str| {
-            header_values
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, v)| v.clone())
-        };
+        let rule_headers = RuleHeaders::read(&plan, &self.client, host);
+        let header = |name: &str| rule_headers.get(name);
         let request = RouteRequest {
             endpoint,
-            model: requested,
+            model: parsed.model,
             classification: &classification,
             header: &header,
             prefs: &prefs,
-            max_output_tokens,
-            client: caller,
-            format: OutputFormat::of(fields),
+            max_output_tokens: parsed.max_output_tokens,
+            client: caller.as_ref().map(|c| c.client),
+            format: parsed.format,
         };
         let now = now_ms(host);
-        let mut chooser = HostChooser {
-            host: &mut *host,
-            rng: self.seed,
-            health: plan.health.enabled.then_some(HealthRead {
-                board: self.board.clone(),
-                plan: &plan,
-                now_ms: now,
-            }),
-            degraded: false,
-            seen: Vec::new(),
+        let sources = Sources {
+            seed: self.seed,
+            board: &self.board,
             metrics: self.metrics.as_deref(),
+            now_ms: now,
         };
-        let routed = route(&plan, &request, &mut chooser);
-        self.health_degraded |= chooser.degraded;
-        let mut seen = std::mem::take(&mut chooser.seen);
-        let decision = routed.map_err(|e| match e {
-            RouteError::NotAllowed => Refusal::Api(self.forbidden(None)),
-            RouteError::UnknownModel(m) => Refusal::Api(ApiError::model_not_found(&m)),
-            RouteError::NoCandidate(reason) => Refusal::Api(ApiError::no_candidate(reason)),
-            RouteError::AllUnavailable { until_ms } => Refusal::AllUnavailable { until_ms },
-        })?;
+        let routed = routing::choose(host, &plan, &request, sources);
+        self.health_degraded |= routed.degraded;
+        let mut seen = routed.seen;
+        let decision = routed
+            .decision
+            .map_err(|e| routing::refusal(e, caller.as_ref()))?;
         let estimate = classification.estimated_prompt_tokens;
-        if let Some(m) = &self.metrics {
-            for c in &decision.candidates {
-                if let Availability::Unavailable {
-                    reason: Unhealthy::OverBudget,
-                    ..
-                } = c.availability
-                {
-                    m.budget_skip(host, m.scopes(&c.key, &decision.source));
-                }
-            }
-        }
+        routing::count_budget_skips(host, self.metrics.as_deref(), &decision);
+
         // With failover, the first candidate is sent through the failover cluster (not
         // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
         // health board admits goes straight to its cluster.
-        let failover = failover_candidates(&plan, &decision);
+        let failover = routing::failover_candidates(&plan, &decision);
         let (chosen, index) = match &failover {
             Some((_, keys)) => (keys.first().copied(), 0),
             None => {
@@ -294,8 +234,8 @@ impl RequestFlow {
         })?;
         // Last: only a request that would be sent counts against the client's limits (a
         // refusal here cancels the target's admission).
-        if let Some(caller) = Caller::of(&plan, self.caller, self.metrics.as_deref()) {
-            let admitted = admit::admit_caller(host, &caller, estimate, now)?;
+        if let Some(caller) = &caller {
+            let admitted = admit::admit_caller(host, caller, estimate, now)?;
             self.quota = admitted.quota;
             self.ledger_charged = admitted.charged;
         }
@@ -303,8 +243,8 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
-        self.strip_usage = rewrite::strips_usage(&plan, endpoint, fields, stream);
-        let new_body = rewrite::body(&body, fields, &chosen.model, self.strip_usage)?;
+        self.strip_usage = rewrite::strips_usage(&plan, endpoint, parsed.fields, parsed.stream);
+        let new_body = rewrite::body(&body, parsed.fields, &chosen.model, self.strip_usage)?;
         let to = Destination {
             upstream,
             path: self.path.as_deref(),
@@ -402,37 +342,10 @@ impl StreamFlow for RequestFlow {
         };
         self.begin(host, endpoint.name());
         if end_of_stream {
-            return self.reply(host, &missing_body());
+            return self.reply(host, &parse::missing_body());
         }
-        let body_headers = ["content-encoding", "content-length"];
-        let rule_headers = self.plan.rules.iter().flat_map(|r| &r.matcher.headers);
-        let names = body_headers
-            .into_iter()
-            .chain(rule_headers.map(|h| h.name.as_str()));
-        if let Err(e) = self.client.require_text(names) {
+        if let Err(e) = parse::check_headers(&self.plan, &self.client, host) {
             return self.reply(host, &e);
-        }
-        if let Some(encoding) = self.client.get(host, "content-encoding") {
-            if !encoding.trim().eq_ignore_ascii_case("identity") {
-                return self.reply(
-                    host,
-                    &ApiError {
-                        status: 415,
-                        message: "Compressed request bodies are not supported; send plain JSON."
-                            .to_owned(),
-                        kind: "invalid_request_error",
-                        param: None,
-                        code: "unsupported_content_encoding",
-                    },
-                );
-            }
-        }
-        let declared = self
-            .client
-            .get(host, "content-length")
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.plan.max_body_bytes) {
-            return self.reply(host, &ApiError::body_too_large(self.plan.max_body_bytes));
         }
         self.state = State::Buffering(endpoint);
         Flow::Pause
@@ -648,14 +561,6 @@ impl RequestFlow {
         self.reply_with(host, &error, &[("www-authenticate", "Bearer")])
     }
 
-    /// The 403 for a model the caller may not use (counted in its stats).
-    fn forbidden(&self, model: Option<&str>) -> ApiError {
-        if let (Some(m), Some(i)) = (&self.metrics, self.caller) {
-            m.clients.add(i, ClientStat::Forbidden, 1);
-        }
-        ApiError::model_not_allowed(model)
-    }
-
     /// A request the router handles starts: its clock and, when the access log is on, its
     /// record.
     fn begin(&mut self, host: &dyn Host, endpoint: &'static str) {
@@ -704,51 +609,5 @@ impl RequestFlow {
         };
         let routed = (self.state == State::Routed).then(|| (self.acc.usage(), self.cost()));
         record::publish(host, line, end, self.start_ms, routed);
-    }
-}
-
-/// The candidates a request may fail over to, in order (at most `failover.max_attempts`),
-/// when failover is configured, the client allows fallbacks and at least two are usable.
-fn failover_candidates<'p, 'd>(
-    plan: &'p Plan,
-    decision: &'d Decision,
-) -> Option<(&'p FailoverPlan, Vec<&'d Candidate>)> {
-    let failover = plan.failover.as_ref()?;
-    if !decision.allow_fallbacks {
-        return None;
-    }
-    let usable: Vec<&Candidate> = decision
-        .candidates
-        .iter()
-        .filter(|c| c.availability.is_usable() && plan.targets.contains_key(&c.key))
-        .take(failover.max_attempts as usize)
-        .collect();
-    (usable.len() >= 2).then_some((failover, usable))
-}
-
-fn missing_body() -> ApiError {
-    ApiError::invalid_request(
-        "Request body is required: send a JSON object.",
-        None,
-        "missing_body",
-    )
-}
-
-/// `None` means the router chooses (`"auto"`, `null` or no `model`).
-fn requested_model(fields: &Map<String, Value>) -> Result<Option<&str>, ApiError> {
-    match fields.get("model") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s == "auto" => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Err(ApiError::invalid_request(
-            "`model` must not be empty.",
-            Some("model"),
-            "invalid_value",
-        )),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::invalid_request(
-            "`model` must be a string.",
-            Some("model"),
-            "invalid_type",
-        )),
     }
 }
