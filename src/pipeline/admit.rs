@@ -5,9 +5,12 @@
 //! flight + 1, budget charged with the estimate, half-open probe claimed by compare-and-swap)
 //! and, last, the caller's admission on its ledger ([`admit_caller`]: its `x-ratelimit-*`
 //! figures, or the 429), so that only a request that would be sent counts against its
-//! limits. At the end of the stream [`settle_caller`] writes what admission could not know
-//! yet (tokens beyond the estimate, spend). A shared-data call that fails never fails the
-//! request: it is logged and the request goes on without health, or without the limits.
+//! limits. The request sent is counted from then on ([`start_meter`]). At the end of the
+//! stream [`settle_caller`] writes what admission could not know yet (tokens beyond the
+//! estimate, spend). A shared-data call that fails never fails the request: it is logged
+//! and the request goes on without health, or without the limits.
+
+use std::rc::Rc;
 
 use crate::clients::ledger::{rate_limit_headers, retry_after_seconds};
 use crate::clients::stats::ClientStat;
@@ -18,11 +21,11 @@ use crate::errors::ApiError;
 use crate::health::{soonest, Admission, Availability, HealthBoard, TargetHealth};
 use crate::host::shared::{self, Read};
 use crate::host::{Host, CAS_RETRIES};
-use crate::metrics::cost_micro_usd;
+use crate::metrics::{cost_micro_usd, Metrics};
 use crate::pipeline::answer::Refusal;
 use crate::pipeline::identify::Caller;
-use crate::pipeline::track::Tracker;
-use crate::route::Decision;
+use crate::pipeline::track::{Meter, Tracker};
+use crate::route::{Candidate, Decision};
 use crate::usage::Usage;
 
 /// The target states routing read, by key, with their tokens for the write.
@@ -109,6 +112,30 @@ impl HealthAdmission<'_> {
         }
         Ok(i)
     }
+}
+
+/// The request is sent to `chosen`: counted in stats from now on. `passed_over`: how many
+/// candidates health admission passed over before it (each counts a failover); `None`
+/// when it goes through the failover cluster, where the rule counts the request once and
+/// each attempt counts on its target.
+pub(super) fn start_meter(
+    host: &mut dyn Host,
+    m: &Rc<Metrics>,
+    decision: &Decision,
+    chosen: &Candidate,
+    passed_over: Option<usize>,
+    estimate: u64,
+    now: u64,
+) -> Meter {
+    let Some(index) = passed_over else {
+        let at = m.scopes(&chosen.key, &decision.source).rule_only();
+        return Meter::start(m, host, at, estimate, now);
+    };
+    for skipped in decision.candidates.iter().take(index) {
+        m.failover(host, m.scopes(&skipped.key, &decision.source));
+    }
+    let at = m.scopes(&chosen.key, &decision.source);
+    Meter::start(m, host, at, estimate, now)
 }
 
 /// The state of `key` as routing read it, once (a second use must read again).

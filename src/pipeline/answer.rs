@@ -19,7 +19,7 @@ use crate::pipeline::context_retry::HEADER_RETRY;
 use crate::pipeline::identify::ClientHeaders;
 use crate::pipeline::track::now_ms;
 use crate::rewrite::headers::HeaderEdits;
-use crate::usage::Usage;
+use crate::usage::{BodyEnd, JsonEnd, Usage};
 
 pub const HEADER_UPSTREAM: &str = "x-llm-router-upstream";
 pub const HEADER_MODEL: &str = "x-llm-router-model";
@@ -149,6 +149,30 @@ pub(super) fn waits_for_cost(
         && !event_stream
         && status.is_some_and(|s| s.starts_with('2'))
         && priced
+}
+
+/// What Envoy holds of a response body while the headers wait for it: how many bytes, and
+/// where its JSON ends.
+#[derive(Debug, Default)]
+pub(super) struct HeldBody {
+    held: usize,
+    end: JsonEnd,
+}
+
+impl HeldBody {
+    /// Whether the held body is whole with its newest bytes (`body_size` held in all). A body
+    /// Envoy ends with trailers (its decompressor does) has no end of stream here, and Envoy
+    /// gives those trailers only to a filter that lets the body go: where the JSON closes is
+    /// the end. A body that is no JSON object or array is let go at once (it has no usage).
+    pub(super) fn is_closed(&mut self, host: &dyn Host, body_size: usize) -> bool {
+        let new = host
+            .response_body_range(self.held, body_size.saturating_sub(self.held))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.held = body_size.max(self.held);
+        self.end.push(&new) != BodyEnd::Open
+    }
 }
 
 /// What the request cost by the served target's price and the reported usage.

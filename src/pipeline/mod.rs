@@ -1,6 +1,11 @@
 //! The per-request flows, written against the `Host` seam only: `request` for the filter on
 //! the client's stream, `attempt` for the filter on each failover attempt, `track` for the
 //! health tracking both share.
+//!
+//! `request` reads as the stages of a request, each in a module of its own: `identify` the
+//! caller, `parse` the body, classify it (`crate::classify`), `routing`, `admit`, `rewrite`
+//! for the upstream, the `answer` (response headers, cost, the router's own replies) and
+//! the access-log `record`.
 mod admit;
 pub mod answer;
 pub mod attempt;

@@ -5,8 +5,8 @@
 //! ([`read_body`]), parsed ([`json`]) and read for what routing needs ([`ParsedRequest`]:
 //! the requested model, whether it streams, its output limit and format); the router's own
 //! members (`allowed_models`, `provider`) are read apart ([`ParsedRequest::prefs`]), so that
-//! a request refused for them is logged with its model. A body the router cannot read is refused with a 4xx naming
-//! what is wrong, never guessed at.
+//! a request refused for them is logged with its model. A body the router cannot read is
+//! refused with a 4xx naming what is wrong, never guessed at.
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,19 @@
 //! One HTTP request through the router: pause the headers, buffer the JSON body, classify,
 //! route, rewrite headers and body, let it go; then stamp the diagnostic response headers.
+//! This module keeps the request's state and calls the stages in order, each a module of
+//! its own that takes and gives plain values:
+//!
+//! - request headers: identify the caller (`identify.rs`), answer `GET /v1/models`
+//!   (`answer.rs`), let other paths pass, check the headers of the body (`parse.rs`) and
+//!   pause for it;
+//! - the whole body (`route_request`): parse it (`parse.rs`), classify it
+//!   (`crate::classify`), route it (`routing.rs`), admit a target and the caller
+//!   (`admit.rs`), rewrite headers and body for the upstream (`rewrite.rs`), let it go;
+//! - response headers and body: the answer (`answer.rs`: diagnostics, the caller's rate
+//!   limits, who served after failover, the cost once a held body is whole), with the
+//!   usage read as the body passes (`track.rs`);
+//! - `on_log`: the caller's ledger settled (`admit.rs`) and the access-log line published
+//!   (`record.rs`).
 //!
 //! Health (when `health.enabled`): routing reads each candidate's state from the shared
 //! health board; the chosen target is admitted on the board (in flight + 1, budget charged
@@ -25,17 +39,17 @@ use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
 use crate::pipeline::admit::{self, HealthAdmission};
-use crate::pipeline::answer::{self, Refusal, Report, HEADER_COST};
+use crate::pipeline::answer::{self, HeldBody, Refusal, Report, HEADER_COST};
 use crate::pipeline::identify::{self, Caller, ClientHeaders};
 use crate::pipeline::parse::{self, ParsedRequest};
 use crate::pipeline::record;
 use crate::pipeline::rewrite::{self, Destination};
 use crate::pipeline::routing::{self, RuleHeaders, Sources};
-use crate::pipeline::track::{is_event_stream, now_ms, Accounting, Meter, StreamEnd};
+use crate::pipeline::track::{is_event_stream, now_ms, Accounting, StreamEnd};
 use crate::pipeline::StreamFlow;
 use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::RouteRequest;
-use crate::usage::{BodyEnd, Edit, JsonEnd};
+use crate::usage::Edit;
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +95,8 @@ pub struct RequestFlow {
     strip_usage: bool,
     /// The response headers wait for the end of the body (for `x-llm-router-cost`).
     holding: bool,
-    /// While holding: how many bytes of the body Envoy holds, and where its JSON ends.
-    held: usize,
-    held_end: JsonEnd,
+    /// While holding: what Envoy holds of the body.
+    held: HeldBody,
     /// The configured client that sent the request (index in `clients`), once identified.
     caller: Option<usize>,
     /// The caller's per-minute limits after its admission: `x-ratelimit-*` of the response.
@@ -110,8 +123,7 @@ impl RequestFlow {
             start_ms: 0,
             strip_usage: false,
             holding: false,
-            held: 0,
-            held_end: JsonEnd::default(),
+            held: HeldBody::default(),
             caller: None,
             quota: None,
             ledger_charged: None,
@@ -174,6 +186,7 @@ impl RequestFlow {
     ) -> Result<Report, Refusal> {
         let plan = Rc::clone(&self.plan);
         let caller = Caller::of(&plan, self.caller, self.metrics.as_deref());
+        // Parse and classify.
         let body = parse::read_body(host, body_size)?;
         let value = parse::json(&body)?;
         let parsed = ParsedRequest::of(&value)?;
@@ -182,7 +195,7 @@ impl RequestFlow {
         routing::check_allowed(caller.as_ref(), parsed.model)?;
         let classification = plan.classifier.classify(&value, endpoint);
 
-        // Rules may look at request headers; read the ones they name, once.
+        // Route. Rules may look at request headers; read the ones they name, once.
         let rule_headers = RuleHeaders::read(&plan, &self.client, host);
         let header = |name: &str| rule_headers.get(name);
         let request = RouteRequest {
@@ -211,9 +224,9 @@ impl RequestFlow {
         let estimate = classification.estimated_prompt_tokens;
         routing::count_budget_skips(host, self.metrics.as_deref(), &decision);
 
-        // With failover, the first candidate is sent through the failover cluster (not
-        // admitted here: the attempt filter tracks each attempt); otherwise the candidate the
-        // health board admits goes straight to its cluster.
+        // Admit. With failover, the first candidate is sent through the failover cluster
+        // (not admitted here: the attempt filter tracks each attempt); otherwise the
+        // candidate the health board admits goes straight to its cluster.
         let failover = routing::failover_candidates(&plan, &decision);
         let (chosen, index) = match &failover {
             Some((_, keys)) => (keys.first().copied(), 0),
@@ -243,37 +256,25 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
+        // Rewrite, and count what is sent.
         self.strip_usage = rewrite::strips_usage(&plan, endpoint, parsed.fields, parsed.stream);
         let new_body = rewrite::body(&body, parsed.fields, &chosen.model, self.strip_usage)?;
+        let new_body = new_body.as_deref();
         let to = Destination {
             upstream,
             path: self.path.as_deref(),
             failover: failover.as_ref().map(|(f, keys)| (*f, keys.as_slice())),
             estimate,
         };
-        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body.as_deref());
-        rewrite::send(
-            host,
-            &mut self.client,
-            &edits,
-            body_size,
-            new_body.as_deref(),
-        )?;
+        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body);
+        rewrite::send(host, &mut self.client, &edits, body_size, new_body)?;
         if let Some(m) = &self.metrics {
             if let Some(i) = self.caller {
                 m.clients.add(i, ClientStat::Requests, 1);
             }
-            if failover.is_some() {
-                // The rule counts the request once; each attempt counts on its target.
-                let at = m.scopes(&chosen.key, &decision.source).rule_only();
-                self.acc.meter = Some(Meter::start(m, host, at, estimate, now));
-            } else {
-                for skipped in decision.candidates.iter().take(index) {
-                    m.failover(host, m.scopes(&skipped.key, &decision.source));
-                }
-                let at = m.scopes(&chosen.key, &decision.source);
-                self.acc.meter = Some(Meter::start(m, host, at, estimate, now));
-            }
+            let passed_over = failover.is_none().then_some(index);
+            let meter = admit::start_meter(host, m, &decision, chosen, passed_over, estimate, now);
+            self.acc.meter = Some(meter);
         }
 
         let mut r = Report::new(
@@ -415,11 +416,8 @@ impl StreamFlow for RequestFlow {
             }
         }
         let attempts = served.as_ref().map_or(1, |(_, n)| *n);
-        record::answered(
-            self.record.as_mut(),
-            attempts,
-            now.saturating_sub(self.start_ms),
-        );
+        let ttfb_ms = now.saturating_sub(self.start_ms);
+        record::answered(self.record.as_mut(), attempts, ttfb_ms);
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)
         {
@@ -464,7 +462,7 @@ impl StreamFlow for RequestFlow {
         end_of_stream: bool,
     ) -> Flow {
         if self.holding {
-            if !end_of_stream && !self.held_body_closed(host, body_size) {
+            if !end_of_stream && !self.held.is_closed(host, body_size) {
                 // Envoy keeps the body; the whole of it is read at the end.
                 return Flow::Pause;
             }
@@ -520,20 +518,6 @@ impl StreamFlow for RequestFlow {
 }
 
 impl RequestFlow {
-    /// Whether the held body is whole with its newest bytes (`body_size` held in all). A body
-    /// Envoy ends with trailers (its decompressor does) has no end of stream here, and Envoy
-    /// gives those trailers only to a filter that lets the body go: where the JSON closes is
-    /// the end. A body that is no JSON object or array is let go at once (it has no usage).
-    fn held_body_closed(&mut self, host: &dyn Host, body_size: usize) -> bool {
-        let new = host
-            .response_body_range(self.held, body_size.saturating_sub(self.held))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.held = body_size.max(self.held);
-        self.held_end.push(&new) != BodyEnd::Open
-    }
-
     /// The configured client that sent the request.
     fn caller(&self) -> Option<&Client> {
         self.plan.clients.as_ref()?.get(self.caller?)
