@@ -1,11 +1,11 @@
 //! Answer: what the client gets back, from the upstream or from the router itself.
 //!
-//! Takes the routing decision as the response headers report it ([`Report`]) and the
+//! Takes the routing decision as the response headers report it (`Report`) and the
 //! upstream's response headers; gives their edits: the diagnostic `x-llm-router-*` headers,
 //! the caller's `x-ratelimit-*` instead of the provider's, and, after failover, who served
-//! ([`served`]). At the end of a held body, the cost ([`cost`], `x-llm-router-cost`). A
-//! request the router does not send on is answered from its [`Refusal`], and
-//! `GET /v1/models` from the catalog ([`models`]).
+//! (`served`). At the end of a held body, the cost (`cost`, `x-llm-router-cost`). A
+//! request the router does not send on is answered from its `Refusal`, and
+//! `GET /v1/models` from the catalog (`models`).
 
 use crate::classify::Classification;
 use crate::clients::ledger::{rate_limit_headers, RATE_LIMIT_HEADERS};
