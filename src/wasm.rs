@@ -33,6 +33,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
 }}
 
+/// What the requests of one configuration count in: its stats and its waiting finishes.
+type Held = (Option<Rc<Metrics>>, Option<Rc<Deferred>>);
+
 #[derive(Default)]
 struct RouterRoot {
     plan: Option<Rc<Plan>>,
@@ -44,6 +47,9 @@ struct RouterRoot {
     context_retry: bool,
     /// This worker's health finishes that wait for a write (health on).
     deferred: Option<Rc<Deferred>>,
+    /// The stats and waiting finishes of configurations replaced while requests still held
+    /// them: flushed on every tick until no request does.
+    retired: Vec<Held>,
     /// The clock at configuration: with the context id, each request's `weighted` seed
     /// (no clock read per request).
     seed: u64,
@@ -58,16 +64,27 @@ impl Context for RouterRoot {
 }
 
 impl RouterRoot {
-    /// Hands the held stats to Envoy and writes the health finishes that wait.
-    fn flush_stats(&self) {
-        if let Some(m) = &self.metrics {
-            m.flush(&mut WasmHost);
-        }
-        if let Some(d) = &self.deferred {
-            HealthBoard::default()
-                .with_deferred(Rc::clone(d))
-                .flush_deferred(&mut WasmHost);
-        }
+    /// Hands the held stats to Envoy and writes the health finishes that wait, of this
+    /// configuration and of replaced ones that requests still hold.
+    fn flush_stats(&mut self) {
+        flush(self.metrics.as_ref(), self.deferred.as_ref());
+        self.retired.retain(|(m, d)| {
+            flush(m.as_ref(), d.as_ref());
+            let held = |n: usize| n > 1;
+            m.as_ref().is_some_and(|m| held(Rc::strong_count(m)))
+                || d.as_ref().is_some_and(|d| held(Rc::strong_count(d)))
+        });
+    }
+}
+
+fn flush(metrics: Option<&Rc<Metrics>>, deferred: Option<&Rc<Deferred>>) {
+    if let Some(m) = metrics {
+        m.flush(&mut WasmHost);
+    }
+    if let Some(d) = deferred {
+        HealthBoard::default()
+            .with_deferred(Rc::clone(d))
+            .flush_deferred(&mut WasmHost);
     }
 }
 
@@ -149,6 +166,10 @@ impl RootContext for RouterRoot {
                 // Stats are held in the VM and handed to Envoy on the tick.
                 if let Err(s) = abi::set_tick_period(FLUSH_PERIOD_MS) {
                     log::warn!("llm-router: no tick, stats not reported: {}", s.name());
+                }
+                let old = (self.metrics.take(), self.deferred.take());
+                if old.0.is_some() || old.1.is_some() {
+                    self.retired.push(old);
                 }
                 self.metrics = Some(Rc::new(metrics));
                 self.deferred = plan
