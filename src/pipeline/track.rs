@@ -123,12 +123,14 @@ impl Tracker {
     /// `flags` adds response flags known from elsewhere (the failover hop reports those of
     /// its own stream in a header).
     /// `headers`: all response headers (one host call for all: the rate-limit checks look at
-    /// up to eight of them).
+    /// up to eight of them); `status`: their `:status`, read once by the caller (0 when
+    /// missing or not a number).
     fn observe_response(
         &mut self,
         host: &mut dyn Host,
         plan: &Plan,
         headers: &[(String, Vec<u8>)],
+        status: u32,
         flags: u64,
         now: u64,
     ) {
@@ -140,9 +142,6 @@ impl Tracker {
             return;
         }
         let header = |name: &str| header_value(headers, name).map(str::to_owned);
-        let status = header(":status")
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(0);
         let policy = &plan.health.policy;
         let until =
             retry_headers::cooldown_until(status, &header, now, policy.max_rate_limit_cooldown_ms);
@@ -402,9 +401,9 @@ impl Accounting {
         strip: bool,
         now: u64,
     ) {
-        self.tracker
-            .observe_response(host, plan, headers, flags, now);
         let status = header_value(headers, ":status").and_then(|v| v.trim().parse().ok());
+        self.tracker
+            .observe_response(host, plan, headers, status.unwrap_or(0), flags, now);
         self.status = status;
         if let Some(meter) = &mut self.meter {
             meter.observe(status, flags, now);
