@@ -90,8 +90,9 @@ impl HealthBoard {
         shared::read_for_update(host, key)
     }
 
-    /// The worker's store of finishes that wait, if any.
-    pub fn deferred(&self) -> Option<Rc<Deferred>> {
+    /// The worker's store of finishes that wait, if any (tests build flows on it).
+    #[cfg(test)]
+    pub(crate) fn deferred(&self) -> Option<Rc<Deferred>> {
         self.deferred.clone()
     }
 
