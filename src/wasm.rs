@@ -10,8 +10,7 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
-use crate::health::deferred::Deferred;
-use crate::health::{HealthBoard, TargetHealth};
+use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
 use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
 use crate::metrics::pending::FLUSH_PERIOD_MS;
@@ -33,9 +32,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
 }}
 
-/// What the requests of one configuration count in: its stats and its waiting finishes.
-type Held = (Option<Rc<Metrics>>, Option<Rc<Deferred>>);
-
 #[derive(Default)]
 struct RouterRoot {
     plan: Option<Rc<Plan>>,
@@ -45,11 +41,9 @@ struct RouterRoot {
     attempt_filter: bool,
     /// A context-length 400 may fail over: this Envoy survives it.
     context_retry: bool,
-    /// This worker's health finishes that wait for a write (health on).
-    deferred: Option<Rc<Deferred>>,
-    /// The stats and waiting finishes of configurations replaced while requests still held
-    /// them: flushed on every tick until no request does.
-    retired: Vec<Held>,
+    /// The stats of configurations replaced while requests still held them: flushed on
+    /// every tick until no request does.
+    retired: Vec<Rc<Metrics>>,
     /// The clock at configuration: with the context id, each request's `weighted` seed
     /// (no clock read per request).
     seed: u64,
@@ -64,27 +58,16 @@ impl Context for RouterRoot {
 }
 
 impl RouterRoot {
-    /// Hands the held stats to Envoy and writes the health finishes that wait, of this
-    /// configuration and of replaced ones that requests still hold.
+    /// Hands the held stats to Envoy, of this configuration and of replaced ones that
+    /// requests still hold.
     fn flush_stats(&mut self) {
-        flush(self.metrics.as_ref(), self.deferred.as_ref());
-        self.retired.retain(|(m, d)| {
-            flush(m.as_ref(), d.as_ref());
-            let held = |n: usize| n > 1;
-            m.as_ref().is_some_and(|m| held(Rc::strong_count(m)))
-                || d.as_ref().is_some_and(|d| held(Rc::strong_count(d)))
+        if let Some(m) = &self.metrics {
+            m.flush(&mut WasmHost);
+        }
+        self.retired.retain(|m| {
+            m.flush(&mut WasmHost);
+            Rc::strong_count(m) > 1
         });
-    }
-}
-
-fn flush(metrics: Option<&Rc<Metrics>>, deferred: Option<&Rc<Deferred>>) {
-    if let Some(m) = metrics {
-        m.flush(&mut WasmHost);
-    }
-    if let Some(d) = deferred {
-        HealthBoard::default()
-            .with_deferred(Rc::clone(d))
-            .flush_deferred(&mut WasmHost);
     }
 }
 
@@ -159,7 +142,7 @@ impl RootContext for RouterRoot {
                 if self.attempt_filter {
                     self.context_retry = context_retry_supported();
                 }
-                // A new configuration's stats and health replace the old: write what they hold.
+                // A new configuration's stats replace the old: report what they hold.
                 self.flush_stats();
                 let metrics = Metrics::define(&plan, &mut WasmHost);
                 log::info!("llm-router: {} stats defined", metrics.defined());
@@ -167,15 +150,10 @@ impl RootContext for RouterRoot {
                 if let Err(s) = abi::set_tick_period(FLUSH_PERIOD_MS) {
                     log::warn!("llm-router: no tick, stats not reported: {}", s.name());
                 }
-                let old = (self.metrics.take(), self.deferred.take());
-                if old.0.is_some() || old.1.is_some() {
+                if let Some(old) = self.metrics.take() {
                     self.retired.push(old);
                 }
                 self.metrics = Some(Rc::new(metrics));
-                self.deferred = plan
-                    .health
-                    .enabled
-                    .then(|| Rc::new(Deferred::new(plan.health.policy.clone())));
                 self.seed = WasmHost.now_nanos();
                 self.plan = Some(Rc::new(plan));
                 true
@@ -196,19 +174,13 @@ impl RootContext for RouterRoot {
         };
         let metrics = self.metrics.clone().unwrap_or_default();
         let flow: Box<dyn StreamFlow> = if self.attempt_filter {
-            let mut flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
-            if let Some(d) = &self.deferred {
-                flow = flow.with_deferred_health(Rc::clone(d));
-            }
+            let flow = AttemptFlow::new(plan).with_context_retry(self.context_retry);
             Box::new(flow.with_metrics(metrics))
         } else {
             // Context ids are unique per worker; the clock at configuration tells workers
             // apart (RequestFlow mixes the seed before use).
             let seed = self.seed ^ (u64::from(context_id) << 32);
-            let mut flow = RequestFlow::new(plan, seed);
-            if let Some(d) = &self.deferred {
-                flow = flow.with_deferred_health(Rc::clone(d));
-            }
+            let flow = RequestFlow::new(plan, seed);
             Box::new(flow.with_metrics(metrics))
         };
         Some(Box::new(RouterHttp {

@@ -90,12 +90,6 @@ impl HealthBoard {
         shared::read_for_update(host, key)
     }
 
-    /// The worker's store of finishes that wait, if any (tests build flows on it).
-    #[cfg(test)]
-    pub(crate) fn deferred(&self) -> Option<Rc<Deferred>> {
-        self.deferred.clone()
-    }
-
     /// `h` (read from the board for `key`) as this worker knows it: with its finishes that wait.
     pub fn with_waiting(&self, key: &str, mut h: TargetHealth) -> TargetHealth {
         if let Some(deferred) = &self.deferred {

@@ -1,3 +1,9 @@
+//! Not used by the filter today: any client may sort by load or latency (`provider.sort`),
+//! so every worker must see each request end at once (a finish that waited made
+//! `test_routing.py::test_provider_sort` route on a stale in-flight count); a finish is
+//! written at once unless a flow is built `with_deferred_health`. Kept for a per-target
+//! opt-in where nothing compares load.
+//!
 //! Finishes that can wait: the end of a request that changes nothing another worker decides
 //! on (a success or a cancel, not a probe, no tokens for a tokens-per-minute budget) is kept in
 //! this worker's VM and written with the next write this worker makes to the same target
