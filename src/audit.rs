@@ -58,7 +58,7 @@ impl UsageRecord {
 /// One access-log line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RequestRecord {
-    /// When the request headers reached the router (RFC 3339, UTC, milliseconds).
+    /// When the router had the request, its body read whole (RFC 3339, UTC, milliseconds).
     pub time: String,
     pub request_id: Option<String>,
     /// The configured client (`clients.keys[].name`) that sent the request, if known.

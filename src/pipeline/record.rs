@@ -1,7 +1,7 @@
 //! Record: the access-log line of a request the router handles (when `access_log` is on).
 //!
-//! Begun when the request headers are read ([`begin`]: when, which endpoint, who sent it);
-//! filled in as the stages go (the requested model, the decision, who served, when the answer
+//! Begun when the request headers are read ([`begin`]: which endpoint, who sent it), timed
+//! when the router has the whole request ([`started`]); filled in as the stages go (the requested model, the decision, who served, when the answer
 //! began, a reply's status and error); published once, at the end of the stream, as filter
 //! state with the status, latency and usage ([`publish`]). A line is plain data: nothing
 //! here reads the body or decides anything.
@@ -15,13 +15,12 @@ use crate::pipeline::track::StreamEnd;
 use crate::sha256::key_id;
 use crate::usage::Usage;
 
-/// The record of a request that starts at `start_ms`, sent by `caller` (when known).
+/// The record of a request sent by `caller` (when known); its time comes with [`started`].
 pub(super) fn begin(
     host: &dyn Host,
     client: &ClientHeaders,
     caller: Option<&Client>,
     endpoint: &'static str,
-    start_ms: u64,
 ) -> RequestRecord {
     // A known client is logged by name; otherwise by an id of its credential, if any.
     let caller = caller.map(|c| c.name.clone());
@@ -30,7 +29,6 @@ pub(super) fn begin(
         None => credential(|name| client.get(host, name)),
     };
     RequestRecord {
-        time: audit::rfc3339_millis(start_ms),
         request_id: client
             .get(host, "x-request-id")
             .map(|id| audit::loggable(&id)),
@@ -39,6 +37,13 @@ pub(super) fn begin(
         endpoint,
         attempts: 0,
         ..RequestRecord::default()
+    }
+}
+
+/// The request started at `start_ms` (once: a later call keeps the first time).
+pub(super) fn started(record: Option<&mut RequestRecord>, start_ms: u64) {
+    if let Some(r) = record.filter(|r| r.time.is_empty()) {
+        r.time = audit::rfc3339_millis(start_ms);
     }
 }
 
@@ -98,6 +103,7 @@ pub(super) fn publish(
     if record.status.is_none() {
         record.status = end.code();
     }
+    started(Some(&mut record), start_ms);
     record.latency_ms = Some(end.now_ms().saturating_sub(start_ms));
     if let Some((usage, cost)) = routed {
         record.attempts = record.attempts.max(1);

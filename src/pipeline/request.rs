@@ -88,8 +88,9 @@ pub struct RequestFlow {
     client: ClientHeaders,
     /// The access-log record, for requests the router handles (when `access_log` is on).
     record: Option<RequestRecord>,
-    /// When the request headers arrived.
-    start_ms: u64,
+    /// When the router had the request (its body read whole, or the headers it answered at):
+    /// the clock the body callback reads anyway, so the headers read none.
+    start_ms: Option<u64>,
     /// The router asked the stream for its usage and the client did not: the usage-only
     /// chunk is removed from the response.
     strip_usage: bool,
@@ -120,7 +121,7 @@ impl RequestFlow {
             metrics: None,
             client: ClientHeaders::default(),
             record: None,
-            start_ms: 0,
+            start_ms: None,
             strip_usage: false,
             holding: false,
             held: HeldBody::default(),
@@ -185,6 +186,9 @@ impl RequestFlow {
         body_size: usize,
     ) -> Result<Report, Refusal> {
         let plan = Rc::clone(&self.plan);
+        // The one clock read of this callback: the request's start and the health clock.
+        let now = now_ms(host);
+        self.started(now);
         let caller = Caller::of(&plan, self.caller, self.metrics.as_deref());
         // Parse and classify.
         let body = parse::read_body(host, body_size)?;
@@ -208,7 +212,6 @@ impl RequestFlow {
             client: caller.as_ref().map(|c| c.client),
             format: parsed.format,
         };
-        let now = now_ms(host);
         let sources = Sources {
             seed: self.seed,
             board: &self.board,
@@ -416,7 +419,7 @@ impl StreamFlow for RequestFlow {
             }
         }
         let attempts = served.as_ref().map_or(1, |(_, n)| *n);
-        let ttfb_ms = now.saturating_sub(self.start_ms);
+        let ttfb_ms = now.saturating_sub(self.start_ms.unwrap_or(now));
         record::answered(self.record.as_mut(), attempts, ttfb_ms);
         if let (Some(meter), Some(m), Some((key, _)), Some(r)) =
             (&mut self.acc.meter, &self.metrics, &served, &self.report)
@@ -545,14 +548,20 @@ impl RequestFlow {
         self.reply_with(host, &error, &[("www-authenticate", "Bearer")])
     }
 
-    /// A request the router handles starts: its clock and, when the access log is on, its
-    /// record.
+    /// A request the router handles starts: when the access log is on, its record (timed
+    /// by [`RequestFlow::started`]).
     fn begin(&mut self, host: &dyn Host, endpoint: &'static str) {
-        self.start_ms = now_ms(host);
         if self.plan.access_log {
-            let line = record::begin(host, &self.client, self.caller(), endpoint, self.start_ms);
+            let line = record::begin(host, &self.client, self.caller(), endpoint);
             self.record = Some(line);
         }
+    }
+
+    /// The request's start is `now` (the first clock read after its headers), unless known.
+    fn started(&mut self, now: u64) -> u64 {
+        let start = *self.start_ms.get_or_insert(now);
+        record::started(self.record.as_mut(), start);
+        start
     }
 
     /// Answers the client itself with a JSON body (an error, `/v1/models`) and `extra`
@@ -592,6 +601,7 @@ impl RequestFlow {
             return;
         };
         let routed = (self.state == State::Routed).then(|| (self.acc.usage(), self.cost()));
-        record::publish(host, line, end, self.start_ms, routed);
+        let start = self.start_ms.unwrap_or(end.now_ms());
+        record::publish(host, line, end, start, routed);
     }
 }
