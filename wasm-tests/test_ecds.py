@@ -329,3 +329,19 @@ def test_a_new_configuration_applies_without_restart_and_keeps_the_shared_counte
         assert r.counters("http.llm_ingress.downstream_cx_total") == cx, "the connection was not kept"
         assert r.proc.pid == pid and r.proc.poll() is None
         assert len(mock_a.requests) == 3
+
+
+def test_failover_goes_through_the_manifest_s_cluster_and_hop(store, mock_a, mock_b):
+    """The manifest's failover route, llm_failover cluster (attempt filter fetched by URL) and
+    internal hop listener: mock-a answers 500, the same request is answered by mock-b."""
+    config = im.plugin_config(GW)
+    config["models"]["fast"]["targets"].append({"upstream": "mock-b", "model": "mock-large"})
+    mock_a.set_response(status=500, body={"error": "boom"})
+    with router(store, mock_a, mock_b, plugin_config=config) as r:
+        resp = route(r)
+        assert resp.status_code == 200, resp.text
+        h = router_headers(resp)
+        assert (h["x-llm-router-upstream"], h["x-llm-router-model"]) == ("mock-b", "mock-large"), h
+        assert [q.json()["model"] for q in mock_a.requests] == ["mock-small"]
+        assert [q.json()["model"] for q in mock_b.requests] == ["mock-large"]
+        assert r.counters("cluster.llm_failover.upstream_rq_retry").get("cluster.llm_failover.upstream_rq_retry") == 1
