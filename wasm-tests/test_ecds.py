@@ -35,10 +35,10 @@ import pytest
 
 import harness
 import istio_manifests as im
-from conftest import MOCK_KEY
 from harness import WASM, EnvoyRouter, chat, router_headers
 
 CHAT = "/v1/chat/completions"
+MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
 GW = im.GATEWAY_YAML
 CLIENT_KEY = "ecds-client-key"
 #: How long an ECDS update (a file rename, and a .wasm fetch) may take to be applied or refused.
