@@ -21,12 +21,10 @@ and hands Envoy a local file; the failover cluster's copy is fetched by Envoy as
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import http.server
 import json
 import os
-import re
 import threading
 import time
 
