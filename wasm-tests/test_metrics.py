@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from harness import EnvoyRouter, chat
+from harness import STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, chat
 from mock_provider import RESET_MID_STREAM
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
@@ -103,6 +103,8 @@ def usage_of(resp: httpx.Response) -> tuple[int, int]:
     return u["prompt_tokens"], u["completion_tokens"]
 
 
+@pytest.mark.core
+@pytest.mark.envoy_since(STATS_AT_ROOT, STATS_AT_ROOT_WHY)
 def test_requests_tokens_cost_and_latency_per_target_and_rule(router, mock_a):
     prompt, completion = 0, 0
     for i in range(6):
@@ -166,6 +168,8 @@ def test_rate_limit_cooldown_and_budget_skips(router, mock_a, mock_b):
     wait_for(router, check)
 
 
+@pytest.mark.core
+@pytest.mark.envoy_since(STATS_AT_ROOT, STATS_AT_ROOT_WHY)
 def test_client_model_names_never_create_stats(router, mock_b):
     for i in range(20):
         resp = post(router, chat("Hi", model="client-model-%d" % i))
