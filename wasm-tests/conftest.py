@@ -7,6 +7,11 @@
   ``MOCK_API_KEY=test-mock-key``; one per test module.
 * ``start_router``: starts an Envoy with a test's own plugin configuration; stopped at the
   end of the test.
+
+Marker ``core``: the subset ``make test-compat`` runs on every older supported Envoy
+(``pytest -m core`` with ``LLM_ROUTER_ENVOY`` naming the binary); the full suite runs on the
+pinned one. Marker ``envoy_since((major, minor), reason)``: the test is skipped, with the
+reason, on an older Envoy (a documented Envoy difference, README "Supported Envoy versions").
 """
 
 from __future__ import annotations
@@ -18,10 +23,29 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import EnvoyRouter  # noqa: E402
+from harness import EnvoyRouter, envoy_version  # noqa: E402
 from mock_provider import MockProvider  # noqa: E402
 
 MOCK_KEY = "test-mock-key"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "core: the compatibility subset, run on every supported Envoy version (make test-compat)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "envoy_since(version, reason): skipped with the reason on an Envoy older than (major, minor)",
+    )
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers(name="envoy_since"):
+        since = tuple(mark.args[0])
+        if envoy_version()[:2] < since:
+            pytest.skip("Envoy %s < %s: %s" % (".".join(map(str, envoy_version())),
+                                               ".".join(map(str, since)), mark.args[1]))
 
 
 def _mock(name: str):

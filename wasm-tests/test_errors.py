@@ -171,6 +171,7 @@ def assert_raw_openai_error(resp: Raw, status: int, code: str, param=None) -> di
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("body", [
     b'{"model":"auto","messages":[',
     b"model=auto&messages=hi",
@@ -184,6 +185,7 @@ def test_body_not_json_is_400_invalid_json(bundled, mock_a, mock_b, body):
     assert_no_upstream(mock_a, mock_b)
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("body", [b'[{"model":"auto"}]', b'"hello"', b"42", b"null", b"true"],
                          ids=["array", "string", "number", "null", "bool"])
 def test_json_not_an_object_is_400_invalid_body(bundled, mock_a, mock_b, body):
@@ -201,6 +203,7 @@ def test_model_of_wrong_type_is_400_invalid_type(bundled, mock_a, mock_b, model)
     assert_no_upstream(mock_a, mock_b)
 
 
+@pytest.mark.core
 def test_empty_model_is_400_invalid_value(bundled, mock_a, mock_b):
     """`"model": ""` gets 400 invalid_value with param `model`."""
     err = assert_openai_error(post(bundled, chat("hello", model="")), 400, "invalid_value", "model")
@@ -208,6 +211,7 @@ def test_empty_model_is_400_invalid_value(bundled, mock_a, mock_b):
     assert_no_upstream(mock_a, mock_b)
 
 
+@pytest.mark.core
 def test_post_with_content_length_zero_is_400_missing_body(bundled, mock_a, mock_b):
     """A POST with `content-length: 0` gets 400 missing_body."""
     assert_openai_error(post(bundled, b""), 400, "missing_body", None)
@@ -263,6 +267,7 @@ def test_bad_router_fields_are_400(bundled, mock_a, mock_b, extra, code, param):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_unknown_explicit_model_is_404_model_not_found(bundled, mock_a, mock_b):
     """An explicit model nothing routes gets 404 model_not_found, param `model`, naming it."""
     err = assert_openai_error(post(bundled, chat("hello", model="gpt-9-ultra")), 404,
@@ -286,6 +291,7 @@ def test_404_message_with_hostile_model_stays_valid_json(bundled, mock_a, mock_b
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_declared_content_length_over_limit_is_413(custom, mock_a, mock_b):
     """A content-length above max_body_bytes gets 413 request_too_large before the body is read."""
     # Only the head is sent: a reply at all proves the filter answered on the headers alone.
@@ -307,6 +313,7 @@ def test_body_of_exactly_the_limit_is_routed(custom, mock_a, mock_b):
     assert got.body == body.replace(b'"model":"fast"', b'"model":"mock-small"', 1)
 
 
+@pytest.mark.core
 def test_chunked_body_growing_past_limit_is_413(custom, mock_a, mock_b):
     """A chunked body (no content-length) that grows past max_body_bytes gets 413 mid-stream."""
     piece = b"x" * 32768
@@ -325,6 +332,7 @@ def test_chunked_body_growing_past_limit_is_413(custom, mock_a, mock_b):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("encoding", ["gzip", "br", "deflate", "GZIP"])
 def test_compressed_body_is_415(bundled, mock_a, mock_b, encoding):
     """A request with a content-encoding other than identity gets 415 unsupported_content_encoding."""
@@ -347,6 +355,7 @@ def test_identity_content_encoding_is_routed(bundled, mock_a, mock_b):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_alias_whose_upstream_has_no_key_is_503_naming_the_variable(bundled, mock_a, mock_b):
     """The bundled `gpt-4o-mini` alias (OPENAI_API_KEY unset) gets 503 naming the variable."""
     err = assert_openai_error(post(bundled, chat("hello", model="gpt-4o-mini")), 503,

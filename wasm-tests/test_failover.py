@@ -95,6 +95,7 @@ def check_clean(rec, upstream: str) -> None:
         assert rec.path == "/openai/v1/chat/completions"
 
 
+@pytest.mark.core
 def test_429_moves_the_request_to_the_next_candidate(router, mock_a, mock_b):
     mock_a.set_response(429, {"error": {"message": "slow down"}}, times=1)
     body = chat("Say hello", model="rate", temperature=0.25)
@@ -113,6 +114,7 @@ def test_429_moves_the_request_to_the_next_candidate(router, mock_a, mock_b):
     check_clean(rb, "b")
 
 
+@pytest.mark.core
 def test_5xx_and_resets_fail_over_and_the_client_sees_one_clean_answer(router, mock_a, mock_b):
     for model, failure in (("down", 503), ("reset", RESET)):
         mock_a.clear()
@@ -125,6 +127,7 @@ def test_5xx_and_resets_fail_over_and_the_client_sees_one_clean_answer(router, m
         assert len(mock_a.requests) == 1 and len(mock_b.requests) == 1
 
 
+@pytest.mark.core
 def test_refused_connection_fails_over(router, mock_a, mock_b):
     resp = post(router, chat("Hi", model="refused"))
     assert resp.status_code == 200, resp.text
@@ -136,6 +139,7 @@ def test_refused_connection_fails_over(router, mock_a, mock_b):
     check_clean(rec, "a")
 
 
+@pytest.mark.core
 def test_streaming_request_fails_over_before_the_first_byte(router, mock_a, mock_b):
     mock_a.set_response(500, {"error": "boom"}, times=1)
     body = chat("Stream me a story", model="stream", stream=True)
@@ -164,6 +168,7 @@ def test_no_fallbacks_when_the_client_says_so(router, mock_a, mock_b):
     assert "provider" not in rec.json()
 
 
+@pytest.mark.core
 def test_when_every_attempt_fails_the_client_gets_the_last_answer(router, mock_a, mock_b):
     mock_a.set_response(503, {"error": "a down"}, times=1)
     mock_b.set_response(502, {"error": "b down"}, times=1)
@@ -213,6 +218,7 @@ def test_large_body_fails_over_byte_exact(router, mock_a, mock_b):
     check_clean(rb, "b")
 
 
+@pytest.mark.core
 def test_client_cannot_steer_the_failover(router, mock_a, mock_b):
     """Internal headers and retry instructions from a client are dropped."""
     mock_a.set_response(503, {"error": "down"}, times=1)

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from harness import EnvoyRouter, chat
+from harness import STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, chat, envoy_version
 from mock_provider import RESET_MID_STREAM
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
@@ -37,6 +37,7 @@ CONFIG = {
         "limited": duo("limited", budget={"rpm": 1}),
         "cool": duo("cool"),
         "cut": {"targets": [{"upstream": "a", "model": "cut-a"}]},
+        "where": {"targets": [{"upstream": "a", "model": "where-a"}]},
     },
     "rules": [{"name": "hello", "match": {"model": ["auto"]}, "use_model": "plain"}],
     "unknown_model": "passthrough",
@@ -103,6 +104,28 @@ def usage_of(resp: httpx.Response) -> tuple[int, int]:
     return u["prompt_tokens"], u["completion_tokens"]
 
 
+@pytest.mark.core
+def test_the_stats_are_where_this_envoy_files_them(router, mock_a):
+    """At the root of the stats tree since Envoy 1.39; before, under the scope of the cluster
+    whose upstream filter (the attempt filter on llm_failover) loaded the shared VM first
+    (STATS_AT_ROOT_WHY), and nowhere else."""
+    assert post(router, chat("Hi", model="where")).status_code == 200
+    name = "wasmcustom.llm_router.target.a/where-a.requests"
+    at_root = envoy_version()[:2] >= STATS_AT_ROOT
+    want = name if at_root else "cluster.llm_failover." + name
+    deadline = time.monotonic() + 5.0
+    while True:
+        status, text = router.stats_text("/stats")
+        assert status == 200
+        found = {line.split(": ")[0]: line.split(": ")[-1] for line in text.splitlines()
+                 if line.split(": ")[0].endswith(name)}
+        if found.get(want) == "1" or time.monotonic() > deadline:
+            break
+    assert found == {want: "1"}, (envoy_version(), found)
+
+
+@pytest.mark.core
+@pytest.mark.envoy_since(STATS_AT_ROOT, STATS_AT_ROOT_WHY)
 def test_requests_tokens_cost_and_latency_per_target_and_rule(router, mock_a):
     prompt, completion = 0, 0
     for i in range(6):
@@ -166,6 +189,8 @@ def test_rate_limit_cooldown_and_budget_skips(router, mock_a, mock_b):
     wait_for(router, check)
 
 
+@pytest.mark.core
+@pytest.mark.envoy_since(STATS_AT_ROOT, STATS_AT_ROOT_WHY)
 def test_client_model_names_never_create_stats(router, mock_b):
     for i in range(20):
         resp = post(router, chat("Hi", model="client-model-%d" % i))
@@ -173,13 +198,13 @@ def test_client_model_names_never_create_stats(router, mock_b):
     samples = wait_for(router, lambda s: value(s, "llm_router_target_requests", target="b/*") == 20)
     labels = {v for (_, ls), _ in samples.items() for k, v in ls if k in ("target", "rule")}
     assert not any("client-model" in label for label in labels), labels
-    # A fixed set per configuration: 5 targets + b/* and 4 aliases/rules + passthrough.
+    # A fixed set per configuration: its targets + b/* and its aliases and rule + passthrough.
     assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "target"} == {
         "a/plain-a", "a/fo-a", "b/fo-b", "a/limited-a", "b/limited-b", "a/cool-a", "b/cool-b",
-        "a/cut-a", "b/*"}
+        "a/cut-a", "a/where-a", "b/*"}
     assert {v for (n, ls), _ in samples.items() for k, v in ls if k == "rule"} == {
         "rule:hello", "model:plain", "model:fo", "model:limited", "model:cool", "model:cut",
-        "passthrough"}
+        "model:where", "passthrough"}
 
 
 def test_a_stream_the_upstream_resets_counts_as_a_connect_failure(router, mock_a):

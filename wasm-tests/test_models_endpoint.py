@@ -6,6 +6,7 @@ configuration (OpenAI's list format, Anthropic's when the client sends ``anthrop
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from harness import assert_openai_error
 
@@ -17,6 +18,7 @@ def get(router, path: str, headers=None) -> httpx.Response:
     return httpx.get(router.url + path, headers=headers or {}, timeout=10)
 
 
+@pytest.mark.core
 def test_lists_the_public_model_names(bundled, mock_a, mock_b):
     resp = get(bundled, "/v1/models", {"authorization": "Bearer sk-client"})
     assert resp.status_code == 200, resp.text
@@ -32,6 +34,7 @@ def test_lists_the_public_model_names(bundled, mock_a, mock_b):
     assert get(bundled, "/v1/models/?limit=5").json() == body
 
 
+@pytest.mark.core
 def test_one_model_and_unknown_ids(bundled, mock_a, mock_b):
     resp = get(bundled, "/v1/models/fast")
     assert resp.status_code == 200, resp.text
@@ -47,6 +50,7 @@ def test_one_model_and_unknown_ids(bundled, mock_a, mock_b):
     assert mock_a.requests == [] and mock_b.requests == []
 
 
+@pytest.mark.core
 def test_anthropic_clients_get_anthropics_format(bundled):
     resp = get(bundled, "/v1/models", {"anthropic-version": "2023-06-01", "x-api-key": "sk-ant"})
     assert resp.status_code == 200, resp.text

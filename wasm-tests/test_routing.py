@@ -247,6 +247,7 @@ def words(n_chars: int) -> str:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_bundled_auto_plain_prompt_goes_to_default_on_mock_a(bundled, mock_a, mock_b):
     """model auto + plain prompt: default rule, mock-a, model mock-small, bearer key."""
     body = chat("Say hello")
@@ -260,6 +261,7 @@ def test_bundled_auto_plain_prompt_goes_to_default_on_mock_a(bundled, mock_a, mo
         "mock-a received model=mock-small path=/v1/chat/completions"
 
 
+@pytest.mark.core
 def test_bundled_coding_prompt_goes_to_code_and_math_on_mock_b(bundled, mock_a, mock_b):
     """A code fence: rule code-and-math, mock-b under /openai/v1 with x-api-key, mock-large."""
     body = chat(CODE_PROMPT)
@@ -272,6 +274,7 @@ def test_bundled_coding_prompt_goes_to_code_and_math_on_mock_b(bundled, mock_a, 
     assert rec.header("authorization") is None
 
 
+@pytest.mark.core
 def test_bundled_legal_tag_goes_to_legal_rule(bundled, mock_a, mock_b):
     """The word "contract" tags the request legal: rule legal, mock-b, tags header."""
     body = chat("Please review this contract for me.")
@@ -280,6 +283,7 @@ def test_bundled_legal_tag_goes_to_legal_rule(bundled, mock_a, mock_b):
     check_upstream(only_request(mock_b, mock_a), "/openai/v1/chat/completions", "mock-large")
 
 
+@pytest.mark.core
 def test_bundled_long_prompt_goes_to_hard_rule(bundled, mock_a, mock_b):
     """A ~11k-token plain prompt is high complexity by its size alone: rule hard (listed
     first), mock-b. (What task filler words are is anyone's guess: not checked.)"""
@@ -291,6 +295,7 @@ def test_bundled_long_prompt_goes_to_hard_rule(bundled, mock_a, mock_b):
                    replace_once(jdump(body), b'"auto"', b'"mock-large"'))
 
 
+@pytest.mark.core
 def test_bundled_reasoning_effort_high_goes_to_hard_rule(bundled, mock_a, mock_b):
     """reasoning_effort high on a short prompt makes it high complexity: rule hard."""
     resp = send(bundled, CHAT, chat("Say hello", reasoning_effort="high"))
@@ -298,6 +303,7 @@ def test_bundled_reasoning_effort_high_goes_to_hard_rule(bundled, mock_a, mock_b
     check_upstream(only_request(mock_b, mock_a), "/openai/v1/chat/completions", "mock-large")
 
 
+@pytest.mark.core
 def test_bundled_explicit_alias_fast(bundled, mock_a, mock_b):
     """model "fast" goes to its alias (mock-a, mock-small), even with a coding prompt."""
     for prompt in ("Say hello", CODE_PROMPT):
@@ -310,6 +316,7 @@ def test_bundled_explicit_alias_fast(bundled, mock_a, mock_b):
         assert rec.header("authorization") == "Bearer " + MOCK_KEY
 
 
+@pytest.mark.core
 def test_bundled_explicit_alias_smart(bundled, mock_a, mock_b):
     """model "smart" goes to its alias: mock-b, mock-large, /openai/v1, x-api-key."""
     body = chat("Say hello", model="smart")
@@ -321,6 +328,7 @@ def test_bundled_explicit_alias_smart(bundled, mock_a, mock_b):
     assert rec.header("x-api-key") == MOCK_KEY
 
 
+@pytest.mark.core
 def test_bundled_omitted_model_behaves_like_auto(bundled, mock_a, mock_b):
     """No model: default rule, and the model is inserted as the body's first member."""
     body = chat("Say hello", model=None)
@@ -348,6 +356,7 @@ def test_bundled_null_model_behaves_like_auto(bundled, mock_a, mock_b):
                    replace_once(raw, b"null", b'"mock-small"'))
 
 
+@pytest.mark.core
 def test_bundled_alias_whose_key_is_unset_gets_503(bundled, mock_a, mock_b):
     """gpt-4o-mini's upstream (openai) has no OPENAI_API_KEY: 503 naming the variable."""
     resp = send(bundled, CHAT, chat("Say hello", model="gpt-4o-mini"))
@@ -361,6 +370,7 @@ def test_bundled_alias_whose_key_is_unset_gets_503(bundled, mock_a, mock_b):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_completions_endpoint_is_routed(bundled, mock_a, mock_b):
     """POST /v1/completions is read and routed like chat."""
     body = {"model": "smart", "prompt": "Say hello", "max_tokens": 5}
@@ -371,6 +381,7 @@ def test_completions_endpoint_is_routed(bundled, mock_a, mock_b):
     assert resp.json()["object"] == "text_completion"
 
 
+@pytest.mark.core
 def test_responses_endpoint_is_routed(bundled, mock_a, mock_b):
     """POST /v1/responses with auto is classified and goes to the default."""
     body = {"model": "auto", "input": "Say hello", "instructions": "Be brief."}
@@ -381,6 +392,7 @@ def test_responses_endpoint_is_routed(bundled, mock_a, mock_b):
     assert resp.json()["object"] == "response"
 
 
+@pytest.mark.core
 def test_embeddings_endpoint_is_routed_with_task_embedding(bundled, mock_a, mock_b):
     """POST /v1/embeddings is classified as task embedding and routed."""
     body = {"model": "auto", "input": ["first text", "second text"]}
@@ -391,6 +403,7 @@ def test_embeddings_endpoint_is_routed_with_task_embedding(bundled, mock_a, mock
     assert len(resp.json()["data"]) == 2
 
 
+@pytest.mark.core
 def test_anthropic_messages_routed_with_format_unchanged(bundled, mock_a, mock_b):
     """Anthropic /v1/messages: routed, only the model changes; the client's anthropic-version stays."""
     raw = (b'{"model": "smart", "max_tokens": 256, "system": "You are terse.",\n'
@@ -424,6 +437,7 @@ def test_query_string_is_kept_when_path_prefix_changes(bundled, mock_a, mock_b):
     check_upstream(only_request(mock_b, mock_a), "/openai/v1/chat/completions", "mock-large")
 
 
+@pytest.mark.core
 def test_other_gets_pass_through_untouched(bundled, mock_a, mock_b):
     """GET /v1/files reaches mock-a (default Envoy route) with the client's auth and no router headers."""
     resp = send(bundled, "/v1/files", None, {"authorization": "Bearer client-key", "x-api-key": "cx"},
@@ -460,6 +474,7 @@ def test_other_paths_and_methods_pass_through_untouched(bundled, mock_a, mock_b,
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_rule_model_exact(custom, mock_a, mock_b):
     """match.model with an exact name routes that explicit model."""
     resp, got, rec = route_custom(custom, mock_a, mock_b, chat(PROMPT, model="exact-model"))
@@ -665,6 +680,7 @@ def test_weighted_follows_weights(custom, mock_a, mock_b):
     assert len(light) >= 5, (len(heavy), len(light))
 
 
+@pytest.mark.core
 def test_round_robin_alternates_exactly(custom, mock_a, mock_b):
     """round_robin: consecutive requests (fresh connections, 2 workers) take the targets in turn."""
     seq = [routed_model(custom, mock_a, mock_b, chat(PROMPT, model="rr")) for _ in range(9)]
@@ -691,6 +707,7 @@ def test_round_robin_turns_shared_under_parallel_load(custom, mock_a, mock_b):
     assert got == sorted(["m-rp-0"] * 10 + ["m-rp-1"] * 10 + ["m-rp-2"] * 10)
 
 
+@pytest.mark.core
 def test_cheapest_picks_lowest_price(custom, mock_a, mock_b):
     """cheapest: the cheapest target (listed second) is chosen, every time."""
     for _ in range(3):
@@ -718,6 +735,7 @@ def test_cheapest_weighs_prompt_and_output_tokens(custom, mock_a, mock_b):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_unknown_model_rejected_with_404(bundled, mock_a, mock_b):
     """Bundled (unknown_model reject): an unknown explicit model gets an OpenAI-shaped 404."""
     resp = send(bundled, CHAT, chat("Say hello", model="no-such-model"))
@@ -976,6 +994,7 @@ def test_unchanged_model_leaves_body_identical(custom, mock_a, mock_b):
     check_upstream(only_request(mock_a, mock_b), CHAT, "same-model", raw)
 
 
+@pytest.mark.core
 def test_chunked_request_body_rewritten_byte_exact(bundled, mock_a, mock_b):
     """A chunked client body, sent in pieces, is rewritten exactly like a sized one."""
     top = b'"model"   :\t"fast"'
@@ -1052,6 +1071,7 @@ def test_authority_kept_when_upstream_has_no_host(custom, mock_a, mock_b):
     assert only_request(mock_a, mock_b).header_all("host") == ["client.example:1234"]
 
 
+@pytest.mark.core
 def test_client_cannot_choose_cluster_via_cluster_header(bundled, mock_a, mock_b):
     """A client-sent x-llm-router-cluster neither picks the cluster nor reaches the upstream."""
     for name in ("x-llm-router-cluster", "X-LLM-Router-Cluster"):
@@ -1077,6 +1097,7 @@ def test_client_cannot_choose_cluster_via_cluster_header(bundled, mock_a, mock_b
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_diagnostic_headers_on_success(custom, mock_a, mock_b):
     """A routed 200 carries exactly upstream, model, task, complexity and rule (no tags)."""
     resp = send(custom, CHAT, chat(PROMPT))
@@ -1116,6 +1137,7 @@ def test_tags_header_lists_matched_tags_in_config_order(custom, mock_a, mock_b):
     check_route(resp, "a-bearer", "m-default", "default", tags="legal")
 
 
+@pytest.mark.core
 def test_upstream_cannot_forge_diagnostic_headers(custom, mock_a, mock_b):
     """x-llm-router-* on a routed response describe the router's decision, never the upstream's."""
     forged = {"x-llm-router-upstream": "forged", "x-llm-router-model": "forged",

@@ -116,6 +116,7 @@ def tokens(line: dict) -> tuple:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("client_asks_usage", [True, False])
 def test_chunks_reach_the_client_as_they_are_sent(router, mock_a, client_asks_usage):
     """Five chunks 150 ms apart: each reaches the client right after the mock wrote it. When
@@ -228,6 +229,7 @@ def test_other_stream_formats_at_every_split(router, mock_a, name, stream, path,
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_the_router_asks_for_stream_usage_and_hides_the_extra_chunk(router, mock_a):
     """The mock's own stream (it honours include_usage): the provider got include_usage with
     the client's other stream options kept; the client got no usage chunk, the log the usage."""
@@ -245,6 +247,7 @@ def test_the_router_asks_for_stream_usage_and_hides_the_extra_chunk(router, mock
     assert "x-llm-router-cost" not in resp.headers  # streams carry no cost header
 
 
+@pytest.mark.core
 def test_a_client_that_asks_for_usage_gets_it_untouched(router, mock_a):
     body = chat("Say hi", model="priced", stream=True, stream_options={"include_usage": True})
     _, _, got = stream_request(router, body)
@@ -253,6 +256,7 @@ def test_a_client_that_asks_for_usage_gets_it_untouched(router, mock_a):
     assert events[-1]["choices"] == [] and events[-1]["usage"]["total_tokens"] > 0
 
 
+@pytest.mark.core
 def test_cost_header_on_non_streaming_answers(router, mock_a):
     answer = {"id": "x", "object": "chat.completion", "model": "m-priced",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
@@ -277,6 +281,7 @@ def test_cost_header_on_non_streaming_answers(router, mock_a):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_bundled_access_log_writes_one_line_per_request(bundled, mock_a, mock_b):
     key = "sk-client-secret-123"
     auth = {"authorization": "Bearer " + key}
