@@ -558,10 +558,9 @@ impl RequestFlow {
     }
 
     /// The request's start is `now` (the first clock read after its headers), unless known.
-    fn started(&mut self, now: u64) -> u64 {
+    fn started(&mut self, now: u64) {
         let start = *self.start_ms.get_or_insert(now);
         record::started(self.record.as_mut(), start);
-        start
     }
 
     /// Answers the client itself with a JSON body (an error, `/v1/models`) and `extra`
