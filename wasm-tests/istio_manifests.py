@@ -75,14 +75,18 @@ def plugin_config(path: str = GATEWAY_YAML) -> dict:
     return json.loads(wasm_config(path)["configuration"]["value"])
 
 
-def attempt_config(path: str = GATEWAY_YAML) -> dict:
-    """The attempt filter's ``config`` on the manifest's llm_failover cluster."""
-    cluster = patch_value(path, "CLUSTER", "llm_failover")
+def attempt_filter(cluster: dict) -> dict:
+    """The attempt filter (``llm_router_attempt``) among ``cluster``'s upstream filters."""
     opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     for f in opts["http_filters"]:
         if f["name"] == "llm_router_attempt":
-            return f["typed_config"]["config"]
-    raise AssertionError("no llm_router_attempt filter on llm_failover in %s" % path)
+            return f
+    raise AssertionError("no llm_router_attempt filter on %s" % cluster.get("name"))
+
+
+def attempt_config(path: str = GATEWAY_YAML) -> dict:
+    """The attempt filter's ``config`` on the manifest's llm_failover cluster."""
+    return attempt_filter(patch_value(path, "CLUSTER", "llm_failover"))["typed_config"]["config"]
 
 
 def for_loopback(wasm_cfg: dict, uri: str, cluster: str, sha256: str) -> dict:

@@ -93,9 +93,9 @@ class WasmStore:
 
 
 def _static_cluster(name: str, port: int) -> dict:
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(port)}}}}]}]}}
+    cluster = {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": name}}
+    harness._set_endpoint(cluster, port)
+    return cluster
 
 
 class EcdsRouter(EnvoyRouter):
@@ -167,12 +167,8 @@ class EcdsRouter(EnvoyRouter):
         listener.update([p["patch"]["value"] for p in im.patches(GW, "LISTENER")
                          if p["patch"]["operation"] == "MERGE"][0])
         failover = im.patch_value(GW, "CLUSTER", "llm_failover")
-        attempt = im.attempt_config(GW)
-        fixed = im.for_loopback(attempt, self.store.uri, "wasm_store", wasm_sha256())
-        attempt.clear()
-        attempt.update(fixed)
-        opts = failover["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-        opts["http_filters"][0]["typed_config"]["config"] = attempt
+        attempt = im.attempt_filter(failover)["typed_config"]
+        attempt["config"] = im.for_loopback(attempt["config"], self.store.uri, "wasm_store", wasm_sha256())
         clusters = [_static_cluster("wasm_store", self.store.port), failover]
         clusters += [_static_cluster(name, port) for name, port in self.istio_clusters.items()]
         return {
@@ -214,7 +210,6 @@ def router(store, mock_a, mock_b, plugin_config=None, **kwargs) -> EcdsRouter:
     clusters = {im.MOCK_CLUSTERS["mock-a"]: mock_a.port, im.MOCK_CLUSTERS["mock-b"]: mock_b.port}
     kwargs.setdefault("env", {"MOCK_API_KEY": MOCK_KEY})
     return EcdsRouter(store, clusters, mock_a=None, plugin_config=plugin_config, name="ecds", **kwargs)
-
 
 
 def route(r: EnvoyRouter, client=None, key=None):
