@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::clients::ledger::{duration, Exceeded, Limited};
+use crate::ratelimit::LimitKind;
 
 /// An error reply: status plus the OpenAI error object
 /// `{"error":{"message","type","param","code"}}`.
@@ -197,6 +198,61 @@ impl ApiError {
             kind,
             param: None,
             code,
+        }
+    }
+
+    /// 429 from the rate-limit service: `client` (may be empty for a target's budget) is over
+    /// `kind`, whose limit is `limit` when known; `wait` as OpenAI writes it.
+    pub fn rate_limited_at_service(
+        kind: LimitKind,
+        client: &str,
+        limit: Option<u64>,
+        wait: &str,
+    ) -> Self {
+        let of = |unit: &str| match limit {
+            Some(l) => format!(" on {unit}: Limit {l}"),
+            None => format!(" on {unit}"),
+        };
+        let (kind_name, code, message) = match kind {
+            LimitKind::ClientRequests => (
+                "requests",
+                "rate_limit_exceeded",
+                format!("Rate limit reached for client '{client}'{}. Please try again in {wait}.", of("requests per min (RPM)")),
+            ),
+            LimitKind::ClientTokens => (
+                "tokens",
+                "rate_limit_exceeded",
+                format!("Rate limit reached for client '{client}'{}. Please try again in {wait}.", of("tokens per min (TPM)")),
+            ),
+            LimitKind::ClientBudget => (
+                "insufficient_quota",
+                "insufficient_quota",
+                format!("Client '{client}' has used its monthly budget{}; it renews at the start of next month (UTC), in {wait}.",
+                    limit.map(|l| format!(" of {}", l as f64 / 1e6)).unwrap_or_default()),
+            ),
+            LimitKind::TargetRequests | LimitKind::TargetTokens => (
+                "requests",
+                "rate_limit_exceeded",
+                format!("The model chosen for this request is over its budget. Please try again in {wait}."),
+            ),
+        };
+        ApiError {
+            status: 429,
+            message,
+            kind: kind_name,
+            param: None,
+            code,
+        }
+    }
+
+    /// 503: the rate-limit service failed and `failure_mode` is `deny`.
+    pub fn limits_unavailable() -> Self {
+        ApiError {
+            status: 503,
+            message: "The rate-limit service is unavailable; retry in 1 s.".to_owned(),
+            kind: "service_unavailable_error",
+            param: None,
+            code: "rate_limit_service_unavailable",
         }
     }
 

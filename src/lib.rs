@@ -17,7 +17,9 @@ pub mod host;
 pub mod metrics;
 pub mod models;
 pub mod path;
+
 pub mod pipeline;
+pub mod ratelimit;
 pub mod rewrite;
 pub mod route;
 pub mod sha256;

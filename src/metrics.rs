@@ -105,6 +105,7 @@ use crate::config::plan::{Action, Plan, Price};
 use crate::config::raw::UnknownModel;
 use crate::health::{HealthBoard, Outcome};
 use crate::host::Host;
+use crate::ratelimit::stats::ServiceStats;
 pub use names::{
     label, stat_name, FailureClass, MetricKind, Scope, Stat, MAX_LABEL_BYTES, PREFIX,
     STATS_PER_SCOPE, TAG_CLASS, TAG_REGEX_CLASS, TAG_REGEX_RULE, TAG_REGEX_TARGET, TAG_RULE,
@@ -324,6 +325,8 @@ pub struct Metrics {
     pub clients: ClientStats,
     /// Capability skips per target and reason (`skips.rs`).
     pub skips: skips::SkipStats,
+    /// The rate-limit service's answers (`rate_limit_service`).
+    pub limits_service: ServiceStats,
     /// The updates not yet handed to Envoy (shared with `clients` and `skips`).
     pending: Rc<Pending>,
 }
@@ -382,6 +385,9 @@ impl Metrics {
             .into_iter()
             .filter_map(|(i, k)| Some((k.as_str(), m.targets.get(*i)?.label.as_str())));
         m.skips = skips::SkipStats::define(labels, host, Rc::clone(&m.pending));
+        if plan.rate_limit_service.is_some() {
+            m.limits_service = ServiceStats::define(host, Rc::clone(&m.pending));
+        }
         if let Some(first) = first_error {
             log::warn!(
                 "llm-router: {failed} stats could not be defined and are left out (first: {first})"

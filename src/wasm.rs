@@ -1,9 +1,11 @@
 //! The thin binding to the proxy-wasm host: the root context compiles the configuration once,
 //! each HTTP context hands bytes between Envoy and `RequestFlow`. Host statuses are handled
 //! (never unwrapped), so an unexpected status cannot trap the VM. No SDK `hostcalls`
-//! function is called (they unwrap: see `host::abi`); the SDK only dispatches callbacks.
+//! function is called (they unwrap: see `host::abi`) but the gRPC call; the SDK only
+//! dispatches callbacks.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -12,7 +14,9 @@ use crate::clients::ClientUsage;
 use crate::config::{self, Plan};
 use crate::health::TargetHealth;
 use crate::host::shared::{self, Record};
-use crate::host::{abi, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES};
+use crate::host::{
+    abi, GrpcCall, HeaderPairs, Host, HostError, HostResult, MetricKind, CAS_RETRIES,
+};
 use crate::metrics::pending::FLUSH_PERIOD_MS;
 use crate::metrics::Metrics;
 use crate::pipeline::context_retry::{self, MIN_ENVOY};
@@ -208,6 +212,11 @@ impl Context for RouterHttp {
         self.flow.on_log(&mut self.host);
         true
     }
+
+    /// The rate-limit service answered (`status_code` 0) or the call failed.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.grpc_answer(token_id, status_code, response_size);
+    }
 }
 
 impl HttpContext for RouterHttp {
@@ -243,6 +252,13 @@ impl HttpContext for RouterHttp {
 
     fn on_log(&mut self) {
         self.flow.on_log(&mut self.host);
+    }
+}
+
+impl RouterHttp {
+    fn grpc_answer(&mut self, token: u32, status: u32, size: usize) {
+        self.flow
+            .on_grpc_response(&mut self.host, token, status, size);
     }
 }
 
@@ -385,6 +401,34 @@ impl Host for WasmHost {
 
     fn record_metric(&mut self, id: u32, value: u64) -> HostResult<()> {
         abi::record_metric(id, value).map_err(|s| status("record_metric", s))
+    }
+
+    /// Through the SDK, which registers the call for this stream's context (a raw call's
+    /// answer would reach no one). The SDK panics on a status other than Ok, ParseFailure
+    /// or InternalFailure: Envoy returns another only for a gRPC service it cannot build a
+    /// client for (BadArgument; never for an `envoy_grpc` cluster name, which is all the
+    /// router sends) or for memory outside the VM.
+    #[allow(clippy::disallowed_methods)]
+    fn grpc_call(&mut self, call: &GrpcCall) -> HostResult<u32> {
+        let upstream = std::str::from_utf8(call.upstream)
+            .map_err(|_| HostError::Status("grpc_call: the service is not ASCII".to_owned()))?;
+        proxy_wasm::hostcalls::dispatch_grpc_call(
+            upstream,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(call.message),
+            Duration::from_millis(u64::from(call.timeout_ms)),
+        )
+        .map_err(|s| HostError::Status(format!("dispatch_grpc_call: {s:?}")))
+    }
+
+    fn grpc_response(&self, size: usize) -> HostResult<Option<Vec<u8>>> {
+        abi::buffer(abi::GRPC_RECEIVE_BUFFER, 0, size).map_err(|s| status("get_buffer_bytes", s))
+    }
+
+    fn resume_request(&mut self) -> HostResult<()> {
+        abi::resume_request().map_err(|s| status("continue_stream", s))
     }
 
     fn now_nanos(&self) -> u64 {

@@ -118,6 +118,52 @@ pub struct RawConfig {
     /// `capabilities` override them field by field).
     #[serde(default, deserialize_with = "unique_keys")]
     pub capabilities: BTreeMap<String, Capabilities>,
+    /// Client limits and target budgets checked and charged at Envoy's global rate-limit
+    /// service instead of this Envoy's shared data; absent: the embedded limits.
+    #[serde(default)]
+    pub rate_limit_service: Option<RawRateLimitService>,
+}
+
+/// `rate_limit_service`: where the limits of a fleet of Envoys live (README, "Limits
+/// across Envoys").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitService {
+    /// The Envoy cluster (HTTP/2) of the service.
+    pub cluster: String,
+    /// The service's domain (Limitador: namespace) the router's descriptors are in.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// How long admission waits for the service.
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+    /// What a request gets when the service does not answer in time or fails.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// How usage learned at the end of a request is charged.
+    #[serde(default)]
+    pub usage_report: UsageReport,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// The request goes on without the service's limits (logged and counted).
+    #[default]
+    Allow,
+    /// The request is refused with a 503 and `Retry-After`.
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageReport {
+    /// `ShouldRateLimit` with the usage as `hits_addend` (envoyproxy/ratelimit counts it
+    /// even past the limit; Limitador does not count a hit that would pass it).
+    #[default]
+    ShouldRateLimit,
+    /// Limitador's `kuadrant.service.ratelimit.v1.RateLimitService/Report`: always counted.
+    Kuadrant,
 }
 
 /// `clients`: who may call the router, with which models, within which limits.

@@ -12,8 +12,10 @@
 //! proxy_get_header_map_pairs, proxy_get_header_map_value, proxy_replace_header_map_value,
 //! proxy_remove_header_map_value, proxy_get_property, proxy_set_property,
 //! proxy_get_shared_data, proxy_set_shared_data, proxy_send_local_response,
-//! proxy_define_metric, proxy_increment_metric, proxy_record_metric. clippy.toml forbids the
-//! SDK's `hostcalls` and the host-calling trait helpers outside tests.
+//! proxy_define_metric, proxy_increment_metric, proxy_record_metric, proxy_continue_stream.
+//! clippy.toml forbids the SDK's `hostcalls` and the host-calling trait helpers outside
+//! tests. The one exception is `proxy_grpc_call`, made through the SDK (`crate::wasm`):
+//! only the SDK can register the call so that its answer reaches the stream.
 
 use std::ptr::{null, null_mut};
 
@@ -49,7 +51,10 @@ pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
 pub const REQUEST_BODY: u32 = 0;
 pub const RESPONSE_BODY: u32 = 1;
+pub const GRPC_RECEIVE_BUFFER: u32 = 5;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
+/// Proxy-wasm's stream kind of the request (`proxy_continue_stream`).
+const STREAM_HTTP_REQUEST: u32 = 0;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -136,6 +141,7 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
 }
 
 fn check(status: u32) -> AbiResult<()> {
@@ -303,4 +309,10 @@ pub fn record_metric(id: u32, value: u64) -> AbiResult<()> {
 pub fn set_tick_period(period_ms: u32) -> AbiResult<()> {
     // SAFETY: a plain value.
     check(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
+}
+
+/// Lets the paused request go on.
+pub fn resume_request() -> AbiResult<()> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{HeaderPairs, Host, HostError, HostResult, MetricKind};
+use super::{GrpcCall, HeaderPairs, Host, HostError, HostResult, MetricKind};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LocalReply {
@@ -46,6 +46,24 @@ pub struct MockHost {
     pub refuse_metrics_containing: Option<String>,
     /// Filter state the flow published, by name (without Envoy's `wasm.` prefix).
     pub filter_state: HashMap<String, Vec<u8>>,
+    /// gRPC calls started, in order (the token is the index + 1).
+    pub grpc_calls: Vec<SentGrpcCall>,
+    /// Makes `grpc_call` fail (as for an unknown cluster).
+    pub grpc_fails: bool,
+    /// The message of the gRPC answer being delivered.
+    pub grpc_answer: Option<Vec<u8>>,
+    /// How many times the paused request was resumed.
+    pub resumed: usize,
+}
+
+/// A gRPC call as the mock host received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentGrpcCall {
+    pub upstream: Vec<u8>,
+    pub service: String,
+    pub method: String,
+    pub message: Vec<u8>,
+    pub timeout_ms: u32,
 }
 
 impl MockHost {
@@ -288,6 +306,32 @@ impl Host for MockHost {
 
     fn now_nanos(&self) -> u64 {
         self.now_nanos
+    }
+
+    fn grpc_call(&mut self, call: &GrpcCall) -> HostResult<u32> {
+        if self.grpc_fails {
+            return Err(HostError::Status("grpc_call: ParseFailure".to_owned()));
+        }
+        self.grpc_calls.push(SentGrpcCall {
+            upstream: call.upstream.to_vec(),
+            service: call.service.to_owned(),
+            method: call.method.to_owned(),
+            message: call.message.to_vec(),
+            timeout_ms: call.timeout_ms,
+        });
+        Ok(u32::try_from(self.grpc_calls.len()).unwrap_or(u32::MAX))
+    }
+
+    fn grpc_response(&self, size: usize) -> HostResult<Option<Vec<u8>>> {
+        Ok(self
+            .grpc_answer
+            .as_ref()
+            .map(|m| m[..size.min(m.len())].to_vec()))
+    }
+
+    fn resume_request(&mut self) -> HostResult<()> {
+        self.resumed += 1;
+        Ok(())
     }
 
     fn define_metric(&mut self, kind: MetricKind, name: &str) -> HostResult<u32> {

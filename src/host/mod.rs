@@ -128,6 +128,31 @@ pub trait Host {
     fn record_metric(&mut self, _id: u32, _value: u64) -> HostResult<()> {
         Err(HostError::Status("record_metric: unsupported".to_owned()))
     }
+    /// Starts a unary gRPC call; its answer comes to the stream's `on_grpc_response` with the
+    /// token returned (and is dropped if the stream has ended by then: the host keeps the
+    /// call alive, so a call made at the end of a stream still reaches the service).
+    fn grpc_call(&mut self, _call: &GrpcCall) -> HostResult<u32> {
+        Err(HostError::Status("grpc_call: unsupported".to_owned()))
+    }
+    /// The message of the gRPC answer being delivered, `size` bytes.
+    fn grpc_response(&self, _size: usize) -> HostResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Lets a request paused after its body go on (after a gRPC answer).
+    fn resume_request(&mut self) -> HostResult<()> {
+        Err(HostError::Status("resume_request: unsupported".to_owned()))
+    }
+}
+
+/// A unary gRPC call: to `upstream` (a serialized `envoy.config.core.v3.GrpcService`),
+/// `service`/`method`, with a serialized request message.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcCall<'a> {
+    pub upstream: &'a [u8],
+    pub service: &'a str,
+    pub method: &'a str,
+    pub message: &'a [u8],
+    pub timeout_ms: u32,
 }
 
 /// How many times a shared-data update re-reads and retries after losing a CAS race.

@@ -17,6 +17,7 @@ mod record;
 pub mod request;
 mod rewrite;
 mod routing;
+mod service_admit;
 pub mod track;
 
 pub use attempt::AttemptFlow;
@@ -55,6 +56,9 @@ pub trait StreamFlow {
     /// The end of the stream (Envoy's access-log callback, or the context going away):
     /// finishes what the request is counted in, once.
     fn on_log(&mut self, host: &mut dyn Host);
+    /// The answer to a gRPC call the flow made (`status` 0: OK, with a message of `size`
+    /// bytes).
+    fn on_grpc_response(&mut self, _host: &mut dyn Host, _token: u32, _status: u32, _size: usize) {}
 }
 
 /// The stream of a filter without a configuration. Envoy never creates one (a plugin whose

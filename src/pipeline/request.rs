@@ -35,6 +35,7 @@ use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::HealthBoard;
 use crate::host::Host;
+use crate::metrics::cost_micro_usd;
 use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
@@ -45,11 +46,20 @@ use crate::pipeline::parse::{self, ParsedRequest};
 use crate::pipeline::record;
 use crate::pipeline::rewrite::{self, Destination};
 use crate::pipeline::routing::{self, RuleHeaders, Sources};
+use crate::pipeline::service_admit::{self, Charged, Waiting};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, StreamEnd};
 use crate::pipeline::StreamFlow;
+use crate::ratelimit::checks::{self, Charge};
+use crate::ratelimit::{Check, Verdict};
 use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::RouteRequest;
+use crate::route::{Candidate, Decision};
 use crate::usage::Edit;
+
+/// Whether the service refused the request on one of the client's limits.
+fn verdict_is_client(v: &Verdict) -> bool {
+    matches!(v, Verdict::Limited { kind, .. } if kind.is_client())
+}
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +75,8 @@ enum State {
     Passthrough,
     /// Waiting for the whole body.
     Buffering(Endpoint),
+    /// Routed, waiting for the rate-limit service's answers.
+    Admitting,
     /// Rewritten and sent on.
     Routed,
     /// We answered the client ourselves.
@@ -106,6 +118,26 @@ pub struct RequestFlow {
     ledger_charged: Option<u64>,
     /// The canonical path of a routed endpoint (with the query string), as sent upstream.
     path: Option<String>,
+    /// While admitting at the rate-limit service: its calls, and the request ready to go.
+    waiting: Option<(Waiting, Outbound)>,
+    /// What admission charged at the rate-limit service; `Some` while the report is owed.
+    service_charged: Option<Charged>,
+}
+
+/// A routed request ready to be sent on: what [`RequestFlow::send`] writes and counts.
+struct Outbound {
+    report: Report,
+    edits: HeaderEdits,
+    new_body: Option<Vec<u8>>,
+    body_size: usize,
+    decision: Decision,
+    chosen: Candidate,
+    /// Candidates health admission passed over (`None`: through the failover cluster).
+    passed_over: Option<usize>,
+    estimate: u64,
+    now: u64,
+    /// The rate-limit service's calls still to make (none: embedded limits).
+    checks: Vec<Check>,
 }
 
 impl RequestFlow {
@@ -129,6 +161,8 @@ impl RequestFlow {
             quota: None,
             ledger_charged: None,
             path: None,
+            waiting: None,
+            service_charged: None,
         }
     }
 
@@ -178,13 +212,14 @@ impl RequestFlow {
     }
 
     /// The stages of a whole buffered body: parse, classify, route, admit, rewrite. Gives
-    /// what the response headers report, or why the router answers itself.
+    /// the request ready to send (and the rate-limit service's calls it waits for), or why
+    /// the router answers itself.
     fn route_request(
         &mut self,
         host: &mut dyn Host,
         endpoint: Endpoint,
         body_size: usize,
-    ) -> Result<Report, Refusal> {
+    ) -> Result<Outbound, Refusal> {
         let plan = Rc::clone(&self.plan);
         // The one clock read of this callback: the request's start and the health clock.
         let now = now_ms(host);
@@ -249,8 +284,10 @@ impl RequestFlow {
             ))
         })?;
         // Last: only a request that would be sent counts against the client's limits (a
-        // refusal here cancels the target's admission).
-        if let Some(caller) = &caller {
+        // refusal here cancels the target's admission). With a rate-limit service, its calls
+        // are made once the request is ready to go (`Outbound::checks`).
+        let service = plan.rate_limit_service.as_ref();
+        if let (Some(caller), None) = (&caller, service) {
             let admitted = admit::admit_caller(host, caller, estimate, now)?;
             self.quota = admitted.quota;
             self.ledger_charged = admitted.charged;
@@ -259,26 +296,16 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
-        // Rewrite, and count what is sent.
+        // Rewrite.
         self.strip_usage = rewrite::strips_usage(&plan, endpoint, parsed.fields, parsed.stream);
         let new_body = rewrite::body(&body, parsed.fields, &chosen.model, self.strip_usage)?;
-        let new_body = new_body.as_deref();
         let to = Destination {
             upstream,
             path: self.path.as_deref(),
             failover: failover.as_ref().map(|(f, keys)| (*f, keys.as_slice())),
             estimate,
         };
-        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body);
-        rewrite::send(host, &mut self.client, &edits, body_size, new_body)?;
-        if let Some(m) = &self.metrics {
-            if let Some(i) = self.caller {
-                m.clients.add(i, ClientStat::Requests, 1);
-            }
-            let passed_over = failover.is_none().then_some(index);
-            let meter = admit::start_meter(host, m, &decision, chosen, passed_over, estimate, now);
-            self.acc.meter = Some(meter);
-        }
+        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body.as_deref());
 
         let mut r = Report::new(
             &decision.source,
@@ -291,7 +318,48 @@ impl RequestFlow {
         if let Some(record) = &mut self.record {
             record.decision = Some(record::decision(&r, &upstream.name, &chosen.model));
         }
-        Ok(r)
+        let checks = match service {
+            Some(service) => {
+                let charge = self.service_charge(&plan, &chosen.key, now);
+                let cost = self.estimated_cost(&plan, &chosen.key, estimate);
+                self.service_charged = Some(Charged {
+                    tokens: estimate,
+                    cost_micro: cost,
+                    target: charge.target.map(|_| chosen.key.clone()),
+                });
+                checks::admission(&service.domain, &charge, estimate, cost)
+            }
+            None => Vec::new(),
+        };
+        Ok(Outbound {
+            report: r,
+            edits,
+            new_body,
+            body_size,
+            passed_over: failover.is_none().then_some(index),
+            chosen: chosen.clone(),
+            decision,
+            estimate,
+            now,
+            checks,
+        })
+    }
+
+    /// Sends the prepared request on: its headers and body written, counted from now on.
+    fn send(&mut self, host: &mut dyn Host, out: Outbound) -> Result<(), Refusal> {
+        let new_body = out.new_body.as_deref();
+        rewrite::send(host, &mut self.client, &out.edits, out.body_size, new_body)?;
+        if let Some(m) = &self.metrics {
+            if let Some(i) = self.caller {
+                m.clients.add(i, ClientStat::Requests, 1);
+            }
+            let (d, chosen, estimate) = (&out.decision, &out.chosen, out.estimate);
+            let meter = admit::start_meter(host, m, d, chosen, out.passed_over, estimate, out.now);
+            self.acc.meter = Some(meter);
+        }
+        self.report = Some(out.report);
+        self.state = State::Routed;
+        Ok(())
     }
 }
 
@@ -374,19 +442,48 @@ impl StreamFlow for RequestFlow {
         if !end_of_stream {
             return Flow::Pause;
         }
-        match self.route_request(host, endpoint, body_size) {
-            Ok(report) => {
-                self.report = Some(report);
-                self.state = State::Routed;
-                Flow::Continue
+        let out = match self.route_request(host, endpoint, body_size) {
+            Ok(out) => out,
+            Err(refusal) => return self.refuse(host, refusal),
+        };
+        let Some(service) = self.plan.rate_limit_service.as_ref() else {
+            return self.go(host, out, false);
+        };
+        if out.checks.is_empty() {
+            return self.go(host, out, false);
+        }
+        let waiting = service_admit::start(host, service, &out.checks, out.now);
+        match waiting.verdict() {
+            None => {
+                self.state = State::Admitting;
+                self.waiting = Some((waiting, out));
+                Flow::Pause
             }
-            Err(refusal) => {
-                let (error, headers) = refusal.into_reply(host);
-                let headers: Vec<(&str, &str)> =
-                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.reply_with(host, &error, &headers)
+            Some(verdict) => {
+                waiting.count(self.metrics.as_deref());
+                self.admitted(host, &verdict, out, false)
             }
         }
+    }
+
+    /// An answer of the rate-limit service: once all are in, the request goes or is refused.
+    fn on_grpc_response(&mut self, host: &mut dyn Host, token: u32, status: u32, size: usize) {
+        let Some((waiting, _)) = self.waiting.as_mut() else {
+            return;
+        };
+        let Some(verdict) = waiting.answer(host, token, status, size) else {
+            return;
+        };
+        let Some((waiting, out)) = self.waiting.take() else {
+            return;
+        };
+        waiting.count(self.metrics.as_deref());
+        if let Some(m) = &self.metrics {
+            let now = now_ms(host);
+            let started = waiting.started_ms();
+            m.limits_service.latency(host, now.saturating_sub(started));
+        }
+        self.admitted(host, &verdict, out, true);
     }
 
     /// A routed endpoint's body that ends in trailers: refused, since the body is never seen
@@ -515,6 +612,7 @@ impl StreamFlow for RequestFlow {
                 let charged = self.ledger_charged.take();
                 admit::settle_caller(host, &caller, usage, price, charged, end.now_ms());
             }
+            self.report_usage(host, end.now_ms());
         }
         self.publish_record(host, &end);
     }
@@ -582,6 +680,120 @@ impl RequestFlow {
             log::error!("could not send the {status} reply: {e}");
         }
         Flow::Pause
+    }
+
+    /// Answers the client with a refusal's error and headers.
+    fn refuse(&mut self, host: &mut dyn Host, refusal: Refusal) -> Flow {
+        let (error, headers) = refusal.into_reply(host);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.reply_with(host, &error, &headers)
+    }
+
+    /// Sends the prepared request on (`resume`: it was paused for the rate-limit service).
+    fn go(&mut self, host: &mut dyn Host, out: Outbound, resume: bool) -> Flow {
+        if let Err(refusal) = self.send(host, out) {
+            return self.refuse(host, refusal);
+        }
+        if !resume {
+            return Flow::Continue;
+        }
+        if let Err(e) = host.resume_request() {
+            log::error!("llm-router: could not resume the request: {e}");
+        }
+        Flow::Pause
+    }
+
+    /// The rate-limit service's verdict on the prepared request.
+    fn admitted(
+        &mut self,
+        host: &mut dyn Host,
+        verdict: &Verdict,
+        out: Outbound,
+        resume: bool,
+    ) -> Flow {
+        let Some(service) = self.plan.rate_limit_service.as_ref() else {
+            return self.go(host, out, resume);
+        };
+        let client = self.caller();
+        let metrics = self.metrics.as_deref();
+        match service_admit::decide(verdict, service, client, metrics, out.now) {
+            Ok(charged) => {
+                if !charged {
+                    // Nothing was counted: the report at the end carries all the usage.
+                    if let Some(c) = &mut self.service_charged {
+                        c.tokens = 0;
+                        c.cost_micro = 0;
+                    }
+                }
+                self.go(host, out, resume)
+            }
+            Err(refusal) => {
+                self.service_charged = None;
+                if let (Some(m), Some(i), true) =
+                    (&self.metrics, self.caller, verdict_is_client(verdict))
+                {
+                    m.clients.add(i, ClientStat::RateLimited, 1);
+                }
+                self.refuse(host, refusal)
+            }
+        }
+    }
+
+    /// Who the request counts against at the rate-limit service.
+    fn service_charge<'p>(&self, plan: &'p Plan, target_key: &'p str, now_ms: u64) -> Charge<'p> {
+        let client = self
+            .caller
+            .and_then(|i| plan.clients.as_ref()?.get(i))
+            .map(|c| (c.name.as_str(), &c.limits));
+        // The descriptor names the target `upstream/model`, without the board's prefix.
+        let name = target_key
+            .strip_prefix(crate::health::board::KEY_PREFIX)
+            .unwrap_or(target_key);
+        let target = plan
+            .rate_limit_service
+            .as_ref()
+            .and_then(|s| s.budget(target_key))
+            .map(|b| (name, b));
+        Charge {
+            client,
+            target,
+            now_ms,
+        }
+    }
+
+    /// The prompt estimate's cost at the target's price, when the client has a budget.
+    fn estimated_cost(&self, plan: &Plan, target_key: &str, estimate: u64) -> u64 {
+        let budgeted = self
+            .caller()
+            .is_some_and(|c| c.limits.monthly_budget_micro.is_some());
+        match plan.targets.get(target_key).and_then(|t| t.price) {
+            Some(price) if budgeted => cost_micro_usd(&price, estimate, 0, 0),
+            _ => 0,
+        }
+    }
+
+    /// The end of a request admitted at the rate-limit service: the usage beyond what
+    /// admission charged is reported.
+    fn report_usage(&mut self, host: &mut dyn Host, now_ms: u64) {
+        let (Some(charged), Some(service)) = (
+            self.service_charged.take(),
+            self.plan.rate_limit_service.as_ref(),
+        ) else {
+            return;
+        };
+        let plan = Rc::clone(&self.plan);
+        let key = charged.target.as_deref().unwrap_or("");
+        let charge = self.service_charge(&plan, key, now_ms);
+        let usage = self.acc.usage();
+        let tokens = usage.map_or(0, |u| u.total);
+        let cost = match (usage, self.target_price()) {
+            (Some(u), Some(price)) => {
+                cost_micro_usd(&price, u.prompt, u.cached.unwrap_or(0), u.completion)
+            }
+            _ => 0,
+        };
+        let metrics = self.metrics.as_deref();
+        service_admit::report(host, service, &charge, &charged, tokens, cost, metrics);
     }
 
     /// The price of the target that served.

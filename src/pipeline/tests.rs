@@ -1814,6 +1814,8 @@ mod capabilities;
 
 mod clients;
 
+mod service;
+
 mod odd_bytes;
 
 mod fuzz;

@@ -17,6 +17,7 @@ use crate::config::error::ConfigError;
 use crate::config::raw::{RawAction, RawConfig, RawFailover, Strategy, UnknownModel};
 use crate::health::Budget;
 use crate::models::ModelsCatalog;
+use crate::ratelimit::ServicePlan;
 
 /// Parses and validates the plugin configuration. `env` reads an environment variable
 /// (in Envoy: those listed in `vm_config.environment_variables`).
@@ -224,7 +225,12 @@ pub fn compile_raw(
         models: None,
         access_log: raw.access_log,
         clients,
+        rate_limit_service: None,
     };
+    if let Some(service) = &raw.rate_limit_service {
+        let service = ServicePlan::compile(service, "rate_limit_service")?;
+        plan.rate_limit_service = Some(service.with_budgets(take_budgets(&mut plan)));
+    }
     if raw.models_endpoint {
         plan.models = Some(ModelsCatalog::from_plan(&plan));
     }
@@ -277,6 +283,29 @@ fn target_refs<'a>(
         }
     }
     Ok(targets.into_iter().map(|(k, (r, _))| (k, r)).collect())
+}
+
+/// Every target's budget, taken out of the plan (with a rate-limit service the budgets are
+/// counted there, not on this Envoy's health board), by target key.
+fn take_budgets(plan: &mut Plan) -> HashMap<String, Budget> {
+    let unset = Budget::default();
+    let mut out = HashMap::new();
+    for (key, t) in plan.targets.iter_mut() {
+        if t.budget != unset {
+            out.insert(key.clone(), std::mem::take(&mut t.budget));
+        }
+    }
+    let actions = plan
+        .aliases
+        .values_mut()
+        .chain(plan.rules.iter_mut().map(|r| &mut r.action))
+        .chain(plan.default.iter_mut());
+    for action in actions {
+        for t in &mut action.targets {
+            t.budget = Budget::default();
+        }
+    }
+    out
 }
 
 fn compile_failover(

@@ -25,6 +25,7 @@ use crate::endpoint::Endpoint;
 use crate::glob::Glob;
 use crate::health::{Budget, HealthPolicy};
 use crate::models::ModelsCatalog;
+use crate::ratelimit::ServicePlan;
 
 mod action;
 mod assemble;
@@ -64,6 +65,9 @@ pub struct Plan {
     pub access_log: bool,
     /// Client keys and limits; `None`: no client authentication.
     pub clients: Option<ClientsPlan>,
+    /// Where client limits and target budgets are counted when not in this Envoy's shared
+    /// data (the targets' budgets are then there, not on the health board).
+    pub rate_limit_service: Option<ServicePlan>,
 }
 
 /// `failover`, compiled.

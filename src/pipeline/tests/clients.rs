@@ -9,11 +9,11 @@ use crate::metrics::Metrics;
 use crate::sha256::{key_id, sha256_hex};
 
 /// 2025-01-01T00:00:00Z: on a 10 s bucket edge.
-const T0: u64 = 1_735_689_600_000;
+pub(super) const T0: u64 = 1_735_689_600_000;
 /// 2026-11-23T15:32:21.806Z (November 2026).
-const NOV_2026: u64 = 1_795_447_941_806;
+pub(super) const NOV_2026: u64 = 1_795_447_941_806;
 /// 2026-12-01T00:00:00Z.
-const DEC_2026: u64 = 1_796_083_200_000;
+pub(super) const DEC_2026: u64 = 1_796_083_200_000;
 
 /// One user message of 40 characters: an estimate of ceil(40 / 4) + 4 = 14 prompt tokens.
 const PROMPT_14: &str =
@@ -24,7 +24,7 @@ const PROMPT_14: &str =
 // ---------------------------------------------------------------------------------------
 
 /// Upstreams with and without a key, priced and unpriced aliases, and clients of every kind.
-fn clients_config() -> Value {
+pub(super) fn clients_config() -> Value {
     let h = |k: &str| sha256_hex(k.as_bytes());
     json!({
         "upstreams": {
@@ -90,7 +90,7 @@ fn request(path: &str, body: &str, extra: &[(&str, &str)]) -> MockHost {
 
 /// A chat request with `authorization: Bearer <key>`, plus other credential headers that
 /// must not reach the provider either.
-fn keyed(key: &str, body: &str) -> MockHost {
+pub(super) fn keyed(key: &str, body: &str) -> MockHost {
     let bearer = format!("Bearer {key}");
     request(
         CHAT,
@@ -117,7 +117,7 @@ fn get_models(extra: &[(&str, &str)]) -> MockHost {
     MockHost::with_request(&headers, b"")
 }
 
-fn model(m: &str) -> String {
+pub(super) fn model(m: &str) -> String {
     format!(r#"{{"model":"{m}",{PROMPT_14}}}"#)
 }
 
@@ -125,20 +125,20 @@ fn auto() -> String {
     model("auto")
 }
 
-fn nanos(ms: u64) -> u64 {
+pub(super) fn nanos(ms: u64) -> u64 {
     ms * 1_000_000
 }
 
 /// One router (plan and stats) with the shared data and stats of the host it runs in;
 /// requests come one after another through fresh flows.
-struct Router {
+pub(super) struct Router {
     plan: Rc<Plan>,
     metrics: Rc<Metrics>,
-    host: MockHost,
+    pub(super) host: MockHost,
 }
 
 impl Router {
-    fn new(plan: Plan) -> Router {
+    pub(super) fn new(plan: Plan) -> Router {
         let mut host = MockHost::default();
         let metrics = Rc::new(Metrics::define(&plan, &mut host));
         host.now_nanos = nanos(T0 + 1_000);
@@ -149,13 +149,13 @@ impl Router {
         }
     }
 
-    fn at(&mut self, ms: u64) -> &mut Router {
+    pub(super) fn at(&mut self, ms: u64) -> &mut Router {
         self.host.now_nanos = nanos(ms);
         self
     }
 
     /// Takes the request of `req` (headers and body) and runs it up to the upstream.
-    fn send(&mut self, req: MockHost) -> (RequestFlow, (Flow, Flow)) {
+    pub(super) fn send(&mut self, req: MockHost) -> (RequestFlow, (Flow, Flow)) {
         let h = &mut self.host;
         h.request_headers = req.request_headers;
         h.request_body = req.request_body;
@@ -172,7 +172,7 @@ impl Router {
     }
 
     /// Sends `req` and expects it routed.
-    fn routed(&mut self, req: MockHost) -> RequestFlow {
+    pub(super) fn routed(&mut self, req: MockHost) -> RequestFlow {
         let (flow, flows) = self.send(req);
         assert_eq!(
             flows,
@@ -187,7 +187,7 @@ impl Router {
     }
 
     /// Sends `req` and expects a local error reply.
-    fn refused(&mut self, req: MockHost) -> (RequestFlow, Answer) {
+    pub(super) fn refused(&mut self, req: MockHost) -> (RequestFlow, Answer) {
         let (flow, (_, last)) = self.send(req);
         assert_eq!(last, Flow::Pause, "a local reply stops the stream");
         let answer = error_reply(&self.host);
@@ -196,7 +196,7 @@ impl Router {
 
     /// The upstream answers `usage` (a JSON object or nothing) with 200 and
     /// `provider_headers`; the stream ends (`on_log`).
-    fn complete(
+    pub(super) fn complete(
         &mut self,
         flow: &mut RequestFlow,
         usage: Option<&str>,
@@ -207,7 +207,7 @@ impl Router {
     }
 
     /// The response headers (status 200, JSON, plus `provider_headers`).
-    fn respond(&mut self, flow: &mut RequestFlow, provider_headers: &[(&str, &str)]) {
+    pub(super) fn respond(&mut self, flow: &mut RequestFlow, provider_headers: &[(&str, &str)]) {
         let h = &mut self.host;
         h.headers_sent = true;
         h.response_headers = vec![
@@ -223,7 +223,7 @@ impl Router {
     }
 
     /// The response body (with `usage`), then the end of the stream.
-    fn end(&mut self, flow: &mut RequestFlow, usage: Option<&str>) {
+    pub(super) fn end(&mut self, flow: &mut RequestFlow, usage: Option<&str>) {
         let h = &mut self.host;
         let body = match usage {
             Some(u) => format!(r#"{{"choices":[],"usage":{u}}}"#),
@@ -237,19 +237,19 @@ impl Router {
     }
 
     /// The host, with the stats held in the VM handed to it (as on the root's tick).
-    fn flushed(&mut self) -> &MockHost {
+    pub(super) fn flushed(&mut self) -> &MockHost {
         self.metrics.flush(&mut self.host);
         &self.host
     }
 
-    fn stat(&mut self, client: &str, stat: &str) -> i64 {
+    pub(super) fn stat(&mut self, client: &str, stat: &str) -> i64 {
         let name = format!("llm_router.client.{client}.{stat}");
         self.flushed()
             .metric(&name)
             .unwrap_or_else(|| panic!("stat {name} is not defined"))
     }
 
-    fn ledger(&self, client: &str) -> ClientUsage {
+    pub(super) fn ledger(&self, client: &str) -> ClientUsage {
         shared::read(&self.host, &format!("llm_router.c.{client}")).expect("shared data")
     }
 
@@ -268,14 +268,14 @@ impl Router {
 }
 
 /// A local error reply: status, the `error` object, and the headers besides content-type.
-struct Answer {
-    status: u32,
+pub(super) struct Answer {
+    pub(super) status: u32,
     error: Value,
     headers: Vec<(String, String)>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -289,7 +289,7 @@ impl Answer {
     }
 
     /// `type`, `code` and `param` of the error.
-    fn kind(&self) -> (&str, &str, Option<&str>) {
+    pub(super) fn kind(&self) -> (&str, &str, Option<&str>) {
         (
             self.error["type"].as_str().unwrap_or_default(),
             self.error["code"].as_str().unwrap_or_default(),
@@ -303,7 +303,7 @@ impl Answer {
 }
 
 /// The local reply, checked for the OpenAI error shape and a leading JSON content type.
-fn error_reply(host: &MockHost) -> Answer {
+pub(super) fn error_reply(host: &MockHost) -> Answer {
     let r = host.local_reply.as_ref().expect("a local reply was sent");
     assert_eq!(
         r.headers.first(),
@@ -328,7 +328,7 @@ fn error_reply(host: &MockHost) -> Answer {
 }
 
 /// Where the routed request goes: the cluster header and the model in the body.
-fn destination(host: &MockHost) -> (String, String) {
+pub(super) fn destination(host: &MockHost) -> (String, String) {
     let body: Value = serde_json::from_slice(&host.request_body).expect("JSON body");
     (
         host.header("x-llm-router-cluster")

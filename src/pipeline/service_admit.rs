@@ -1,0 +1,260 @@
+//! Admit at the rate-limit service (`rate_limit_service`): the request's calls go out
+//! together once it is routed, the request waits paused for their answers, and the verdict
+//! sends it on or refuses it; at the end of the stream the usage beyond what admission
+//! charged is reported (the host keeps those calls alive past the stream).
+//!
+//! Admission charges the prompt estimate and its estimated cost; [`Charged`] keeps what was
+//! charged so that the report adds only the rest. A request let through because the service
+//! failed (`failure_mode: allow`) was charged nothing: its report carries all of its usage.
+
+use crate::calendar::{month_index, month_start_ms};
+use crate::clients::ledger::{duration, retry_after_seconds};
+use crate::clients::Client;
+use crate::config::raw::FailureMode;
+use crate::errors::ApiError;
+use crate::host::{GrpcCall, Host};
+use crate::metrics::Metrics;
+use crate::pipeline::answer::Refusal;
+use crate::ratelimit::checks::{self, Charge};
+use crate::ratelimit::stats::ServiceStat;
+use crate::ratelimit::verdict::{self, Answer, LimitStatus, Verdict};
+use crate::ratelimit::{Check, LimitKind, ServicePlan, METHOD, SERVICE};
+
+/// What admission charged at the service, for the report at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Charged {
+    pub(super) tokens: u64,
+    pub(super) cost_micro: u64,
+    /// The target's key, when it has a budget at the service.
+    pub(super) target: Option<String>,
+}
+
+/// An admission waiting for the service.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    /// Token, limit and answer of each call, in call order.
+    calls: Vec<(u32, LimitKind, Option<Answer>)>,
+    started_ms: u64,
+}
+
+/// Sends the admission's `checks`; the answers are due unless every call failed at once
+/// ([`Waiting::verdict`]).
+pub(super) fn start(
+    host: &mut dyn Host,
+    service: &ServicePlan,
+    checks: &[Check],
+    now_ms: u64,
+) -> Waiting {
+    let mut calls = Vec::with_capacity(checks.len());
+    for check in checks {
+        let call = GrpcCall {
+            upstream: &service.grpc_service,
+            service: SERVICE,
+            method: METHOD,
+            message: &check.message,
+            timeout_ms: service.timeout_ms,
+        };
+        match host.grpc_call(&call) {
+            Ok(token) => calls.push((token, check.kind, None)),
+            Err(e) => {
+                let failed = Answer::Failed(format!("the call could not be made: {e}"));
+                calls.push((0, check.kind, Some(failed)));
+            }
+        }
+    }
+    Waiting {
+        calls,
+        started_ms: now_ms,
+    }
+}
+
+impl Waiting {
+    /// Takes the answer to call `token`; the verdict once every call has answered.
+    pub(super) fn answer(
+        &mut self,
+        host: &mut dyn Host,
+        token: u32,
+        grpc_status: u32,
+        size: usize,
+    ) -> Option<Verdict> {
+        let slot = self
+            .calls
+            .iter_mut()
+            .find(|(t, _, a)| *t == token && a.is_none())?;
+        let message = match host.grpc_response(size) {
+            Ok(m) => m,
+            Err(e) => {
+                slot.2 = Some(Answer::Failed(format!("the answer could not be read: {e}")));
+                return self.verdict();
+            }
+        };
+        slot.2 = Some(verdict::answer(grpc_status, message.as_deref()));
+        self.verdict()
+    }
+
+    /// The verdict, once every call has its answer.
+    pub(super) fn verdict(&self) -> Option<Verdict> {
+        let answers: Option<Vec<(LimitKind, Answer)>> = self
+            .calls
+            .iter()
+            .map(|(_, kind, a)| Some((*kind, a.clone()?)))
+            .collect();
+        Some(verdict::combine(&answers?))
+    }
+
+    pub(super) fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Counts each call's answer in the service's stats.
+    pub(super) fn count(&self, metrics: Option<&Metrics>) {
+        let Some(m) = metrics else { return };
+        for (_, _, answer) in &self.calls {
+            let stat = match answer {
+                Some(Answer::Ok(_)) => ServiceStat::Ok,
+                Some(Answer::OverLimit(_)) => ServiceStat::OverLimit,
+                _ => ServiceStat::Error,
+            };
+            m.limits_service.add(stat, 1);
+        }
+    }
+}
+
+/// What a verdict does to the request: `Ok` it goes on (`true`: charged at the service),
+/// `Err` the refusal the client gets.
+pub(super) fn decide(
+    verdict: &Verdict,
+    service: &ServicePlan,
+    client: Option<&Client>,
+    metrics: Option<&Metrics>,
+    now_ms: u64,
+) -> Result<bool, Refusal> {
+    match verdict {
+        Verdict::Admitted(_) => Ok(true),
+        Verdict::Limited { kind, status } => Err(limited(*kind, status.as_ref(), client, now_ms)),
+        Verdict::Unavailable(why) => match service.failure_mode {
+            FailureMode::Allow => {
+                log::warn!("llm-router: rate-limit service failed ({why}): the request goes on without its limits");
+                if let Some(m) = metrics {
+                    m.limits_service.add(ServiceStat::FailedOpen, 1);
+                }
+                Ok(false)
+            }
+            FailureMode::Deny => {
+                log::warn!("llm-router: rate-limit service failed ({why}): the request is refused");
+                if let Some(m) = metrics {
+                    m.limits_service.add(ServiceStat::FailedClosed, 1);
+                }
+                Err(Refusal::Limited(
+                    ApiError::limits_unavailable(),
+                    vec![("retry-after", "1".to_owned())],
+                ))
+            }
+        },
+    }
+}
+
+/// The 429 of a limit the service says is over: `Retry-After` from the service when it
+/// says when the limit resets, else from the limit's window (a minute; the month's end for
+/// a budget), and the `x-ratelimit-*` of the limit when it is a client's rpm or tpm.
+fn limited(
+    kind: LimitKind,
+    status: Option<&LimitStatus>,
+    client: Option<&Client>,
+    now_ms: u64,
+) -> Refusal {
+    let retry_ms = status
+        .and_then(|s| s.reset_ms)
+        .unwrap_or_else(|| match kind {
+            LimitKind::ClientBudget => {
+                month_start_ms(month_index(now_ms).saturating_add(1)).saturating_sub(now_ms)
+            }
+            _ => 60_000,
+        });
+    let limits = client.map(|c| c.limits).unwrap_or_default();
+    let configured = match kind {
+        LimitKind::ClientRequests => limits.rpm.map(u64::from),
+        LimitKind::ClientTokens => limits.tpm,
+        LimitKind::ClientBudget => limits.monthly_budget_micro,
+        _ => None,
+    };
+    let limit = status.and_then(|s| s.limit).or(configured);
+    let name = client.map_or("", |c| c.name.as_str());
+    let error = ApiError::rate_limited_at_service(kind, name, limit, &duration(retry_ms));
+    let mut headers = vec![("retry-after", retry_after_seconds(retry_ms).to_string())];
+    let names = match kind {
+        LimitKind::ClientRequests => Some(("requests", status)),
+        LimitKind::ClientTokens => Some(("tokens", status)),
+        _ => None,
+    };
+    if let (Some((unit, status)), Some(limit)) = (names, limit) {
+        let remaining = status.map_or(0, |s| s.remaining);
+        headers.push((limit_header(unit), limit.to_string()));
+        headers.push((remaining_header(unit), remaining.to_string()));
+        headers.push((reset_header(unit), duration(retry_ms)));
+    }
+    Refusal::Limited(error, headers)
+}
+
+fn limit_header(unit: &str) -> &'static str {
+    if unit == "requests" {
+        "x-ratelimit-limit-requests"
+    } else {
+        "x-ratelimit-limit-tokens"
+    }
+}
+
+fn remaining_header(unit: &str) -> &'static str {
+    if unit == "requests" {
+        "x-ratelimit-remaining-requests"
+    } else {
+        "x-ratelimit-remaining-tokens"
+    }
+}
+
+fn reset_header(unit: &str) -> &'static str {
+    if unit == "requests" {
+        "x-ratelimit-reset-requests"
+    } else {
+        "x-ratelimit-reset-tokens"
+    }
+}
+
+/// Reports the usage beyond what admission charged (`charged`; `None`: nothing was, the
+/// service failed) to the service: fire and forget, the answers are not awaited.
+pub(super) fn report(
+    host: &mut dyn Host,
+    service: &ServicePlan,
+    charge: &Charge,
+    charged: &Charged,
+    used_tokens: u64,
+    cost_micro: u64,
+    metrics: Option<&Metrics>,
+) {
+    let extra_tokens = used_tokens.saturating_sub(charged.tokens);
+    let extra_cost = cost_micro.saturating_sub(charged.cost_micro);
+    let calls = checks::usage(&service.domain, charge, extra_tokens, extra_cost);
+    let (svc, method) = service.report_method();
+    for check in calls {
+        let call = GrpcCall {
+            upstream: &service.grpc_service,
+            service: svc,
+            method,
+            message: &check.message,
+            timeout_ms: service.timeout_ms,
+        };
+        let stat = match host.grpc_call(&call) {
+            Ok(_) => ServiceStat::Reports,
+            Err(e) => {
+                log::warn!(
+                    "llm-router: could not report {} to the rate-limit service: {e}",
+                    check.kind.name()
+                );
+                ServiceStat::ReportErrors
+            }
+        };
+        if let Some(m) = metrics {
+            m.limits_service.add(stat, 1);
+        }
+    }
+}
