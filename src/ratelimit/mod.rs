@@ -11,6 +11,7 @@
 //! - [`verdict`]: the service's answers to a request's calls, as one admission.
 
 pub mod checks;
+pub mod definitions;
 pub mod proto;
 pub mod stats;
 pub mod verdict;

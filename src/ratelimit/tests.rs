@@ -202,3 +202,47 @@ fn durations_round_up_to_milliseconds() {
     assert_eq!(d(-1, 0), None);
     assert_eq!(d(i64::MAX, 0), Some(u64::MAX));
 }
+
+#[test]
+fn definitions_follow_the_plan_and_quote_what_they_write() {
+    let config = json!({
+        "upstreams": {"a": {"cluster": "a"}},
+        "default": {"targets": [{"upstream": "a", "model": "o'dd\\m", "budget": {"rpm": 5}}]},
+        "clients": {"identity_header": "x-client", "keys": [
+            {"name": "team-a", "rpm": 20, "monthly_budget": 2},
+            {"name": "team-b", "rpm": 7},
+            {"name": "free"}]},
+        "rate_limit_service": {"cluster": "r", "domain": "fleet"}
+    });
+    let plan = compile(config.to_string().as_bytes(), &|_| None).expect("compiles");
+    let defs = definitions::definitions(&plan);
+    let summary: Vec<(&str, &str, u64)> = defs
+        .iter()
+        .map(|d| (d.kind.name(), d.subject.as_str(), d.max))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("client_rpm", "team-a", 20),
+            ("client_budget", "team-a", 2_000_000),
+            ("client_rpm", "team-b", 7),
+            ("target_rpm", "a/o'dd\\m", 5)
+        ]
+    );
+    let limitador = definitions::limitador(&plan);
+    assert_eq!(limitador.matches("- namespace: \"fleet\"").count(), 4);
+    assert!(
+        limitador.contains(r#""descriptors[0].target == 'a/o\\'dd\\\\m'""#),
+        "{limitador}"
+    );
+    assert!(limitador.contains("seconds: 2764800\n  conditions"));
+    assert!(limitador.contains(r#"variables: ["descriptors[0].month"]"#));
+    // envoyproxy/ratelimit: one node per kind (keys are unique at each level).
+    let ratelimit = definitions::envoy_ratelimit(&plan);
+    assert_eq!(
+        ratelimit.matches("value: \"client_rpm\"").count(),
+        1,
+        "{ratelimit}"
+    );
+    assert!(ratelimit.contains("rate_limit: {unit: year, requests_per_unit: 2000000}"));
+}
