@@ -718,6 +718,7 @@ impl RequestFlow {
         let metrics = self.metrics.as_deref();
         match service_admit::decide(verdict, service, client, metrics, out.now) {
             Ok(charged) => {
+                self.quota = service_admit::quota(verdict);
                 if !charged {
                     // Nothing was counted: the report at the end carries all the usage.
                     if let Some(c) = &mut self.service_charged {

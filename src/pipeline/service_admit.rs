@@ -8,8 +8,9 @@
 //! failed (`failure_mode: allow`) was charged nothing: its report carries all of its usage.
 
 use crate::calendar::{month_index, month_start_ms};
-use crate::clients::ledger::{duration, retry_after_seconds};
+use crate::clients::ledger::{duration, retry_after_seconds, Allowance};
 use crate::clients::Client;
+use crate::clients::Quota;
 use crate::config::raw::FailureMode;
 use crate::errors::ApiError;
 use crate::host::{GrpcCall, Host};
@@ -152,6 +153,31 @@ pub(super) fn decide(
             }
         },
     }
+}
+
+/// The client's `x-ratelimit-*` figures from what the service said of its rpm and tpm
+/// (envoyproxy/ratelimit says it; Limitador does not, and then there are none).
+pub(super) fn quota(verdict: &Verdict) -> Option<Quota> {
+    let Verdict::Admitted(statuses) = verdict else {
+        return None;
+    };
+    let allowance = |want: LimitKind| {
+        statuses
+            .iter()
+            .find(|(k, _)| *k == want)
+            .and_then(|(_, s)| {
+                Some(Allowance {
+                    limit: s.limit?,
+                    remaining: s.remaining,
+                    reset_ms: s.reset_ms.unwrap_or(0),
+                })
+            })
+    };
+    let quota = Quota {
+        requests: allowance(LimitKind::ClientRequests),
+        tokens: allowance(LimitKind::ClientTokens),
+    };
+    (quota.requests.is_some() || quota.tokens.is_some()).then_some(quota)
 }
 
 /// The 429 of a limit the service says is over: `Retry-After` from the service when it

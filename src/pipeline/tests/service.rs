@@ -319,3 +319,41 @@ fn target_budgets_leave_the_health_board_for_the_service() {
     assert_eq!(flows, (Flow::Pause, Flow::Continue));
     assert_eq!(calls(&r.host).len(), 1);
 }
+
+#[test]
+fn the_services_figures_become_the_responses_rate_limit_headers() {
+    let mut r = service_router(json!({}));
+    let (mut flow, _) = r.send(keyed("sk-team-f", &model("fast")));
+    let status = DescriptorStatus {
+        code: Code::Ok as i32,
+        current_limit: Some(RateLimit {
+            requests_per_unit: 5,
+        }),
+        limit_remaining: 3,
+        duration_until_reset: Some(Duration {
+            seconds: 40,
+            nanos: 0,
+        }),
+    };
+    let with_status = RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![status],
+    }
+    .encode_to_vec();
+    answer(&mut r, &mut flow, 1, 0, with_status);
+    answer(&mut r, &mut flow, 2, 0, ok());
+    answer(&mut r, &mut flow, 3, 0, ok());
+    r.respond(&mut flow, &[("x-ratelimit-limit-requests", "500")]);
+    assert_eq!(
+        r.host.response_header("x-ratelimit-limit-requests"),
+        Some("5")
+    );
+    assert_eq!(
+        r.host.response_header("x-ratelimit-remaining-requests"),
+        Some("3")
+    );
+    assert_eq!(
+        r.host.response_header("x-ratelimit-reset-requests"),
+        Some("40s")
+    );
+}
