@@ -43,9 +43,13 @@ use limitador::errors::LimitadorError;
 use limitador::limit::{Context, Limit, Namespace};
 use limitador::storage::redis::AsyncRedisStorage;
 use limitador::{AsyncRateLimiter, CheckResult, RateLimiter};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
+
+/// How long one Redis connection attempt or command may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the counters live.
 pub enum Limiter {
@@ -310,6 +314,21 @@ pub fn parse_limits(text: &str) -> Result<Vec<Limit>, String> {
     serde_yaml::from_str::<Vec<Limit>>(text).map_err(|e| e.to_string())
 }
 
+/// limitador's `AsyncRedisStorage::new` with bounded waits: its connection manager's defaults
+/// (no response or connection timeout, 6 reconnection attempts with exponential backoff) keep
+/// a call hanging for seconds once Redis is gone, where a test wants UNAVAILABLE at once.
+async fn redis_storage(url: &str) -> Result<AsyncRedisStorage, redis::RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(REDIS_TIMEOUT)
+        .set_response_timeout(REDIS_TIMEOUT)
+        // One attempt per reconnection: its retries wait a second or more each (backon's
+        // minimum delay, with jitter), and every call would wait for them. A call that
+        // finds Redis gone fails, the next one tries again.
+        .set_number_of_retries(0);
+    let manager = ConnectionManager::new_with_config(redis::Client::open(url)?, config).await?;
+    AsyncRedisStorage::new_with_conn_manager(manager).await
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.limits)
         .map_err(|e| format!("cannot read {}: {e}", args.limits))?;
@@ -317,7 +336,7 @@ async fn run(args: Args) -> Result<(), String> {
     let limiter = match &args.redis {
         None => Limiter::Memory(RateLimiter::new(10_000)),
         Some(url) => {
-            let storage = AsyncRedisStorage::new(url)
+            let storage = redis_storage(url)
                 .await
                 .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
             Limiter::Redis(AsyncRateLimiter::new_with_storage(Box::new(storage)))
