@@ -4,6 +4,8 @@
 #               and the compatibility run (make test-compat)
 #   make test-compat  envoy --mode validate and the core end-to-end subset on Envoy 1.36-1.39
 #   make bench  throughput and latency with and without the filter
+#   make ratelimit-server  the end-to-end tests' rate-limit service (wasm-tests/ratelimit/)
+#   make redis  Debian's redis-server, for that service's counters (installed if missing)
 #   make eval   the classifier's scores on the labelled sets and HumanEval (make test guards them)
 #   make train  the classifier's model (src/classify/model.bin) from the labelled sets
 #   make train-cv  leave one author out: each training set scored by a model trained on the others

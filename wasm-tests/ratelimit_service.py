@@ -9,7 +9,8 @@
   (or in memory without one); ``.port``, ``.stop()``, ``.restart()`` (same port when it is
   still free). It exits by itself when the test process goes away (its stdin closes).
 * ``should_rate_limit`` / ``report`` / ``check_rate_limit``: one gRPC call over HTTP/2
-  (``h2``, protobuf encoded by hand), for tests that talk to the service without Envoy.
+  (``h2``, protobuf encoded by hand), for tests that talk to the service without Envoy;
+  ``grpc_concurrent``: many calls at once on one connection.
 
 Every wait is bounded; everything listens on and talks to 127.0.0.1 only.
 """
@@ -36,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 #: The binary ``make ratelimit-server`` builds (``--target-dir target``, or $CARGO_TARGET_DIR).
 RATELIMIT_BIN = os.environ.get("LLM_ROUTER_RATELIMIT_BIN") or os.path.join(
-    os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release", "llm-router-ratelimit")
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release",
+    "llm-router-ratelimit")
 READY_TIMEOUT = 10.0
 #: gRPC codes the tests look at.
 GRPC_OK, GRPC_UNAVAILABLE = 0, 14
@@ -287,40 +289,49 @@ def decode_response(buf: bytes) -> dict:
 
 def grpc_unary(port: int, path: str, message: bytes, timeout: float = 5.0):
     """(grpc-status, response message bytes or None, grpc-message)."""
+    return grpc_concurrent(port, path, [message], timeout)[0]
+
+
+def grpc_concurrent(port: int, path: str, messages: Sequence[bytes], timeout: float = 5.0):
+    """Every message on its own stream of one HTTP/2 connection, all sent before any answer
+    is read (so the server has them all at once); grpc_unary's triples, in order."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.settimeout(timeout)
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
-                                (":authority", "127.0.0.1:%d" % port),
-                                ("content-type", "application/grpc"), ("te", "trailers")])
-        conn.send_data(sid, b"\x00" + struct.pack(">I", len(message)) + message, end_stream=True)
+        streams = {}
+        for message in messages:
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                    (":authority", "127.0.0.1:%d" % port),
+                                    ("content-type", "application/grpc"), ("te", "trailers")])
+            conn.send_data(sid, b"\x00" + struct.pack(">I", len(message)) + message,
+                           end_stream=True)
+            streams[sid] = ({}, bytearray())
         s.sendall(conn.data_to_send())
-        headers, data, deadline = {}, b"", time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        pending, deadline = set(streams), time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise RateLimitError("no answer from 127.0.0.1:%d%s in %ss" % (port, path, timeout))
             chunk = s.recv(65536)
             if not chunk:
-                break
-            ended = False
+                raise RateLimitError("connection closed with %d calls unanswered" % len(pending))
             for ev in conn.receive_data(chunk):
                 if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                    headers.update((k.decode(), v.decode()) for k, v in ev.headers)
+                    streams[ev.stream_id][0].update((k.decode(), v.decode()) for k, v in ev.headers)
                 elif isinstance(ev, h2.events.DataReceived):
-                    data += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                    streams[ev.stream_id][1].extend(ev.data)
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
-                    ended = True
+                    pending.discard(ev.stream_id)
             s.sendall(conn.data_to_send())
-            if ended:
-                break
-        else:
-            raise RateLimitError("no answer from 127.0.0.1:%d%s in %ss" % (port, path, timeout))
+    out = []
+    for headers, data in streams.values():
         if "grpc-status" not in headers:
             raise RateLimitError("no grpc-status from %s: %r" % (path, headers))
-        body = data[5:] if len(data) >= 5 else None
-        return (int(headers["grpc-status"]), body,
-                urllib.parse.unquote(headers.get("grpc-message", "")))
+        out.append((int(headers["grpc-status"]), bytes(data[5:]) if len(data) >= 5 else None,
+                    urllib.parse.unquote(headers.get("grpc-message", ""))))
+    return out
 
 
 def _call(port: int, method: str, domain: str, descriptors, hits: int, timeout: float):
@@ -330,10 +341,12 @@ def _call(port: int, method: str, domain: str, descriptors, hits: int, timeout: 
     return status, resp, message
 
 
+SHOULD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+
+
 def should_rate_limit(port, domain, descriptors, hits=0, timeout=5.0):
     """(grpc-status, decoded RateLimitResponse or None, grpc-message)."""
-    return _call(port, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-                 domain, descriptors, hits, timeout)
+    return _call(port, SHOULD, domain, descriptors, hits, timeout)
 
 
 def report(port, domain, descriptors, hits=0, timeout=5.0):
