@@ -59,7 +59,7 @@ $(VENV_STAMP): wasm-tests/requirements.txt
 
 venv: $(VENV_STAMP)
 
-lint: wasm-target
+lint: wasm-target $(LIMITADOR)/.patched
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path $(RATELIMIT_MANIFEST) -- --check
 	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
@@ -68,9 +68,9 @@ lint: wasm-target
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET) --all-targets -- -D warnings
 
-unit:
+unit: $(LIMITADOR)/.patched
 	$(CARGO) test
-	$(CARGO) test --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
+	$(CARGO) test --release --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
 
 validate: build venv
 	@for f in $(ENVOY_FILES); do \
@@ -81,7 +81,20 @@ validate: build venv
 e2e: build fixtures venv ratelimit-server redis
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
-ratelimit-server:
+# limitador 0.14.0 from crates.io with wasm-tests/ratelimit/limitador.patch (why: the
+# package's Cargo.toml), where its [patch.crates-io] points.
+LIMITADOR := target/vendor/limitador-0.14.0
+LIMITADOR_SHA256 := 77e33de992fdc347850a81f1ed242cc702900a9651a2b5d044d153a2db5e2d1a
+$(LIMITADOR)/.patched: wasm-tests/ratelimit/limitador.patch
+	rm -rf $(LIMITADOR) && mkdir -p target/vendor
+	curl -sSfL --retry 3 -o target/vendor/limitador-0.14.0.crate \
+	  https://static.crates.io/crates/limitador/limitador-0.14.0.crate
+	echo '$(LIMITADOR_SHA256)  target/vendor/limitador-0.14.0.crate' | sha256sum -c --quiet
+	tar xzf target/vendor/limitador-0.14.0.crate -C target/vendor
+	patch -d $(LIMITADOR) -p1 --quiet < wasm-tests/ratelimit/limitador.patch
+	@touch $@
+
+ratelimit-server: $(LIMITADOR)/.patched
 	$(CARGO) build --release --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
 	@printf 'built %s: %s bytes\n' $(RATELIMIT_TARGET)/release/llm-router-ratelimit \
 	  $$(stat -c %s $(RATELIMIT_TARGET)/release/llm-router-ratelimit)
