@@ -145,7 +145,7 @@ floor: wasm-target
 	$(CARGO) build --release --target $(TARGET) --example floor_filter
 	@printf 'built %s: %s bytes\n' $(FLOOR_WASM) $$(stat -c %s $(FLOOR_WASM))
 
-bench: build floor venv
+bench: build floor venv limits-tool ratelimit-server redis
 	@command -v wrk >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$S apt-get install -y wrk || ($$S apt-get update && $$S apt-get install -y wrk); }
 	$(VPY) wasm-tests/bench.py $(BENCH_ARGS)

@@ -46,10 +46,13 @@ calls). The router is judged against it too: at least 0.9 x its throughput and a
 request at saturation, 1/rps, steadier than a p50 difference).
 `--no-floor` leaves it out.
 
-`--loads 3k,64k,heur,fo,pass,stream,keys` picks the loads (default all); e.g. `--loads stream`
+`--loads 3k,64k,heur,fo,pass,stream,keys,rls` picks the loads (default all); e.g. `--loads stream`
 runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
 tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
-on a third Envoy, against the same plain Envoy. `heur`: the 3 KiB body on a router whose
+on a third Envoy, against the same plain Envoy. `rls`: the same client and limits counted at
+the rate-limit service instead (`rate_limit_service`: wasm-tests/ratelimit/, limitador with
+Redis, both started here; three calls at admission, two usage reports at the end), against
+the same plain Envoy and, with `keys`, against the embedded ledger in the same run. `heur`: the 3 KiB body on a router whose
 classifier is the previous one (`classifier.method: heuristic`), against the same plain Envoy,
 so that the learned classifier's cost is read as a ratio of ratios from one run.
 """
@@ -265,12 +268,15 @@ def upstream_config() -> dict:
     }
 
 
+#: The `rls` load's service: usage reported the way Limitador counts it past the limit.
+RLS_CONFIG = {"cluster": "ratelimit", "timeout_ms": 1000, "usage_report": "kuadrant"}
+
 #: The key wrk and `post` send (WRK_LUA), as the client of the `keys` load.
 CLIENT_KEY = "client-key"
 
 
 def router_config(upstream_port: int, with_filter: bool, clients: bool = False,
-                  method: Optional[str] = None) -> dict:
+                  method: Optional[str] = None, service_port: Optional[int] = None) -> dict:
     plugin = bundled_plugin_config()
     if method:
         plugin.setdefault("classifier", {})["method"] = method
@@ -281,7 +287,11 @@ def router_config(upstream_port: int, with_filter: bool, clients: bool = False,
             "rpm": 4294967295, "tpm": 4294967295, "monthly_budget": 1e12}]}
     plugin["models"][FAILOVER_ALIAS] = {"targets": [{"upstream": "mock-a", "model": "mock-small"},
                                                     {"upstream": "mock-b", "model": "mock-large"}]}
-    doc = build_config(plugin, {"mock-a": upstream_port, "mock-b": upstream_port})
+    ports = {"mock-a": upstream_port, "mock-b": upstream_port}
+    if service_port is not None:
+        plugin["rate_limit_service"] = RLS_CONFIG
+        ports["ratelimit"] = service_port
+    doc = build_config(plugin, ports)
     hcm = _hcm(doc)
     if not with_filter:
         before = len(hcm["http_filters"])
@@ -783,7 +793,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys")
+LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys", "rls")
 
 
 def parse_loads(text: str) -> list:
@@ -875,6 +885,8 @@ def main() -> int:
         return envoy.start()
 
     sse: Optional[SseUpstream] = None
+    #: Redis and the rate-limit service of the `rls` load, stopped by the `finally` below.
+    services: list = []
     try:
         print("llm-router benchmark")
         print("  wasm      %s: %d bytes (%.2f MiB)" % (os.path.relpath(WASM, REPO), os.path.getsize(WASM),
@@ -939,6 +951,24 @@ def main() -> int:
                     raise SystemExit("keys: the client's request was not admitted on its ledger (%d %s)"
                                      % (status, sorted(headers)))
                 loads.append(("keys 3K", bodies[0][1], PATH, plain, kfilt, phases))
+            if "rls" in main_loads:
+                from limit_definitions import limitador_limits
+                from ratelimit_service import RateLimitService, RedisServer
+                redis = RedisServer().start()
+                services.append(redis)
+                # The limits of the very plugin configuration the Envoy runs.
+                rdoc = router_config(upstream.port, True, clients=True, service_port=0)
+                limits = limitador_limits(json.loads(wasm_filter_config(rdoc)["configuration"]["value"]))
+                service = RateLimitService(limits, redis.url).start()
+                services.append(service)
+                rfilt = launch("filter-rls", router_config(upstream.port, True, clients=True,
+                                                           service_port=service.port))
+                status, headers, _ = post(rfilt.port, bodies[0][1])
+                if status != 200:
+                    raise SystemExit("rls: the client's request was not admitted at the service (%d)" % status)
+                print("  ports     redis %s, rate-limit service %d (wasm-tests/ratelimit/)"
+                      % (redis.url.rsplit(":", 1)[-1], service.port))
+                loads.append(("rls 3K", bodies[0][1], PATH, plain, rfilt, phases))
         if "stream" in selected:
             t = time.monotonic()
             exe = build_sse_upstream(workdir)
@@ -1135,6 +1165,16 @@ def main() -> int:
                     kt["filter"]["rps"] / med["throughput"]["3 KiB"]["filter"]["rps"],
                     kl["filter"]["p50_us"] - med[lat_phase]["3 KiB"]["filter"]["p50_us"])
             print(line + ".")
+        if "rls" in selected:
+            rt, rl = med["throughput"]["rls 3K"], med[lat_phase]["rls 3K"]
+            line = "  rls 3K: the same client's limits at the rate-limit service: throughput %.3f x plain," % (
+                rt["filter"]["rps"] / rt["plain"]["rps"])
+            line += " p50 %+.0f us" % (rl["filter"]["p50_us"] - rl["plain"]["p50_us"])
+            if "keys" in selected:
+                kt, kl = med["throughput"]["keys 3K"], med[lat_phase]["keys 3K"]
+                line += "; against the embedded ledger (keys 3K): throughput %.3f x, p50 %+.0f us" % (
+                    rt["filter"]["rps"] / kt["filter"]["rps"], rl["filter"]["p50_us"] - kl["filter"]["p50_us"])
+            print(line + ".")
         if "stream" in selected:
             sp, sf = med["throughput"]["stream"]["plain"], med["throughput"]["stream"]["filter"]
             s_ratio = sf["rps"] / sp["rps"]
@@ -1175,6 +1215,8 @@ def main() -> int:
             envoy.stop()
         if sse is not None:
             sse.stop()
+        for service in reversed(services):
+            service.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

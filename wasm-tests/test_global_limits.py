@@ -10,14 +10,18 @@ README's ``make limits`` uses (``limit_definitions``).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from harness import EnvoyRouter, chat
-from limit_definitions import limitador_limits
+import yaml
+
+from harness import REPO, EnvoyRouter, chat, load_bundled
+from limit_definitions import definitions, limitador_limits
 from ratelimit_service import RateLimitService, RedisServer
 
 KEYS = {name: "sk-%s" % name for name in ("burst", "tokens", "spender", "open", "shut", "free")}
@@ -116,6 +120,25 @@ def test_tpm_holds_across_both_envoys_with_reported_usage(fleet):
     assert codes == [200, 200, 200, 429], codes
 
 
+def test_tpm_counts_the_usage_of_streams(fleet, mock_a):
+    a, b = fleet()
+    chunk = {"id": "s", "object": "chat.completion.chunk", "model": "cheap-a",
+             "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": None}]}
+    last = dict(chunk, choices=[], usage=USAGE)
+    mock_a.set_stream([b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                       b"data: " + json.dumps(last).encode() + b"\n\n", b"data: [DONE]\n\n"])
+    codes = []
+    for router in (a, b, a, b):
+        with httpx.stream("POST", router.url + "/v1/chat/completions", timeout=10.0,
+                          json=chat("hello", stream=True, stream_options={"include_usage": True}),
+                          headers={"authorization": "Bearer " + KEYS["tokens"]}) as r:
+            r.read()
+            codes.append(r.status_code)
+        settle()
+    # The streams' reported usage (40 each) counts as the answers' did.
+    assert codes == [200, 200, 200, 429], codes
+
+
 def test_budget_used_up_through_one_envoy_refuses_on_the_other_and_survives_restarts(fleet):
     a, b = fleet()
     # 40 millionths of a 50-millionth budget, then 80: the next is refused.
@@ -174,3 +197,34 @@ def test_service_down_follows_the_failure_mode_then_recovers(fleet, service, mod
     assert r.status_code == 200, r.text
     b.flushed_stats()
     assert sum(b.counters("wasmcustom.llm_router.rate_limit_service.ok").values()) >= 1
+
+
+def test_the_examples_limit_definitions_are_what_make_limits_prints():
+    """envoy/examples/fleet.{limitador,ratelimit}.yaml are the helper's output for fleet.json,
+    so they cannot drift from the configuration; and Limitador's parses as its limits."""
+    with open(os.path.join(REPO, "envoy", "examples", "fleet.json"), encoding="utf-8") as f:
+        fleet = json.load(f)
+    for fmt in ("limitador", "ratelimit"):
+        with open(os.path.join(REPO, "envoy", "examples", "fleet.%s.yaml" % fmt), encoding="utf-8") as f:
+            text = f.read()
+        body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+        assert body == definitions(fleet, fmt), "run: make limits CONFIG=envoy/examples/fleet.json"
+    limits = limitador_limits(fleet)
+    assert {d["name"] for d in limits} >= {"client support-bot client_rpm", "target anthropic/claude-sonnet-4-5 target_tpm"}
+
+
+def test_compose_runs_limitador_where_envoy_yaml_points_with_the_example_limits():
+    with open(os.path.join(REPO, "compose.yaml"), encoding="utf-8") as f:
+        compose = yaml.safe_load(f)
+    limitador = compose["services"]["limitador"]
+    assert limitador["profiles"] == ["limits"] and compose["services"]["redis"]["profiles"] == ["limits"]
+    mount = limitador["volumes"][0].split(":")
+    assert mount[0] == "./envoy/examples/fleet.limitador.yaml" and mount[1] == limitador["command"][-3]
+    cmd = limitador["command"]
+    rls_port = int(cmd[cmd.index("--rls-port") + 1])
+    cluster = [c for c in load_bundled()["static_resources"]["clusters"] if c["name"] == "ratelimit"][0]
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "127.0.0.1", "port_value": rls_port}
+    assert "http2_protocol_options" in cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    assert cmd[-2:] == ["redis", "redis://127.0.0.1:6379"]
