@@ -123,7 +123,7 @@ compat-envoys: $(COMPAT_BINS)
 
 # Per version: envoy --mode validate on every envoy/*.yaml, then the core subset with the
 # harness pointed at that binary (LLM_ROUTER_ENVOY); prints each version's time.
-test-compat: build venv compat-envoys
+test-compat: build venv compat-envoys limits-tool ratelimit-server redis
 	@for v in $(COMPAT_ENVOYS); do \
 	  bin=$(CURDIR)/$(COMPAT_DIR)/$$v/envoy/_bin/envoy; start=$$(date +%s); \
 	  for f in $(ENVOY_FILES); do \

@@ -82,7 +82,13 @@ impl Waiting {
             .calls
             .iter_mut()
             .find(|(t, _, a)| *t == token && a.is_none())?;
-        let message = match host.grpc_response(size) {
+        // A failed call has no message to read.
+        let read = if grpc_status == 0 {
+            host.grpc_response(size)
+        } else {
+            Ok(None)
+        };
+        let message = match read {
             Ok(m) => m,
             Err(e) => {
                 slot.2 = Some(Answer::Failed(format!("the answer could not be read: {e}")));
