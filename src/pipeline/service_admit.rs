@@ -11,15 +11,18 @@ use crate::calendar::{month_index, month_start_ms};
 use crate::clients::ledger::{duration, retry_after_seconds, Allowance};
 use crate::clients::Client;
 use crate::clients::Quota;
+use crate::config::plan::{Plan, Price};
 use crate::config::raw::FailureMode;
 use crate::errors::ApiError;
+use crate::health::board::KEY_PREFIX;
 use crate::host::{GrpcCall, Host};
-use crate::metrics::Metrics;
+use crate::metrics::{cost_micro_usd, Metrics};
 use crate::pipeline::answer::Refusal;
 use crate::ratelimit::checks::{self, Charge};
 use crate::ratelimit::stats::ServiceStat;
 use crate::ratelimit::verdict::{self, Answer, LimitStatus, Verdict};
 use crate::ratelimit::{Check, LimitKind, ServicePlan, METHOD, SERVICE};
+use crate::usage::Usage;
 
 /// What admission charged at the service, for the report at the end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -252,20 +255,82 @@ fn reset_header(unit: &str) -> &'static str {
     }
 }
 
-/// Reports the usage beyond what admission charged (`charged`; `None`: nothing was, the
-/// service failed) to the service: fire and forget, the answers are not awaited.
+/// Whether the service refused the request on one of the client's limits.
+pub(super) fn is_clients(v: &Verdict) -> bool {
+    matches!(v, Verdict::Limited { kind, .. } if kind.is_client())
+}
+
+/// Who a request to the target `target_key` (its health-board key) counts against.
+fn charge<'p>(
+    service: &'p ServicePlan,
+    client: Option<&'p Client>,
+    target_key: &'p str,
+    now_ms: u64,
+) -> Charge<'p> {
+    // The descriptor names the target `upstream/model`, without the board's prefix.
+    let name = target_key.strip_prefix(KEY_PREFIX).unwrap_or(target_key);
+    Charge {
+        client: client.map(|c| (c.name.as_str(), &c.limits)),
+        target: service.budget(target_key).map(|b| (name, b)),
+        now_ms,
+    }
+}
+
+/// The calls of a request's admission, and what they charge: the prompt estimate, and its
+/// cost at the target's price when the client has a budget.
+pub(super) fn admission(
+    plan: &Plan,
+    service: &ServicePlan,
+    client: Option<&Client>,
+    target_key: &str,
+    estimate: u64,
+    now_ms: u64,
+) -> (Vec<Check>, Charged) {
+    let charge = charge(service, client, target_key, now_ms);
+    let budgeted = client.is_some_and(|c| c.limits.monthly_budget_micro.is_some());
+    let cost = match plan.targets.get(target_key).and_then(|t| t.price) {
+        Some(price) if budgeted => cost_micro_usd(&price, estimate, 0, 0),
+        _ => 0,
+    };
+    let checks = checks::admission(&service.domain, &charge, estimate, cost);
+    let charged = Charged {
+        tokens: estimate,
+        cost_micro: cost,
+        target: charge.target.map(|_| target_key.to_owned()),
+    };
+    (checks, charged)
+}
+
+/// How a request admitted at the service ended.
+pub(super) struct Done {
+    pub(super) usage: Option<Usage>,
+    /// Of the target that served.
+    pub(super) price: Option<Price>,
+    pub(super) now_ms: u64,
+}
+
+/// Reports the usage beyond what admission `charged` to the service: fire and forget, the
+/// answers are not awaited.
 pub(super) fn report(
     host: &mut dyn Host,
     service: &ServicePlan,
-    charge: &Charge,
+    client: Option<&Client>,
     charged: &Charged,
-    used_tokens: u64,
-    cost_micro: u64,
+    done: &Done,
     metrics: Option<&Metrics>,
 ) {
-    let extra_tokens = used_tokens.saturating_sub(charged.tokens);
-    let extra_cost = cost_micro.saturating_sub(charged.cost_micro);
-    let calls = checks::usage(&service.domain, charge, extra_tokens, extra_cost);
+    let key = charged.target.as_deref().unwrap_or("");
+    let charge = charge(service, client, key, done.now_ms);
+    let tokens = done.usage.map_or(0, |u| u.total);
+    let cost = match (done.usage, done.price) {
+        (Some(u), Some(price)) => {
+            cost_micro_usd(&price, u.prompt, u.cached.unwrap_or(0), u.completion)
+        }
+        _ => 0,
+    };
+    let extra_tokens = tokens.saturating_sub(charged.tokens);
+    let extra_cost = cost.saturating_sub(charged.cost_micro);
+    let calls = checks::usage(&service.domain, &charge, extra_tokens, extra_cost);
     let (svc, method) = service.report_method();
     for check in calls {
         let call = GrpcCall {

@@ -8,11 +8,14 @@
 //!   pause for it;
 //! - the whole body (`route_request`): parse it (`parse.rs`), classify it
 //!   (`crate::classify`), route it (`routing.rs`), admit a target and the caller
-//!   (`admit.rs`), rewrite headers and body for the upstream (`rewrite.rs`), let it go;
+//!   (`admit.rs`), rewrite headers and body for the upstream (`rewrite.rs`), let it go
+//!   (`outbound.rs`); with `rate_limit_service` the caller and the target are admitted at
+//!   the service instead (`service_admit.rs`), the request paused until it answers;
 //! - response headers and body: the answer (`answer.rs`: diagnostics, the caller's rate
 //!   limits, who served after failover, the cost once a held body is whole), with the
 //!   usage read as the body passes (`track.rs`);
-//! - `on_log`: the caller's ledger settled (`admit.rs`) and the access-log line published
+//! - `on_log`: the caller's ledger settled (`admit.rs`) or its usage reported to the
+//!   rate-limit service (`service_admit.rs`), and the access-log line published
 //!   (`record.rs`).
 //!
 //! Health (when `health.enabled`): routing reads each candidate's state from the shared
@@ -35,7 +38,6 @@ use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::HealthBoard;
 use crate::host::Host;
-use crate::metrics::cost_micro_usd;
 use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
@@ -49,17 +51,15 @@ use crate::pipeline::routing::{self, RuleHeaders, Sources};
 use crate::pipeline::service_admit::{self, Charged, Waiting};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, StreamEnd};
 use crate::pipeline::StreamFlow;
-use crate::ratelimit::checks::{self, Charge};
 use crate::ratelimit::{Check, Verdict};
 use crate::rewrite::headers::{HeaderEdits, Side};
 use crate::route::RouteRequest;
 use crate::route::{Candidate, Decision};
 use crate::usage::Edit;
 
-/// Whether the service refused the request on one of the client's limits.
-fn verdict_is_client(v: &Verdict) -> bool {
-    matches!(v, Verdict::Limited { kind, .. } if kind.is_client())
-}
+mod outbound;
+
+use outbound::Outbound;
 
 /// What the host should do next with the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,22 +122,6 @@ pub struct RequestFlow {
     waiting: Option<(Waiting, Outbound)>,
     /// What admission charged at the rate-limit service; `Some` while the report is owed.
     service_charged: Option<Charged>,
-}
-
-/// A routed request ready to be sent on: what [`RequestFlow::send`] writes and counts.
-struct Outbound {
-    report: Report,
-    edits: HeaderEdits,
-    new_body: Option<Vec<u8>>,
-    body_size: usize,
-    decision: Decision,
-    chosen: Candidate,
-    /// Candidates health admission passed over (`None`: through the failover cluster).
-    passed_over: Option<usize>,
-    estimate: u64,
-    now: u64,
-    /// The rate-limit service's calls still to make (none: embedded limits).
-    checks: Vec<Check>,
 }
 
 impl RequestFlow {
@@ -320,14 +304,11 @@ impl RequestFlow {
         }
         let checks = match service {
             Some(service) => {
-                let charge = self.service_charge(&plan, &chosen.key, now);
-                let cost = self.estimated_cost(&plan, &chosen.key, estimate);
-                self.service_charged = Some(Charged {
-                    tokens: estimate,
-                    cost_micro: cost,
-                    target: charge.target.map(|_| chosen.key.clone()),
-                });
-                checks::admission(&service.domain, &charge, estimate, cost)
+                let client = self.caller();
+                let (checks, charged) =
+                    service_admit::admission(&plan, service, client, &chosen.key, estimate, now);
+                self.service_charged = Some(charged);
+                checks
             }
             None => Vec::new(),
         };
@@ -343,23 +324,6 @@ impl RequestFlow {
             now,
             checks,
         })
-    }
-
-    /// Sends the prepared request on: its headers and body written, counted from now on.
-    fn send(&mut self, host: &mut dyn Host, out: Outbound) -> Result<(), Refusal> {
-        let new_body = out.new_body.as_deref();
-        rewrite::send(host, &mut self.client, &out.edits, out.body_size, new_body)?;
-        if let Some(m) = &self.metrics {
-            if let Some(i) = self.caller {
-                m.clients.add(i, ClientStat::Requests, 1);
-            }
-            let (d, chosen, estimate) = (&out.decision, &out.chosen, out.estimate);
-            let meter = admit::start_meter(host, m, d, chosen, out.passed_over, estimate, out.now);
-            self.acc.meter = Some(meter);
-        }
-        self.report = Some(out.report);
-        self.state = State::Routed;
-        Ok(())
     }
 }
 
@@ -468,22 +432,7 @@ impl StreamFlow for RequestFlow {
 
     /// An answer of the rate-limit service: once all are in, the request goes or is refused.
     fn on_grpc_response(&mut self, host: &mut dyn Host, token: u32, status: u32, size: usize) {
-        let Some((waiting, _)) = self.waiting.as_mut() else {
-            return;
-        };
-        let Some(verdict) = waiting.answer(host, token, status, size) else {
-            return;
-        };
-        let Some((waiting, out)) = self.waiting.take() else {
-            return;
-        };
-        waiting.count(self.metrics.as_deref());
-        if let Some(m) = &self.metrics {
-            let now = now_ms(host);
-            let started = waiting.started_ms();
-            m.limits_service.latency(host, now.saturating_sub(started));
-        }
-        self.admitted(host, &verdict, out, true);
+        self.service_answer(host, token, status, size);
     }
 
     /// A routed endpoint's body that ends in trailers: refused, since the body is never seen
@@ -612,7 +561,20 @@ impl StreamFlow for RequestFlow {
                 let charged = self.ledger_charged.take();
                 admit::settle_caller(host, &caller, usage, price, charged, end.now_ms());
             }
-            self.report_usage(host, end.now_ms());
+            if let (Some(charged), Some(service)) = (
+                self.service_charged.take(),
+                plan.rate_limit_service.as_ref(),
+            ) {
+                let client = plan.clients.as_ref().and_then(|c| c.get(self.caller?));
+                let (usage, price) = (self.acc.usage(), self.target_price());
+                let done = service_admit::Done {
+                    usage,
+                    price,
+                    now_ms: end.now_ms(),
+                };
+                let m = self.metrics.as_deref();
+                service_admit::report(host, service, client, &charged, &done, m);
+            }
         }
         self.publish_record(host, &end);
     }
@@ -680,121 +642,6 @@ impl RequestFlow {
             log::error!("could not send the {status} reply: {e}");
         }
         Flow::Pause
-    }
-
-    /// Answers the client with a refusal's error and headers.
-    fn refuse(&mut self, host: &mut dyn Host, refusal: Refusal) -> Flow {
-        let (error, headers) = refusal.into_reply(host);
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.reply_with(host, &error, &headers)
-    }
-
-    /// Sends the prepared request on (`resume`: it was paused for the rate-limit service).
-    fn go(&mut self, host: &mut dyn Host, out: Outbound, resume: bool) -> Flow {
-        if let Err(refusal) = self.send(host, out) {
-            return self.refuse(host, refusal);
-        }
-        if !resume {
-            return Flow::Continue;
-        }
-        if let Err(e) = host.resume_request() {
-            log::error!("llm-router: could not resume the request: {e}");
-        }
-        Flow::Pause
-    }
-
-    /// The rate-limit service's verdict on the prepared request.
-    fn admitted(
-        &mut self,
-        host: &mut dyn Host,
-        verdict: &Verdict,
-        out: Outbound,
-        resume: bool,
-    ) -> Flow {
-        let Some(service) = self.plan.rate_limit_service.as_ref() else {
-            return self.go(host, out, resume);
-        };
-        let client = self.caller();
-        let metrics = self.metrics.as_deref();
-        match service_admit::decide(verdict, service, client, metrics, out.now) {
-            Ok(charged) => {
-                self.quota = service_admit::quota(verdict);
-                if !charged {
-                    // Nothing was counted: the report at the end carries all the usage.
-                    if let Some(c) = &mut self.service_charged {
-                        c.tokens = 0;
-                        c.cost_micro = 0;
-                    }
-                }
-                self.go(host, out, resume)
-            }
-            Err(refusal) => {
-                self.service_charged = None;
-                if let (Some(m), Some(i), true) =
-                    (&self.metrics, self.caller, verdict_is_client(verdict))
-                {
-                    m.clients.add(i, ClientStat::RateLimited, 1);
-                }
-                self.refuse(host, refusal)
-            }
-        }
-    }
-
-    /// Who the request counts against at the rate-limit service.
-    fn service_charge<'p>(&self, plan: &'p Plan, target_key: &'p str, now_ms: u64) -> Charge<'p> {
-        let client = self
-            .caller
-            .and_then(|i| plan.clients.as_ref()?.get(i))
-            .map(|c| (c.name.as_str(), &c.limits));
-        // The descriptor names the target `upstream/model`, without the board's prefix.
-        let name = target_key
-            .strip_prefix(crate::health::board::KEY_PREFIX)
-            .unwrap_or(target_key);
-        let target = plan
-            .rate_limit_service
-            .as_ref()
-            .and_then(|s| s.budget(target_key))
-            .map(|b| (name, b));
-        Charge {
-            client,
-            target,
-            now_ms,
-        }
-    }
-
-    /// The prompt estimate's cost at the target's price, when the client has a budget.
-    fn estimated_cost(&self, plan: &Plan, target_key: &str, estimate: u64) -> u64 {
-        let budgeted = self
-            .caller()
-            .is_some_and(|c| c.limits.monthly_budget_micro.is_some());
-        match plan.targets.get(target_key).and_then(|t| t.price) {
-            Some(price) if budgeted => cost_micro_usd(&price, estimate, 0, 0),
-            _ => 0,
-        }
-    }
-
-    /// The end of a request admitted at the rate-limit service: the usage beyond what
-    /// admission charged is reported.
-    fn report_usage(&mut self, host: &mut dyn Host, now_ms: u64) {
-        let (Some(charged), Some(service)) = (
-            self.service_charged.take(),
-            self.plan.rate_limit_service.as_ref(),
-        ) else {
-            return;
-        };
-        let plan = Rc::clone(&self.plan);
-        let key = charged.target.as_deref().unwrap_or("");
-        let charge = self.service_charge(&plan, key, now_ms);
-        let usage = self.acc.usage();
-        let tokens = usage.map_or(0, |u| u.total);
-        let cost = match (usage, self.target_price()) {
-            (Some(u), Some(price)) => {
-                cost_micro_usd(&price, u.prompt, u.cached.unwrap_or(0), u.completion)
-            }
-            _ => 0,
-        };
-        let metrics = self.metrics.as_deref();
-        service_admit::report(host, service, &charge, &charged, tokens, cost, metrics);
     }
 
     /// The price of the target that served.
