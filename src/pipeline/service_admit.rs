@@ -8,7 +8,7 @@
 //! failed (`failure_mode: allow`) was charged nothing: its report carries all of its usage.
 
 use crate::calendar::{month_index, month_start_ms};
-use crate::clients::ledger::{duration, retry_after_seconds, Allowance};
+use crate::clients::ledger::{duration, rate_limit_headers, retry_after_seconds, Allowance};
 use crate::clients::Client;
 use crate::clients::Quota;
 use crate::config::plan::{Plan, Price};
@@ -217,42 +217,25 @@ fn limited(
     let name = client.map_or("", |c| c.name.as_str());
     let error = ApiError::rate_limited_at_service(kind, name, limit, &duration(retry_ms));
     let mut headers = vec![("retry-after", retry_after_seconds(retry_ms).to_string())];
-    let names = match kind {
-        LimitKind::ClientRequests => Some(("requests", status)),
-        LimitKind::ClientTokens => Some(("tokens", status)),
-        _ => None,
+    // The client's rpm or tpm, as the embedded limits report them.
+    let allowance = limit.map(|limit| Allowance {
+        limit,
+        remaining: status.map_or(0, |s| s.remaining),
+        reset_ms: retry_ms,
+    });
+    let quota = match kind {
+        LimitKind::ClientRequests => Quota {
+            requests: allowance,
+            tokens: None,
+        },
+        LimitKind::ClientTokens => Quota {
+            requests: None,
+            tokens: allowance,
+        },
+        _ => Quota::default(),
     };
-    if let (Some((unit, status)), Some(limit)) = (names, limit) {
-        let remaining = status.map_or(0, |s| s.remaining);
-        headers.push((limit_header(unit), limit.to_string()));
-        headers.push((remaining_header(unit), remaining.to_string()));
-        headers.push((reset_header(unit), duration(retry_ms)));
-    }
+    headers.extend(rate_limit_headers(&quota));
     Refusal::Limited(error, headers)
-}
-
-fn limit_header(unit: &str) -> &'static str {
-    if unit == "requests" {
-        "x-ratelimit-limit-requests"
-    } else {
-        "x-ratelimit-limit-tokens"
-    }
-}
-
-fn remaining_header(unit: &str) -> &'static str {
-    if unit == "requests" {
-        "x-ratelimit-remaining-requests"
-    } else {
-        "x-ratelimit-remaining-tokens"
-    }
-}
-
-fn reset_header(unit: &str) -> &'static str {
-    if unit == "requests" {
-        "x-ratelimit-reset-requests"
-    } else {
-        "x-ratelimit-reset-tokens"
-    }
 }
 
 /// Whether the service refused the request on one of the client's limits.

@@ -95,13 +95,17 @@ fn cel(s: &str) -> String {
     out
 }
 
+/// The service's domain of the plan's descriptors.
+fn domain_of(plan: &Plan) -> &str {
+    plan.rate_limit_service
+        .as_ref()
+        .map_or(super::DEFAULT_DOMAIN, |s| s.domain.as_str())
+}
+
 /// Limitador's limits file: one limit per definition in namespace `domain`, matched on the
 /// descriptor's entries; a budget's counter is per `month`.
 pub fn limitador(plan: &Plan) -> String {
-    let domain = plan
-        .rate_limit_service
-        .as_ref()
-        .map_or(super::DEFAULT_DOMAIN, |s| s.domain.as_str());
+    let domain = domain_of(plan);
     let defs = definitions(plan);
     if defs.is_empty() {
         return "[]\n".to_owned();
@@ -138,10 +142,7 @@ pub fn limitador(plan: &Plan) -> String {
 /// the unit `year` (the month in the descriptor starts each calendar month afresh; the
 /// yearly window only has to outlast it).
 pub fn envoy_ratelimit(plan: &Plan) -> String {
-    let domain = plan
-        .rate_limit_service
-        .as_ref()
-        .map_or(super::DEFAULT_DOMAIN, |s| s.domain.as_str());
+    let domain = domain_of(plan);
     let defs = definitions(plan);
     if defs.is_empty() {
         return format!("domain: {}\ndescriptors: []\n", quoted(domain));
