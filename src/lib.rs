@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod rewrite;
 pub mod route;
 pub mod sha256;
+pub mod translate;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,304 @@
+//! The mapping tables of `request` and `response`, both ways, and the refusals.
+
+use serde_json::{json, Map, Value};
+
+use super::request::{anthropic_to_openai, openai_to_anthropic};
+use super::{error_body, response, Format};
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn to_anthropic(v: Value) -> Value {
+    Value::Object(openai_to_anthropic(&obj(v), 4096).expect("translates"))
+}
+
+fn to_openai(v: Value) -> Value {
+    Value::Object(anthropic_to_openai(&obj(v)).expect("translates"))
+}
+
+fn refused_toward_anthropic(v: Value) -> String {
+    openai_to_anthropic(&obj(v), 4096)
+        .expect_err("refused")
+        .field
+}
+
+fn refused_toward_openai(v: Value) -> String {
+    anthropic_to_openai(&obj(v)).expect_err("refused").field
+}
+
+#[test]
+fn an_openai_conversation_with_tools_and_images_becomes_anthropic() {
+    let got = to_anthropic(json!({
+        "model": "claude-x", "temperature": 0.5, "top_p": 0.9, "stream": true,
+        "stream_options": {"include_usage": true}, "stop": "END", "user": "u-1",
+        "max_completion_tokens": 300, "n": 1, "parallel_tool_calls": false, "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use tools."}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather here?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "12 C"},
+            {"role": "user", "content": "Thanks"}
+        ]
+    }));
+    assert_eq!(
+        got,
+        json!({
+            "model": "claude-x", "temperature": 0.5, "top_p": 0.9, "stream": true,
+            "stop_sequences": ["END"], "metadata": {"user_id": "u-1"}, "max_tokens": 300,
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "tools": [{"name": "get_weather", "description": "d",
+                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use tools."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather here?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
+                // The tool result and the next user message: one user turn (turns alternate).
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "12 C"},
+                    {"type": "text", "text": "Thanks"}]}
+            ]
+        })
+    );
+}
+
+#[test]
+fn anthropic_needs_an_output_limit_and_gets_the_configured_one() {
+    let got = to_anthropic(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(got["max_tokens"], 4096);
+    let got = to_anthropic(json!({"model": "m", "max_tokens": 7, "messages": []}));
+    assert_eq!(got["max_tokens"], 7);
+    let choice = |c: Value| {
+        to_anthropic(json!({"model": "m", "tool_choice": c, "messages": []}))["tool_choice"].clone()
+    };
+    assert_eq!(choice(json!("auto")), json!({"type": "auto"}));
+    assert_eq!(choice(json!("none")), json!({"type": "none"}));
+    assert_eq!(
+        choice(json!({"type": "function", "function": {"name": "f"}})),
+        json!({"type": "tool", "name": "f"})
+    );
+}
+
+#[test]
+fn what_anthropic_cannot_express_is_refused_by_name() {
+    let base = |extra: Value| {
+        let mut v = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, x) in obj(extra) {
+            v[k] = x;
+        }
+        v
+    };
+    assert_eq!(refused_toward_anthropic(base(json!({"n": 2}))), "n");
+    assert_eq!(
+        refused_toward_anthropic(base(json!({"logprobs": true}))),
+        "logprobs"
+    );
+    assert_eq!(refused_toward_anthropic(base(json!({"seed": 1}))), "seed");
+    assert_eq!(
+        refused_toward_anthropic(base(json!({"temperature": 1.5}))),
+        "temperature"
+    );
+    assert_eq!(
+        refused_toward_anthropic(base(json!({"response_format": {"type": "json_object"}}))),
+        "response_format"
+    );
+    assert_eq!(
+        refused_toward_anthropic(base(json!({"tools": [{"type": "web_search"}]}))),
+        "tools[0].type"
+    );
+    assert_eq!(
+        refused_toward_anthropic(json!({"model": "m", "messages": [
+            {"role": "user", "content": "hi"}, {"role": "system", "content": "late"}]})),
+        "messages[1].role"
+    );
+    assert_eq!(
+        refused_toward_anthropic(json!({"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]})),
+        "messages[0].content[0].type"
+    );
+    assert_eq!(
+        refused_toward_anthropic(json!({"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]})),
+        "messages[0].content[0].image_url.url"
+    );
+    assert_eq!(
+        refused_toward_anthropic(
+            json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{not json"}}]}]})
+        ),
+        "messages[0].tool_calls[0].function.arguments"
+    );
+    // Defaults and OpenAI's stored-completion fields are dropped, not refused.
+    let got = to_anthropic(base(
+        json!({"n": 1, "response_format": {"type": "text"}, "store": false,
+                                       "metadata": {"k": "v"}}),
+    ));
+    assert!(got.get("n").is_none() && got.get("store").is_none());
+}
+
+#[test]
+fn an_anthropic_conversation_becomes_openai() {
+    let got = to_openai(json!({
+        "model": "gpt-x", "max_tokens": 100, "stream": true, "stop_sequences": ["END"],
+        "metadata": {"user_id": "u-1"}, "temperature": 0.2,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+        "tools": [{"name": "get_weather", "description": "d", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "12 C"}]},
+                {"type": "text", "text": "Thanks"}]}
+        ]
+    }));
+    assert_eq!(
+        got,
+        json!({
+            "model": "gpt-x", "max_tokens": 100, "stream": true,
+            "stream_options": {"include_usage": true}, "stop": ["END"], "user": "u-1", "temperature": 0.2,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+                                                         "parameters": {"type": "object"}}}],
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Look:"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "12 C"},
+                {"role": "user", "content": "Thanks"}
+            ]
+        })
+    );
+    let refused = |extra: Value, field: &str| {
+        let mut v =
+            json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]});
+        for (k, x) in obj(extra) {
+            v[k] = x;
+        }
+        assert_eq!(refused_toward_openai(v), field);
+    };
+    refused(json!({"top_k": 5}), "top_k");
+    refused(
+        json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+        "thinking",
+    );
+    refused(
+        json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+        "tools[0].type",
+    );
+    refused(
+        json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+        "messages[0].content[0].type",
+    );
+}
+
+#[test]
+fn translated_twice_a_request_says_what_it_said() {
+    let openai = json!({"model": "m", "max_tokens": 50, "temperature": 0.3, "stop": ["x"],
+        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+                     {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]});
+    let back = to_openai(to_anthropic(openai.clone()));
+    assert_eq!(
+        back["messages"],
+        json!([
+        {"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}])
+    );
+    for key in ["model", "max_tokens", "temperature", "stop"] {
+        assert_eq!(back[key], openai[key], "{key}");
+    }
+}
+
+#[test]
+fn whole_answers_map_content_tool_calls_stop_reasons_and_usage() {
+    let msg = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "text", "text": "Let me check."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "cache_creation_input_tokens": 5,
+                  "output_tokens": 20}});
+    let got = response::anthropic_to_openai(&msg, 1_700_000_000);
+    assert_eq!(got["object"], "chat.completion");
+    assert_eq!(got["created"], 1_700_000_000u64);
+    assert_eq!(got["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(got["choices"][0]["message"]["content"], "Let me check.");
+    assert_eq!(
+        got["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"a\":1}"
+    );
+    assert_eq!(
+        got["usage"],
+        json!({"prompt_tokens": 105, "completion_tokens": 20, "total_tokens": 125,
+                                    "prompt_tokens_details": {"cached_tokens": 90}})
+    );
+    let back = response::openai_to_anthropic(&got);
+    assert_eq!(back["content"], msg["content"]);
+    assert_eq!(back["stop_reason"], "tool_use");
+    // The cache writes count as input on the way back: OpenAI has no field for them.
+    assert_eq!(
+        back["usage"],
+        json!({"input_tokens": 15, "output_tokens": 20, "cache_read_input_tokens": 90})
+    );
+    for (stop, finish) in [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("refusal", "content_filter"),
+    ] {
+        assert_eq!(response::finish_reason(Some(stop)), json!(finish));
+    }
+    let refusal = json!({"id": "c", "model": "gpt-x", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4}});
+    let got = response::openai_to_anthropic(&refusal);
+    assert_eq!(got["stop_reason"], "refusal");
+    assert_eq!(
+        got["content"],
+        json!([{"type": "text", "text": "I can't help with that."}])
+    );
+}
+
+#[test]
+fn provider_errors_take_the_clients_shape() {
+    let openai = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+    assert_eq!(
+        error_body(429, openai, Format::Anthropic),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}})
+    );
+    let anthropic =
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    assert_eq!(
+        error_body(529, anthropic, Format::OpenAi),
+        json!({"error": {"message": "Overloaded", "type": "server_error", "param": null,
+                                "code": "overloaded_error"}})
+    );
+    // Not JSON: the text is the message.
+    assert_eq!(
+        error_body(502, b"upstream connect error", Format::Anthropic)["error"]["message"],
+        "upstream connect error"
+    );
+}
