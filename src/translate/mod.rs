@@ -6,6 +6,7 @@
 
 pub mod request;
 pub mod response;
+pub mod stream;
 
 use serde_json::{json, Value};
 

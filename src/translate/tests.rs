@@ -302,3 +302,169 @@ fn provider_errors_take_the_clients_shape() {
         "upstream connect error"
     );
 }
+
+use super::stream::{AnthropicToOpenAi, Events, OpenAiToAnthropic};
+
+/// An Anthropic stream as Anthropic sends it: text, then a tool use in two JSON pieces.
+const ANTHROPIC_STREAM: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\r\n\r\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hé\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"llo\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+/// An OpenAI stream with usage: text, then a tool call in two argument pieces.
+const OPENAI_STREAM: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hé\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"llo\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":15,\"completion_tokens\":9,\"total_tokens\":24,\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n\
+data: [DONE]\n\n";
+
+fn events_of(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+    let mut e = Events::default();
+    let events = e.push(bytes).expect("bounded");
+    events
+        .into_iter()
+        .map(|ev| {
+            (
+                ev.name,
+                serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_anthropic_stream_becomes_openai_chunks_at_every_byte_split() {
+    let whole = {
+        let mut t = AnthropicToOpenAi::new(1_700_000_000, true);
+        t.push(ANTHROPIC_STREAM.as_bytes())
+    };
+    let bytes = ANTHROPIC_STREAM.as_bytes();
+    for split in 1..bytes.len() {
+        let mut t = AnthropicToOpenAi::new(1_700_000_000, true);
+        let mut out = t.push(&bytes[..split]);
+        out.extend(t.push(&bytes[split..]));
+        assert_eq!(out, whole, "split at {split}");
+    }
+    let chunks = events_of(&whole);
+    let text: String = chunks
+        .iter()
+        .filter_map(|(_, c)| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(text, "Héllo");
+    let args: String = chunks
+        .iter()
+        .filter_map(|(_, c)| {
+            c.pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(args, "{\"a\":1}");
+    assert_eq!(chunks[0].1["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks
+        .iter()
+        .any(|(_, c)| c.pointer("/choices/0/delta/tool_calls/0/id") == Some(&json!("toolu_1"))));
+    assert!(chunks
+        .iter()
+        .any(|(_, c)| c.pointer("/choices/0/finish_reason") == Some(&json!("tool_calls"))));
+    let usage = chunks
+        .iter()
+        .find_map(|(_, c)| c.get("usage"))
+        .expect("a usage chunk");
+    assert_eq!(
+        usage,
+        &json!({"prompt_tokens": 15, "completion_tokens": 9, "total_tokens": 24})
+    );
+    assert_eq!(chunks.last().map(|(_, c)| c.clone()), Some(json!("[DONE]")));
+    assert!(chunks
+        .iter()
+        .all(|(_, c)| c == "[DONE]" || c["object"] == "chat.completion.chunk"));
+}
+
+#[test]
+fn an_openai_stream_becomes_anthropic_events_at_every_byte_split() {
+    let whole = OpenAiToAnthropic::new().push(OPENAI_STREAM.as_bytes(), true);
+    let bytes = OPENAI_STREAM.as_bytes();
+    for split in 1..bytes.len() {
+        let mut t = OpenAiToAnthropic::new();
+        let mut out = t.push(&bytes[..split], false);
+        out.extend(t.push(&bytes[split..], true));
+        assert_eq!(out, whole, "split at {split}");
+    }
+    let events = events_of(&whole);
+    let names: Vec<&str> = events.iter().filter_map(|(n, _)| n.as_deref()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    // Each event's type is its name, as Anthropic's SDKs expect.
+    assert!(events
+        .iter()
+        .all(|(n, v)| n.as_deref() == v["type"].as_str()));
+    assert_eq!(
+        events[5].1["content_block"],
+        json!({"type": "tool_use", "id": "call_1", "name": "f", "input": {}})
+    );
+    let json_args: String = events
+        .iter()
+        .filter_map(|(_, v)| v.pointer("/delta/partial_json").and_then(Value::as_str))
+        .collect();
+    assert_eq!(json_args, "{\"a\":1}");
+    assert_eq!(events[9].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(
+        events[9].1["usage"],
+        json!({"input_tokens": 12, "output_tokens": 9, "cache_read_input_tokens": 3})
+    );
+    // A stream cut off without [DONE] is finished at its end.
+    let cut = &bytes[..bytes.len() - "data: [DONE]\n\n".len()];
+    let out = OpenAiToAnthropic::new().push(cut, true);
+    assert_eq!(out, whole);
+}
+
+#[test]
+fn an_oversized_event_ends_the_translation_with_an_error() {
+    let mut t = OpenAiToAnthropic::new();
+    let big = vec![b'x'; super::stream::MAX_EVENT_BYTES + 1];
+    let out = t.push(&big, false);
+    assert!(String::from_utf8_lossy(&out).starts_with("event: error\n"));
+    assert!(t.push(b"data: {}\n\n", true).is_empty());
+}
+
+#[test]
+fn an_event_in_one_byte_chunks_is_scanned_once() {
+    // 200 KB in 1-byte pushes: a rescan from the start on every push would take minutes.
+    let event = format!("data: {{\"pad\":\"{}\"}}\n\n", "x".repeat(200_000));
+    let mut e = Events::default();
+    let mut got = Vec::new();
+    for b in event.as_bytes() {
+        got.extend(e.push(std::slice::from_ref(b)).expect("bounded"));
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data.len(), event.len() - "data: \n\n".len());
+}

@@ -1,0 +1,412 @@
+//! Streams, both ways, event by event: each upstream chunk is split into whole SSE events
+//! (an event may arrive in pieces: the rest waits for the next chunk), and each event is
+//! translated as soon as it is whole, so a translated stream is as prompt as the upstream's.
+//!
+//! | Anthropic event | OpenAI `chat.completion.chunk` |
+//! |---|---|
+//! | `message_start` | the first chunk: `delta.role` `assistant` |
+//! | `content_block_start` `tool_use` | `delta.tool_calls[i]` with `id`, `function.name` |
+//! | `content_block_delta` `text_delta` | `delta.content` |
+//! | `content_block_delta` `input_json_delta` | `delta.tool_calls[i].function.arguments` |
+//! | `message_delta` (`stop_reason`, `usage`) | `finish_reason`; the usage chunk (`choices: []`) |
+//! | `message_stop` | `data: [DONE]` |
+//! | `ping`, `content_block_start` `text`, `content_block_stop` | nothing |
+//! | `error` | `{"error": ...}` |
+
+use serde_json::{json, Value};
+
+use super::response::{finish_reason, stop_reason};
+
+/// The longest event held while it is incomplete; a longer one ends the translation.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Splits a byte stream into SSE events (`event:` name and joined `data:` lines).
+#[derive(Debug, Default)]
+pub struct Events {
+    buf: Vec<u8>,
+    /// How far `buf` was scanned, and where its current line starts: each byte is looked
+    /// at once, however the event is split (a hostile upstream's 1-byte chunks stay linear).
+    scanned: usize,
+    line_start: usize,
+}
+
+/// An event outgrew [`MAX_EVENT_BYTES`] before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLarge;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: Option<String>,
+    pub data: String,
+}
+
+impl Events {
+    /// The events that `chunk` completes; `Err` when an event outgrows [`MAX_EVENT_BYTES`].
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, next)) = self.event_end() {
+            let raw: Vec<u8> = self.buf.drain(..next).take(end).collect();
+            (self.scanned, self.line_start) = (0, 0);
+            if let Some(e) = parse_event(&raw) {
+                out.push(e);
+            }
+        }
+        if self.buf.len() > MAX_EVENT_BYTES {
+            return Err(EventTooLarge);
+        }
+        Ok(out)
+    }
+}
+
+impl Events {
+    /// Where the first event in the buffer ends (its last byte before the blank line) and
+    /// where the next begins. A `\r` at the very end may be half of `\r\n`: wait for the
+    /// next byte.
+    fn event_end(&mut self) -> Option<(usize, usize)> {
+        let buf = &self.buf;
+        let mut i = self.scanned;
+        while i < buf.len() {
+            let eol = match buf[i] {
+                b'\n' => Some(i + 1),
+                b'\r' if i + 1 < buf.len() => Some(if buf[i + 1] == b'\n' { i + 2 } else { i + 1 }),
+                b'\r' => break,
+                _ => None,
+            };
+            match eol {
+                Some(after) if i == self.line_start => return Some((self.line_start, after)),
+                Some(after) => {
+                    self.line_start = after;
+                    i = after;
+                }
+                None => i += 1,
+            }
+        }
+        self.scanned = i;
+        None
+    }
+}
+
+fn parse_event(raw: &[u8]) -> Option<Event> {
+    let text = String::from_utf8_lossy(raw);
+    let mut name = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = Some(value.to_owned()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    (name.is_some() || !data.is_empty()).then(|| Event {
+        name,
+        data: data.join("\n"),
+    })
+}
+
+fn sse_data(v: &Value) -> Vec<u8> {
+    format!("data: {v}\n\n").into_bytes()
+}
+
+fn sse_event(name: &str, v: &Value) -> Vec<u8> {
+    format!("event: {name}\ndata: {v}\n\n").into_bytes()
+}
+
+/// An Anthropic Messages stream as OpenAI chat completion chunks.
+#[derive(Debug, Default)]
+pub struct AnthropicToOpenAi {
+    events: Events,
+    id: Value,
+    model: Value,
+    created: u64,
+    /// Send the usage chunk (the client asked for `stream_options.include_usage`).
+    include_usage: bool,
+    input_tokens: u64,
+    /// The OpenAI tool-call index of each Anthropic content block that is a tool use.
+    tool_blocks: Vec<(u64, usize)>,
+    broken: bool,
+}
+
+impl AnthropicToOpenAi {
+    pub fn new(created: u64, include_usage: bool) -> AnthropicToOpenAi {
+        AnthropicToOpenAi {
+            created,
+            include_usage,
+            ..AnthropicToOpenAi::default()
+        }
+    }
+
+    /// The translation of `chunk`: the chunks of the events it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.broken {
+            return Vec::new();
+        }
+        let Ok(events) = self.events.push(chunk) else {
+            self.broken = true;
+            return sse_data(
+                &json!({"error": {"message": "an upstream event is too large",
+                                              "type": "server_error"}}),
+            );
+        };
+        let mut out = Vec::new();
+        for e in events {
+            let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+                continue;
+            };
+            out.extend(self.event(&v));
+        }
+        out
+    }
+
+    fn chunk(&self, delta: Value, finish: Value) -> Value {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+               "model": self.model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    }
+
+    fn event(&mut self, v: &Value) -> Vec<u8> {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "message_start" => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                self.id = m.get("id").cloned().unwrap_or(Value::Null);
+                self.model = m.get("model").cloned().unwrap_or(Value::Null);
+                let u = m.get("usage").unwrap_or(&Value::Null);
+                self.input_tokens = [
+                    "input_tokens",
+                    "cache_read_input_tokens",
+                    "cache_creation_input_tokens",
+                ]
+                .iter()
+                .filter_map(|k| u.get(*k).and_then(Value::as_u64))
+                .sum();
+                sse_data(&self.chunk(json!({"role": "assistant", "content": ""}), Value::Null))
+            }
+            "content_block_start" => {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                    return Vec::new();
+                }
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let call = self.tool_blocks.len();
+                self.tool_blocks.push((index, call));
+                let delta = json!({"tool_calls": [{"index": call, "id": block.get("id"), "type": "function",
+                                                   "function": {"name": block.get("name"), "arguments": ""}}]});
+                sse_data(&self.chunk(delta, Value::Null))
+            }
+            "content_block_delta" => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        sse_data(&self.chunk(json!({"content": d.get("text")}), Value::Null))
+                    }
+                    Some("input_json_delta") => {
+                        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let Some((_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index)
+                        else {
+                            return Vec::new();
+                        };
+                        let delta = json!({"tool_calls": [{"index": call,
+                                           "function": {"arguments": d.get("partial_json")}}]});
+                        sse_data(&self.chunk(delta, Value::Null))
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "message_delta" => {
+                let stop = v.pointer("/delta/stop_reason").and_then(Value::as_str);
+                let mut out = sse_data(&self.chunk(json!({}), finish_reason(stop)));
+                if self.include_usage {
+                    let output = v
+                        .pointer("/usage/output_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    let prompt = self.input_tokens;
+                    out.extend(sse_data(&json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [],
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": output,
+                                  "total_tokens": prompt + output}})));
+                }
+                out
+            }
+            "message_stop" => b"data: [DONE]\n\n".to_vec(),
+            "error" => sse_data(&json!({"error": {
+                "message": v.pointer("/error/message"), "type": v.pointer("/error/type")}})),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An OpenAI chat completion stream (first choice) as Anthropic Messages events.
+#[derive(Debug, Default)]
+pub struct OpenAiToAnthropic {
+    events: Events,
+    started: bool,
+    /// The open content block: its index and whether it is text.
+    open: Option<(usize, bool)>,
+    next_block: usize,
+    /// The content block of each OpenAI tool-call index.
+    tools: Vec<(u64, usize)>,
+    stop: Value,
+    usage: Value,
+    done: bool,
+}
+
+impl OpenAiToAnthropic {
+    pub fn new() -> OpenAiToAnthropic {
+        OpenAiToAnthropic::default()
+    }
+
+    /// The translation of `chunk`; `end`: the upstream's stream ended with it (a stream
+    /// without `[DONE]` is finished here).
+    pub fn push(&mut self, chunk: &[u8], end: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        let events = match self.events.push(chunk) {
+            Ok(e) => e,
+            Err(EventTooLarge) => {
+                self.done = true;
+                return sse_event(
+                    "error",
+                    &json!({"type": "error", "error": {
+                    "type": "api_error", "message": "an upstream event is too large"}}),
+                );
+            }
+        };
+        for e in events {
+            if e.data.trim() == "[DONE]" {
+                out.extend(self.finish());
+                return out;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                out.extend(self.chunk(&v));
+            }
+        }
+        if end {
+            out.extend(self.finish());
+        }
+        out
+    }
+
+    fn start(&mut self, v: &Value) -> Vec<u8> {
+        if self.started {
+            return Vec::new();
+        }
+        self.started = true;
+        sse_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {
+            "id": v.get("id"), "type": "message", "role": "assistant", "model": v.get("model"),
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        )
+    }
+
+    fn close(&mut self) -> Vec<u8> {
+        match self.open.take() {
+            Some((index, _)) => sse_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    fn open_block(&mut self, block: Value, text: bool) -> Vec<u8> {
+        let mut out = self.close();
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open = Some((index, text));
+        out.extend(sse_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        out
+    }
+
+    fn chunk(&mut self, v: &Value) -> Vec<u8> {
+        if let Some(e) = v.get("error") {
+            return sse_event(
+                "error",
+                &json!({"type": "error", "error": {
+                "type": "api_error", "message": e.get("message")}}),
+            );
+        }
+        let mut out = self.start(v);
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = u.clone();
+        }
+        let Some(choice) = v.pointer("/choices/0") else {
+            return out;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if !matches!(self.open, Some((_, true))) {
+                out.extend(self.open_block(json!({"type": "text", "text": ""}), true));
+            }
+            let index = self.open.map_or(0, |(i, _)| i);
+            out.extend(sse_event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta",
+                "index": index, "delta": {"type": "text_delta", "text": text}}),
+            ));
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let k = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if call.get("id").is_some() || !self.tools.iter().any(|(t, _)| *t == k) {
+                let block = json!({"type": "tool_use", "id": call.get("id"),
+                                   "name": call.pointer("/function/name"), "input": {}});
+                out.extend(self.open_block(block, false));
+                let index = self.open.map_or(0, |(i, _)| i);
+                self.tools.push((k, index));
+            }
+            let args = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if let (false, Some((_, index))) = (
+                args.is_empty(),
+                self.tools.iter().rev().find(|(t, _)| *t == k),
+            ) {
+                out.extend(sse_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta",
+                    "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}),
+                ));
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = stop_reason(Some(f));
+            out.extend(self.close());
+        }
+        out
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        self.done = true;
+        let mut out = self.start(&Value::Null);
+        out.extend(self.close());
+        let usage = super::response::anthropic_usage(&self.usage);
+        out.extend(sse_event(
+            "message_delta",
+            &json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop, "stop_sequence": null}, "usage": usage}),
+        ));
+        out.extend(sse_event("message_stop", &json!({"type": "message_stop"})));
+        out
+    }
+}
