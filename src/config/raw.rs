@@ -395,6 +395,23 @@ pub struct RawUpstream {
     /// Extra request headers sent to this upstream (e.g. `anthropic-version`).
     #[serde(default, deserialize_with = "unique_keys")]
     pub headers: BTreeMap<String, String>,
+    /// The API the upstream speaks; requests in the other one are translated. Absent: each
+    /// request goes in the API its client spoke (no translation).
+    #[serde(default)]
+    pub format: Option<UpstreamFormat>,
+    /// The output limit of a request translated to Anthropic's API that set none (Anthropic
+    /// requires one); default 4096.
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamFormat {
+    /// OpenAI's API (`/v1/chat/completions`, ...): OpenAI and compatible providers.
+    Openai,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ mod rewrite;
 mod routing;
 mod service_admit;
 pub mod track;
+mod translation;
 
 pub use attempt::AttemptFlow;
 pub use request::{Flow, RequestFlow};

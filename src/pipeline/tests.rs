@@ -1816,6 +1816,8 @@ mod clients;
 
 mod service;
 
+mod translation;
+
 mod odd_bytes;
 
 mod fuzz;

@@ -120,6 +120,10 @@ pub struct Upstream {
     /// the upstream is then skipped, with this variable named in the reason.
     pub missing_key_env: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// The API it speaks, when configured (`None`: whatever the client speaks).
+    pub format: Option<crate::translate::Format>,
+    /// The output limit of a request translated to Anthropic's API that set none.
+    pub default_max_tokens: u64,
 }
 
 /// The credential header for an upstream. The value is a secret: `Debug` never prints it.

@@ -4,7 +4,11 @@
 use super::names::{check_header_name, check_name, is_header_value_safe};
 use super::{Auth, Upstream};
 use crate::config::error::ConfigError;
-use crate::config::raw::{AuthKind, RawUpstream};
+use crate::config::raw::{AuthKind, RawUpstream, UpstreamFormat};
+use crate::translate::Format;
+
+/// Anthropic's output limit for translated requests that set none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub(super) fn compile_upstream(
     name: &str,
@@ -31,6 +35,13 @@ pub(super) fn compile_upstream(
                 "must be a host name, optionally with :port",
             ));
         }
+    }
+    let default_max_tokens = up.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if default_max_tokens == 0 || default_max_tokens > 1_000_000 {
+        return Err(ConfigError::new(
+            format!("{field}.default_max_tokens"),
+            "must be between 1 and 1000000",
+        ));
     }
     let prefix = up.path_prefix.trim_end_matches('/');
     if !up.path_prefix.starts_with('/')
@@ -109,5 +120,10 @@ pub(super) fn compile_upstream(
         auth,
         missing_key_env,
         headers,
+        format: up.format.map(|f| match f {
+            UpstreamFormat::Openai => Format::OpenAi,
+            UpstreamFormat::Anthropic => Format::Anthropic,
+        }),
+        default_max_tokens,
     })
 }

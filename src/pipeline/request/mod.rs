@@ -37,7 +37,7 @@ use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::HealthBoard;
-use crate::host::Host;
+use crate::host::{header_value, Host};
 use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
@@ -50,6 +50,7 @@ use crate::pipeline::rewrite::{self, Destination};
 use crate::pipeline::routing::{self, RuleHeaders, Sources};
 use crate::pipeline::service_admit::{self, Charged, Waiting};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, StreamEnd};
+use crate::pipeline::translation::{self, Translation};
 use crate::pipeline::StreamFlow;
 use crate::ratelimit::{Check, Verdict};
 use crate::rewrite::headers::{HeaderEdits, Side};
@@ -122,6 +123,10 @@ pub struct RequestFlow {
     waiting: Option<(Waiting, Outbound)>,
     /// What admission charged at the rate-limit service; `Some` while the report is owed.
     service_charged: Option<Charged>,
+    /// The answer goes back into the client's API (its target speaks another).
+    translation: Option<Translation>,
+    /// The upstream's `:status`, for a translated answer.
+    upstream_status: u32,
 }
 
 impl RequestFlow {
@@ -147,6 +152,8 @@ impl RequestFlow {
             path: None,
             waiting: None,
             service_charged: None,
+            translation: None,
+            upstream_status: 0,
         }
     }
 
@@ -280,16 +287,33 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
-        // Rewrite.
-        self.strip_usage = rewrite::strips_usage(&plan, endpoint, parsed.fields, parsed.stream);
-        let new_body = rewrite::body(&body, parsed.fields, &chosen.model, self.strip_usage)?;
+        // Rewrite: in place, or translated into the target's API.
+        let translating = translation::needed(endpoint, upstream, failover.is_some())?;
+        let (new_body, path) = match translating {
+            Some(from) => {
+                let to = upstream.format.unwrap_or(from);
+                let max = upstream.default_max_tokens;
+                let b = translation::body(&value, from, to, &chosen.model, max)?;
+                self.translation = Some(Translation::new(to, from, &value));
+                (Some(b), Some(translation::path(to)))
+            }
+            None => {
+                self.strip_usage =
+                    rewrite::strips_usage(&plan, endpoint, parsed.fields, parsed.stream);
+                let b = rewrite::body(&body, parsed.fields, &chosen.model, self.strip_usage)?;
+                (b, self.path.as_deref())
+            }
+        };
         let to = Destination {
             upstream,
-            path: self.path.as_deref(),
+            path,
             failover: failover.as_ref().map(|(f, keys)| (*f, keys.as_slice())),
             estimate,
         };
-        let edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body.as_deref());
+        let mut edits = rewrite::header_edits(host, &plan, &self.client, &to, new_body.as_deref());
+        if let Some(t) = &self.translation {
+            translation::header_edits(&mut edits, upstream, t.upstream);
+        }
 
         let mut r = Report::new(
             &decision.source,
@@ -473,6 +497,17 @@ impl StreamFlow for RequestFlow {
             meter.reprice(m.scopes(key, &r.rule).rule_only());
         }
         let event_stream = is_event_stream(&upstream_headers);
+        let translating = self.translation.is_some();
+        if let Some(t) = &mut self.translation {
+            t.streaming = event_stream;
+        }
+        if translating {
+            // The body changes: its length is set again once it is whole (or dropped: a stream).
+            edits.set("content-length", None);
+            self.upstream_status = header_value(&upstream_headers, ":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        }
         if strip && event_stream {
             // Events are removed: the length the upstream announced would be wrong.
             edits.set("content-length", None);
@@ -494,7 +529,7 @@ impl StreamFlow for RequestFlow {
             end_of_stream,
             event_stream,
             priced,
-        );
+        ) || (translating && !event_stream && !end_of_stream);
         if self.holding {
             Flow::Pause
         } else {
@@ -520,12 +555,20 @@ impl StreamFlow for RequestFlow {
             if let Some(cost) = self.cost() {
                 let _ = host.set_response_header(HEADER_COST, Some(&answer::format_cost(cost)));
             }
+            let now_s = self.start_ms.unwrap_or(0) / 1000;
+            if let Some(t) = &self.translation {
+                translation::whole_answer(host, t, self.upstream_status, body_size, now_s);
+            }
             return Flow::Continue;
         }
         if let Edit::Replace(bytes) = self.acc.on_response_body(host, body_size, end_of_stream) {
             if let Err(e) = host.replace_response_body(body_size, &bytes) {
                 log::warn!("llm-router: could not edit the response stream: {e}");
             }
+        }
+        let now_s = self.start_ms.unwrap_or(0) / 1000;
+        if let Some(t) = &mut self.translation {
+            translation::stream_chunk(host, t, body_size, end_of_stream, now_s);
         }
         Flow::Continue
     }

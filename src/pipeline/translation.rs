@@ -1,0 +1,244 @@
+//! Translate: a request whose client and target speak different APIs (`upstreams.*.format`)
+//! goes out in the target's (body, path, version header) and its answer comes back in the
+//! client's: a whole answer (or a provider's error) at the end of its body, a stream event
+//! by event (`crate::translate`).
+
+use serde_json::Value;
+
+use crate::config::plan::Upstream;
+use crate::endpoint::Endpoint;
+use crate::errors::ApiError;
+use crate::host::Host;
+use crate::rewrite::headers::HeaderEdits;
+use crate::translate::stream::{AnthropicToOpenAi, OpenAiToAnthropic};
+use crate::translate::{self, request, response, Format};
+
+/// The API a routed endpoint speaks; `None` for the ones with no counterpart to translate.
+pub(super) fn client_format(endpoint: Endpoint) -> Option<Format> {
+    match endpoint {
+        Endpoint::ChatCompletions => Some(Format::OpenAi),
+        Endpoint::AnthropicMessages => Some(Format::Anthropic),
+        _ => None,
+    }
+}
+
+/// The client's API when the request must be translated for `upstream`: it names a format
+/// other than the client's. An endpoint without a counterpart cannot go to an upstream of
+/// another format; nor, for now, can a translated request go through the failover cluster
+/// (its attempts are rewritten for their targets in the client's format).
+pub(super) fn needed(
+    endpoint: Endpoint,
+    upstream: &Upstream,
+    failover: bool,
+) -> Result<Option<Format>, ApiError> {
+    let Some(target) = upstream.format else {
+        return Ok(None);
+    };
+    let from = match client_format(endpoint) {
+        Some(from) if from == target => return Ok(None),
+        Some(from) => from,
+        None if target == Format::OpenAi => return Ok(None),
+        None => {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "The {} endpoint has no counterpart in the Anthropic Messages API of the model chosen for this request.",
+                    endpoint.name()
+                ),
+                None,
+                "unsupported_endpoint",
+            ))
+        }
+    };
+    if failover {
+        return Err(ApiError::no_candidate(
+            "The model chosen speaks another API and is reached through failover, which does not translate yet.",
+        ));
+    }
+    Ok(Some(from))
+}
+
+/// The headers of a request translated for `upstream` (of format `to`): Anthropic's version
+/// header unless the upstream sets its own; toward OpenAI, no Anthropic headers.
+pub(super) fn header_edits(edits: &mut HeaderEdits, upstream: &Upstream, to: Format) {
+    let sets = |name: &str| upstream.headers.iter().any(|(n, _)| n == name);
+    match to {
+        Format::Anthropic if !sets("anthropic-version") => {
+            edits.set("anthropic-version", Some(ANTHROPIC_VERSION));
+        }
+        Format::Anthropic => {}
+        Format::OpenAi => {
+            for name in ["anthropic-version", "anthropic-beta"] {
+                if !sets(name) {
+                    edits.set(name, None);
+                }
+            }
+        }
+    }
+}
+
+/// The `anthropic-version` of translated requests (the Messages API's current one).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The target's canonical path for a translated request.
+pub(super) fn path(to: Format) -> &'static str {
+    match to {
+        Format::OpenAi => "/v1/chat/completions",
+        Format::Anthropic => "/v1/messages",
+    }
+}
+
+/// The request body in the target's API, for `model`.
+pub(super) fn body(
+    value: &Value,
+    from: Format,
+    to: Format,
+    model: &str,
+    max_tokens: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let object = value.as_object().ok_or_else(|| {
+        ApiError::invalid_request(
+            "The request body must be a JSON object.",
+            None,
+            "invalid_body",
+        )
+    })?;
+    let translated = match (from, to) {
+        (Format::OpenAi, Format::Anthropic) => request::openai_to_anthropic(object, max_tokens),
+        _ => request::anthropic_to_openai(object),
+    };
+    let mut out = translated.map_err(|e| {
+        let target = match to {
+            Format::OpenAi => "an OpenAI-format",
+            Format::Anthropic => "an Anthropic-format",
+        };
+        ApiError::invalid_request(
+            format!(
+                "`{}` {} ({target} model serves this request).",
+                e.field, e.message
+            ),
+            None,
+            "untranslatable_field",
+        )
+    })?;
+    out.insert("model".to_owned(), Value::String(model.to_owned()));
+    serde_json::to_vec(&Value::Object(out))
+        .map_err(|e| ApiError::internal(format!("could not write the translated body: {e}")))
+}
+
+/// The answer's way back into the client's API.
+#[derive(Debug)]
+pub(super) struct Translation {
+    pub(super) upstream: Format,
+    pub(super) client: Format,
+    /// The client asked an OpenAI stream for its usage.
+    include_usage: bool,
+    stream: Option<StreamTranslator>,
+    /// The answer is an event stream (else a whole body, translated once at its end).
+    pub(super) streaming: bool,
+}
+
+#[derive(Debug)]
+enum StreamTranslator {
+    ToOpenAi(AnthropicToOpenAi),
+    ToAnthropic(OpenAiToAnthropic),
+}
+
+impl Translation {
+    pub(super) fn new(upstream: Format, client: Format, value: &Value) -> Translation {
+        let include_usage = value
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        Translation {
+            upstream,
+            client,
+            include_usage,
+            stream: None,
+            streaming: false,
+        }
+    }
+
+    /// A whole answer (`status` from the upstream) in the client's API; `now_s` dates an
+    /// OpenAI completion. A body that is not JSON is kept.
+    pub(super) fn whole(&self, status: u32, body: &[u8], now_s: u64) -> Vec<u8> {
+        if !(200..300).contains(&status) {
+            return translate::error_body(status, body, self.client)
+                .to_string()
+                .into_bytes();
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return body.to_vec();
+        };
+        let out = match self.client {
+            Format::OpenAi => response::anthropic_to_openai(&v, now_s),
+            Format::Anthropic => response::openai_to_anthropic(&v),
+        };
+        out.to_string().into_bytes()
+    }
+
+    /// A stream chunk in the client's API (`end`: the upstream's last).
+    pub(super) fn chunk(&mut self, chunk: &[u8], end: bool, now_s: u64) -> Vec<u8> {
+        let (client, include_usage) = (self.client, self.include_usage);
+        let t = self.stream.get_or_insert_with(|| match client {
+            Format::OpenAi => {
+                StreamTranslator::ToOpenAi(AnthropicToOpenAi::new(now_s, include_usage))
+            }
+            Format::Anthropic => StreamTranslator::ToAnthropic(OpenAiToAnthropic::new()),
+        });
+        match t {
+            StreamTranslator::ToOpenAi(t) => t.push(chunk),
+            StreamTranslator::ToAnthropic(t) => t.push(chunk, end),
+        }
+    }
+}
+
+/// Replaces the whole held answer (`body_size` bytes) with its translation, and its length.
+pub(super) fn whole_answer(
+    host: &mut dyn Host,
+    t: &Translation,
+    status: u32,
+    body_size: usize,
+    now_s: u64,
+) {
+    let body = match host.response_body(body_size) {
+        Ok(b) => b.unwrap_or_default(),
+        Err(e) => {
+            log::warn!("llm-router: could not read the answer to translate: {e}");
+            return;
+        }
+    };
+    let out = t.whole(status, &body, now_s);
+    if let Err(e) = host.replace_response_body(body.len(), &out) {
+        log::warn!("llm-router: could not write the translated answer: {e}");
+        return;
+    }
+    let _ = host.set_response_header("content-length", Some(&out.len().to_string()));
+}
+
+/// Replaces a stream chunk (`body_size` bytes) with its translation.
+pub(super) fn stream_chunk(
+    host: &mut dyn Host,
+    t: &mut Translation,
+    body_size: usize,
+    end: bool,
+    now_s: u64,
+) {
+    if !t.streaming {
+        // A whole answer was translated when its JSON closed: what follows it is dropped.
+        if body_size > 0 {
+            let _ = host.replace_response_body(body_size, b"");
+        }
+        return;
+    }
+    let chunk = match host.response_body(body_size) {
+        Ok(b) => b.unwrap_or_default(),
+        Err(e) => {
+            log::warn!("llm-router: could not read the stream to translate: {e}");
+            return;
+        }
+    };
+    let out = t.chunk(&chunk, end, now_s);
+    if let Err(e) = host.replace_response_body(chunk.len(), &out) {
+        log::warn!("llm-router: could not write the translated stream: {e}");
+    }
+}
