@@ -266,6 +266,15 @@ impl ApiError {
         }
     }
 
+    /// The JSON body of the reply in Anthropic's shape (`{"type": "error", "error": {"type",
+    /// "message"}}`, the type by status), for `/v1/messages` clients.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        let kind = crate::translate::anthropic_error_type(self.status);
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message}})
+            .to_string()
+            .into_bytes()
+    }
+
     /// The JSON body of the reply.
     pub fn body(&self) -> Vec<u8> {
         let envelope = Envelope {

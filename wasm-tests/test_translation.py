@@ -141,3 +141,14 @@ def test_provider_errors_come_back_in_the_clients_shape(router, mock_a, mock_b):
     with pytest.raises(anthropic.InternalServerError) as e:
         an(router).messages.create(model="gpt", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert e.value.body["error"] == {"type": "api_error", "message": "Overloaded here"}
+
+
+def test_the_routers_own_errors_take_the_anthropic_shape_on_messages(router):
+    with pytest.raises(anthropic.NotFoundError) as e:
+        an(router).messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
+    assert "no-such-model" in e.value.body["error"]["message"]
+    # Chat clients keep OpenAI's.
+    with pytest.raises(openai.NotFoundError) as e:
+        oa(router).chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"

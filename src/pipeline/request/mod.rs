@@ -127,6 +127,8 @@ pub struct RequestFlow {
     translation: Option<Translation>,
     /// The upstream's `:status`, for a translated answer.
     upstream_status: u32,
+    /// The client speaks Anthropic's API (`/v1/messages`): the router's errors take its shape.
+    anthropic_client: bool,
 }
 
 impl RequestFlow {
@@ -154,6 +156,7 @@ impl RequestFlow {
             service_charged: None,
             translation: None,
             upstream_status: 0,
+            anthropic_client: false,
         }
     }
 
@@ -199,7 +202,12 @@ impl RequestFlow {
         }
         // Admitted but never sent upstream: not held against the target.
         self.acc.cancel(host, &self.plan);
-        self.reply_raw(host, error.status, extra, &error.body())
+        // An Anthropic client gets Anthropic's error shape.
+        let body = match self.anthropic_client {
+            true => error.anthropic_body(),
+            false => error.body(),
+        };
+        self.reply_raw(host, error.status, extra, &body)
     }
 
     /// The stages of a whole buffered body: parse, classify, route, admit, rewrite. Gives
@@ -379,6 +387,7 @@ impl StreamFlow for RequestFlow {
             }
             _ => (None, None),
         };
+        self.anthropic_client = endpoint == Some(Endpoint::AnthropicMessages);
         let models_path = models_path.as_deref();
         if self.plan.clients.is_some() {
             match identify::identify(&self.plan, &self.client, host) {

@@ -326,12 +326,19 @@ fn feed_response(rng: &mut Rng, flow: &mut dyn StreamFlow, host: &mut MockHost, 
 // Invariants
 // ---------------------------------------------------------------------------------------
 
-/// Every local reply is an OpenAI-shaped error or a `/v1/models` answer.
+/// Every local reply is an error in its client's shape (Anthropic's for `/v1/messages`,
+/// else OpenAI's) or a `/v1/models` answer.
 fn check_reply(host: &MockHost) {
     let Some(r) = &host.local_reply else { return };
     let v: Value = serde_json::from_slice(&r.body).expect("a local reply is JSON");
     if r.status == 200 {
         assert!(v.get("data").is_some() || v.get("id").is_some(), "{v}");
+        return;
+    }
+    if v.get("type") == Some(&Value::from("error")) {
+        let err = v["error"].as_object().expect("an `error` object");
+        assert!(err["type"].is_string() && err["message"].is_string(), "{v}");
+        assert!(!r.body.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
         return;
     }
     let err = v["error"].as_object().expect("an `error` object");
