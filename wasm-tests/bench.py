@@ -52,7 +52,10 @@ tpm and a monthly budget (identification, the shared-data ledger at admission an
 on a third Envoy, against the same plain Envoy. `rls`: the same client and limits counted at
 the rate-limit service instead (`rate_limit_service`: wasm-tests/ratelimit/, limitador with
 Redis, both started here; three calls at admission, two usage reports at the end), against
-the same plain Envoy and, with `keys`, against the embedded ledger in the same run. `heur`: the 3 KiB body on a router whose
+the same plain Envoy and, with `keys`, against the embedded ledger in the same run. `xlate`:
+the 3 KiB chat body to a router whose default provider has `format: anthropic` (the request
+translated to a Messages request, the upstream's Anthropic answer translated back), against
+the same plain Envoy and, with `3k`, against the same-format router. `heur`: the 3 KiB body on a router whose
 classifier is the previous one (`classifier.method: heuristic`), against the same plain Envoy,
 so that the learned classifier's cost is read as a ratio of ratios from one run.
 """
@@ -113,6 +116,12 @@ API_KEY = "bench-key"
 ROUTER_ENV = {"MOCK_API_KEY": API_KEY}
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+#: What the upstream answers on /v1/messages: an Anthropic message of the same size class.
+ANTHROPIC_BODY = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "mock-small",
+    "content": [{"type": "text", "text": "ok " * 40}], "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 800, "output_tokens": 40}})
 
 UPSTREAM_BODY = json.dumps(
     {
@@ -241,6 +250,14 @@ def upstream_config() -> dict:
                                     "name": "all",
                                     "domains": ["*"],
                                     "routes": [{
+                                        # An Anthropic-format provider's answer (the xlate load).
+                                        "match": {"prefix": "/v1/messages"},
+                                        "direct_response": {"status": 200, "body": {"inline_string": ANTHROPIC_BODY}},
+                                        "response_headers_to_add": [{
+                                            "header": {"key": "content-type", "value": "application/json"},
+                                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                                        }],
+                                    }, {
                                         "match": {"prefix": "/"},
                                         "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
                                         "response_headers_to_add": [{
@@ -276,8 +293,12 @@ CLIENT_KEY = "client-key"
 
 
 def router_config(upstream_port: int, with_filter: bool, clients: bool = False,
-                  method: Optional[str] = None, service_port: Optional[int] = None) -> dict:
+                  method: Optional[str] = None, service_port: Optional[int] = None,
+                  translate: bool = False) -> dict:
     plugin = bundled_plugin_config()
+    if translate:
+        # The default target's provider speaks Anthropic's API: chat requests are translated.
+        plugin["upstreams"]["mock-a"]["format"] = "anthropic"
     if method:
         plugin.setdefault("classifier", {})["method"] = method
     if clients:
@@ -793,7 +814,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys", "rls")
+LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys", "rls", "xlate")
 
 
 def parse_loads(text: str) -> list:
@@ -951,6 +972,12 @@ def main() -> int:
                     raise SystemExit("keys: the client's request was not admitted on its ledger (%d %s)"
                                      % (status, sorted(headers)))
                 loads.append(("keys 3K", bodies[0][1], PATH, plain, kfilt, phases))
+            if "xlate" in main_loads:
+                xfilt = launch("filter-xlate", router_config(upstream.port, True, translate=True))
+                status, headers, body = post(xfilt.port, bodies[0][1])
+                if status != 200 or b'"chat.completion"' not in body:
+                    raise SystemExit("xlate: the answer was not translated back (%d %r)" % (status, body[:200]))
+                loads.append(("xlate 3K", bodies[0][1], PATH, plain, xfilt, phases))
             if "rls" in main_loads:
                 from limit_definitions import limitador_limits
                 from ratelimit_service import RateLimitService, RedisServer
@@ -1164,6 +1191,16 @@ def main() -> int:
                 line += "; against the filter without keys: throughput %.3f x, p50 %+.0f us" % (
                     kt["filter"]["rps"] / med["throughput"]["3 KiB"]["filter"]["rps"],
                     kl["filter"]["p50_us"] - med[lat_phase]["3 KiB"]["filter"]["p50_us"])
+            print(line + ".")
+        if "xlate" in selected:
+            xt, xl = med["throughput"]["xlate 3K"], med[lat_phase]["xlate 3K"]
+            line = "  xlate 3K: the 3 KiB chat request translated to an Anthropic-format provider and its answer back:"
+            line += " throughput %.3f x plain, p50 %+.0f us" % (
+                xt["filter"]["rps"] / xt["plain"]["rps"], xl["filter"]["p50_us"] - xl["plain"]["p50_us"])
+            if "3k" in selected:
+                line += "; against the same-format filter: throughput %.3f x, p50 %+.0f us" % (
+                    xt["filter"]["rps"] / med["throughput"]["3 KiB"]["filter"]["rps"],
+                    xl["filter"]["p50_us"] - med[lat_phase]["3 KiB"]["filter"]["p50_us"])
             print(line + ".")
         if "rls" in selected:
             rt, rl = med["throughput"]["rls 3K"], med[lat_phase]["rls 3K"]

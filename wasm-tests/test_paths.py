@@ -177,7 +177,11 @@ def test_with_keys_every_spelling_carries_the_clients_policy(routers, mock_a, mo
         assert_invalid_path(resp, (mock_a, mock_b), spelling)
         return
     assert resp.status_code == 403, (spelling, resp.status_code, resp.content[:300])
-    assert resp.json()["error"]["code"] == "model_not_allowed"
+    if canonical.endswith("/messages"):
+        # Anthropic's shape for /v1/messages clients (README, Responses and errors).
+        assert resp.json()["error"]["type"] == "permission_error"
+    else:
+        assert resp.json()["error"]["code"] == "model_not_allowed"
     assert not mock_a.requests and not mock_b.requests, spelling
     # The allowed model is routed, canonical, without the client's key.
     resp = post(r, spelling, "fast", key=CLIENT_KEY)
