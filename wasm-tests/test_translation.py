@@ -8,6 +8,7 @@ error, each parsed by the SDK's own types.
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import openai
@@ -152,3 +153,48 @@ def test_the_routers_own_errors_take_the_anthropic_shape_on_messages(router):
     with pytest.raises(openai.NotFoundError) as e:
         oa(router).chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.code == "model_not_found"
+
+
+def test_anthropic_sdk_tool_use_round_trip_and_image_to_an_openai_provider(router, mock_b):
+    mock_b.set_response(200, {
+        "id": "chatcmpl-t", "object": "chat.completion", "created": 1, "model": "mock-gpt",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None,
+            "tool_calls": [{"id": "call_7", "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}}, times=1)
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    client = an(router)
+    first = client.messages.create(model="gpt", max_tokens=64, tools=tools, messages=[
+        {"role": "user", "content": [
+            {"type": "text", "text": "Weather here?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}])
+    sent = json.loads(mock_b.requests[-1].body)
+    assert sent["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    assert sent["messages"][0]["content"][1] == {"type": "image_url",
+                                                 "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    assert first.stop_reason == "tool_use"
+    use = first.content[0]
+    assert (use.type, use.id, use.name, use.input) == ("tool_use", "call_7", "get_weather", {"city": "Oslo"})
+    client.messages.create(model="gpt", max_tokens=64, tools=tools, messages=[
+        {"role": "user", "content": "Weather here?"},
+        {"role": "assistant", "content": [use.model_dump()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_7", "content": "12 C"}]}])
+    sent = json.loads(mock_b.requests[-1].body)
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "call_7"
+    assert json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_7", "content": "12 C"}
+
+
+def test_usage_of_a_translated_request_reaches_the_access_log(router, mock_a):
+    """The usage is read from the provider's own answer (Anthropic's input/output tokens) and
+    logged as for any request."""
+    time.sleep(0.3)
+    before = len(router.access_log(0))
+    completion = oa(router).chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "Say hello."}])
+    line = router.access_log(before + 1)[before]
+    assert (line["endpoint"], line["target"], line["status"]) == ("chat", "claude/mock-claude", 200)
+    assert line["prompt_tokens"] == completion.usage.prompt_tokens > 0
+    assert line["completion_tokens"] == completion.usage.completion_tokens > 0
