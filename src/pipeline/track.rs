@@ -465,6 +465,11 @@ impl Accounting {
         }
     }
 
+    /// The response's `:status`, once its headers came.
+    pub fn status(&self) -> Option<u32> {
+        self.status
+    }
+
     /// The status of a response that came whole (headers with a status, and the end of its
     /// body), for [`StreamEnd::read`].
     pub fn completed(&self) -> Option<u32> {

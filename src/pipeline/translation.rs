@@ -22,15 +22,15 @@ pub(super) fn client_format(endpoint: Endpoint) -> Option<Format> {
     }
 }
 
-/// The client's API when the request must be translated for `upstream`: it names a format
-/// other than the client's. An endpoint without a counterpart cannot go to an upstream of
+/// The client's API and the target's when the request must be translated for `upstream`:
+/// it names a format other than the client's. An endpoint without a counterpart cannot go to an upstream of
 /// another format; nor, for now, can a translated request go through the failover cluster
 /// (its attempts are rewritten for their targets in the client's format).
 pub(super) fn needed(
     endpoint: Endpoint,
     upstream: &Upstream,
     failover: bool,
-) -> Result<Option<Format>, ApiError> {
+) -> Result<Option<(Format, Format)>, ApiError> {
     let Some(target) = upstream.format else {
         return Ok(None);
     };
@@ -54,7 +54,7 @@ pub(super) fn needed(
             "The model chosen speaks another API and is reached through failover, which does not translate yet.",
         ));
     }
-    Ok(Some(from))
+    Ok(Some((from, target)))
 }
 
 /// The headers of a request translated for `upstream` (of format `to`): Anthropic's version

@@ -37,7 +37,7 @@ use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::HealthBoard;
-use crate::host::{header_value, Host};
+use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::models::ModelsCatalog;
 use crate::path::{self, PathKind};
@@ -125,8 +125,6 @@ pub struct RequestFlow {
     service_charged: Option<Charged>,
     /// The answer goes back into the client's API (its target speaks another).
     translation: Option<Translation>,
-    /// The upstream's `:status`, for a translated answer.
-    upstream_status: u32,
     /// The client speaks Anthropic's API (`/v1/messages`): the router's errors take its shape.
     anthropic_client: bool,
 }
@@ -155,7 +153,6 @@ impl RequestFlow {
             waiting: None,
             service_charged: None,
             translation: None,
-            upstream_status: 0,
             anthropic_client: false,
         }
     }
@@ -298,8 +295,7 @@ impl RequestFlow {
         // Rewrite: in place, or translated into the target's API.
         let translating = translation::needed(endpoint, upstream, failover.is_some())?;
         let (new_body, path) = match translating {
-            Some(from) => {
-                let to = upstream.format.unwrap_or(from);
+            Some((from, to)) => {
                 let max = upstream.default_max_tokens;
                 let b = translation::body(&value, from, to, &chosen.model, max)?;
                 self.translation = Some(Translation::new(to, from, &value));
@@ -513,9 +509,6 @@ impl StreamFlow for RequestFlow {
         if translating {
             // The body changes: its length is set again once it is whole (or dropped: a stream).
             edits.set("content-length", None);
-            self.upstream_status = header_value(&upstream_headers, ":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
         }
         if strip && event_stream {
             // Events are removed: the length the upstream announced would be wrong.
@@ -566,7 +559,8 @@ impl StreamFlow for RequestFlow {
             }
             let now_s = self.start_ms.unwrap_or(0) / 1000;
             if let Some(t) = &self.translation {
-                translation::whole_answer(host, t, self.upstream_status, body_size, now_s);
+                let status = self.acc.status().unwrap_or(0);
+                translation::whole_answer(host, t, status, body_size, now_s);
             }
             return Flow::Continue;
         }
