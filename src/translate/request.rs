@@ -485,13 +485,7 @@ fn anthropic_turn(m: &Value, field: &str, out: &mut Vec<Value>) -> Result<()> {
                     json!({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": text}),
                 );
             }
-            ("assistant", Some("tool_use")) => {
-                let args = b
-                    .get("input")
-                    .map_or_else(|| "{}".to_owned(), Value::to_string);
-                calls.push(json!({"id": b.get("id"), "type": "function",
-                                  "function": {"name": b.get("name"), "arguments": args}}));
-            }
+            ("assistant", Some("tool_use")) => calls.push(super::response::tool_call(b)),
             _ => {
                 return Err(Untranslatable::new(
                     format!("{at}.type"),

@@ -35,6 +35,16 @@ pub fn stop_reason(finish_reason: Option<&str>) -> Value {
     }
 }
 
+/// An Anthropic `tool_use` block as an OpenAI tool call (its input as a JSON string): in
+/// answers, and in the assistant turns of requests.
+pub fn tool_call(block: &Value) -> Value {
+    let args = block
+        .get("input")
+        .map_or_else(|| "{}".to_owned(), Value::to_string);
+    json!({"id": block.get("id"), "type": "function",
+           "function": {"name": block.get("name"), "arguments": args}})
+}
+
 /// Anthropic's usage as OpenAI's.
 pub fn openai_usage(usage: &Value) -> Value {
     let input = u64_at(usage, "/input_tokens");
@@ -66,13 +76,7 @@ pub fn anthropic_to_openai(msg: &Value, created: u64) -> Value {
     {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("tool_use") => {
-                let args = block
-                    .get("input")
-                    .map_or_else(|| "{}".to_owned(), Value::to_string);
-                calls.push(json!({"id": block.get("id"), "type": "function",
-                                  "function": {"name": block.get("name"), "arguments": args}}));
-            }
+            Some("tool_use") => calls.push(tool_call(block)),
             _ => {}
         }
     }
