@@ -15,7 +15,7 @@ use crate::config::plan::{Plan, Price};
 use crate::config::raw::FailureMode;
 use crate::errors::ApiError;
 use crate::health::board::KEY_PREFIX;
-use crate::host::{GrpcCall, Host};
+use crate::host::Host;
 use crate::metrics::{cost_micro_usd, Metrics};
 use crate::pipeline::answer::Refusal;
 use crate::ratelimit::checks::{self, Charge};
@@ -51,14 +51,7 @@ pub(super) fn start(
 ) -> Waiting {
     let mut calls = Vec::with_capacity(checks.len());
     for check in checks {
-        let call = GrpcCall {
-            upstream: &service.grpc_service,
-            service: SERVICE,
-            method: METHOD,
-            message: &check.message,
-            timeout_ms: service.timeout_ms,
-        };
-        match host.grpc_call(&call) {
+        match host.grpc_call(&service.call((SERVICE, METHOD), check)) {
             Ok(token) => calls.push((token, check.kind, None)),
             Err(e) => {
                 let failed = Answer::Failed(format!("the call could not be made: {e}"));
@@ -314,16 +307,8 @@ pub(super) fn report(
     let extra_tokens = tokens.saturating_sub(charged.tokens);
     let extra_cost = cost.saturating_sub(charged.cost_micro);
     let calls = checks::usage(&service.domain, &charge, extra_tokens, extra_cost);
-    let (svc, method) = service.report_method();
     for check in calls {
-        let call = GrpcCall {
-            upstream: &service.grpc_service,
-            service: svc,
-            method,
-            message: &check.message,
-            timeout_ms: service.timeout_ms,
-        };
-        let stat = match host.grpc_call(&call) {
+        let stat = match host.grpc_call(&service.call(service.report_method(), &check)) {
             Ok(_) => ServiceStat::Reports,
             Err(e) => {
                 log::warn!(

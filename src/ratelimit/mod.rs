@@ -22,6 +22,7 @@ use crate::config::plan::is_header_value_safe;
 use crate::config::raw::{FailureMode, RawRateLimitService, UsageReport};
 use crate::config::ConfigError;
 use crate::health::Budget;
+use crate::host::GrpcCall;
 
 pub use checks::{Check, LimitKind};
 pub use verdict::Verdict;
@@ -97,6 +98,21 @@ impl ServicePlan {
     /// The budget of the target with this key, if it has one.
     pub fn budget(&self, key: &str) -> Option<&Budget> {
         self.target_budgets.get(key)
+    }
+
+    /// The gRPC call of one check to `service`/`method` of this service.
+    pub fn call<'a>(
+        &'a self,
+        (service, method): (&'a str, &'a str),
+        check: &'a Check,
+    ) -> GrpcCall<'a> {
+        GrpcCall {
+            upstream: &self.grpc_service,
+            service,
+            method,
+            message: &check.message,
+            timeout_ms: self.timeout_ms,
+        }
     }
 
     /// The service and method usage reports go to.
