@@ -20,13 +20,17 @@
 
 use std::rc::Rc;
 
+use serde_json::Value;
+
 use crate::config::capabilities::Capability;
 use crate::config::plan::{Plan, TargetRef, Upstream};
+use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::health::deferred::Deferred;
 use crate::health::{Admission, HealthBoard};
 use crate::host::{header_value, Host};
 use crate::metrics::Metrics;
+use crate::path::{self, PathKind};
 use crate::pipeline::context_retry::{
     after_context_error, current_list, is_context_length_error, state_name, HEADER_RETRY,
     MAX_ERROR_BODY, RETRY_CONTEXT,
@@ -35,9 +39,11 @@ use crate::pipeline::identify::ClientHeaders;
 use crate::pipeline::request::Flow;
 use crate::pipeline::rewrite::{replace_body, rewrite_for_upstream};
 use crate::pipeline::track::{now_ms, response_flags_from_names, Accounting, Meter, StreamEnd};
+use crate::pipeline::translation;
 use crate::pipeline::StreamFlow;
 use crate::rewrite::body::{edit_object, json_string};
 use crate::rewrite::headers::{HeaderEdits, Side};
+use crate::translate::Format;
 
 /// Request: `<prompt token estimate>;<key>,<key>,...`, the candidates' health keys in order.
 pub const HEADER_FAILOVER: &str = "x-llm-router-failover";
@@ -131,6 +137,10 @@ struct Attempt {
     /// Every candidate, in order, and the index of this attempt's.
     keys: Vec<String>,
     index: usize,
+    /// The client's API, when some candidate speaks another (`upstreams.*.format`).
+    mixed: Option<Format>,
+    /// The client's API and this target's, when the attempt is translated.
+    translate: Option<(Format, Format)>,
 }
 
 /// A 400 held until its body says whether the context length was exceeded: the failover
@@ -221,12 +231,13 @@ impl AttemptFlow {
         else {
             return self.reply(host, &ApiError::internal("unknown failover target"));
         };
-        let rewritten = if attempt.number == 1 {
+        let rewritten = if attempt.number == 1 && attempt.translate.is_none() {
             let mut edits = HeaderEdits::default();
             edits.set(&plan.cluster_header, Some(&upstream.cluster));
             self.client.apply(host, &edits)
         } else {
-            rewrite_attempt(host, &plan, &mut self.client, target, upstream, body_size)
+            let to = (target, upstream);
+            rewrite_attempt(host, &plan, &mut self.client, to, &attempt, body_size)
         };
         if let Err(e) = rewritten {
             return self.reply(host, &e);
@@ -363,6 +374,8 @@ impl StreamFlow for AttemptFlow {
                 previous,
                 keys,
                 index,
+                mixed: None,
+                translate: None,
             })
         });
         let Some(attempt) = chosen else {
@@ -375,7 +388,19 @@ impl StreamFlow for AttemptFlow {
                 &ApiError::internal("The failover attempt names an unknown target."),
             );
         };
-        let first = attempt.number == 1;
+        let mut attempt = attempt;
+        let endpoint = self
+            .client
+            .get(host, HEADER_PATH)
+            .and_then(|p| match path::classify(&p) {
+                PathKind::Endpoint { endpoint, .. } => Some(endpoint),
+                _ => None,
+            });
+        if let Some(endpoint) = endpoint {
+            (attempt.mixed, attempt.translate) = formats(&self.plan, endpoint, &attempt);
+        }
+        // Attempt 1 was rewritten by the request filter, unless it is translated here.
+        let first = attempt.number == 1 && attempt.translate.is_none();
         self.attempt = Some(attempt);
         if first {
             return self.send(host, None);
@@ -473,17 +498,44 @@ impl StreamFlow for AttemptFlow {
     }
 }
 
-/// Rewrites a later attempt for `target`: its model in the body and every header that
-/// names the target, from the client's path and host kept by the request filter.
+/// The client's API when the candidates mix APIs, and the formats of `attempt`'s
+/// translation, if it is translated (`endpoint`: the client's).
+fn formats(
+    plan: &Plan,
+    endpoint: Endpoint,
+    attempt: &Attempt,
+) -> (Option<Format>, Option<(Format, Format)>) {
+    let needs = |key: &str| {
+        let upstream = plan
+            .targets
+            .get(key)
+            .and_then(|t| plan.upstream(t.upstream))?;
+        translation::needed(endpoint, upstream).ok().flatten()
+    };
+    let mixed = attempt
+        .keys
+        .iter()
+        .find_map(|k| needs(k))
+        .map(|(from, _)| from);
+    (mixed, mixed.and(needs(&attempt.key)))
+}
+
+/// Rewrites an attempt for its target (`to`): its model in the body (or the whole body
+/// translated into the target's API) and every header that names the target, from the
+/// client's path and host kept by the request filter.
 fn rewrite_attempt(
     host: &mut dyn Host,
     plan: &Plan,
     client: &mut ClientHeaders,
-    target: &TargetRef,
-    upstream: &Upstream,
+    to: (&TargetRef, &Upstream),
+    attempt: &Attempt,
     body_size: Option<usize>,
 ) -> Result<(), ApiError> {
-    let path = client.get(host, HEADER_PATH);
+    let (target, upstream) = to;
+    let path = match attempt.translate {
+        Some((_, to)) => Some(translation::path(to).to_owned()),
+        None => client.get(host, HEADER_PATH),
+    };
     let authority = client.get(host, HEADER_AUTHORITY);
     let mut edits = HeaderEdits::default();
     let mut new_body = None;
@@ -492,9 +544,21 @@ fn rewrite_attempt(
             .request_body(size)
             .map_err(|e| ApiError::internal(format!("could not read the body: {e}")))?
             .unwrap_or_default();
-        let model = json_string(&target.model);
-        let edited = edit_object(&body, &[("model", &model)], &[])
-            .map_err(|e| ApiError::internal(format!("could not rewrite the body: {}", e.0)))?;
+        let edited = match attempt.translate {
+            Some((from, to)) => {
+                let value: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::internal(format!("could not read the body to translate: {e}"))
+                })?;
+                let max = upstream.default_max_tokens;
+                translation::body(&value, from, to, &target.model, max)?
+            }
+            None => {
+                let model = json_string(&target.model);
+                edit_object(&body, &[("model", &model)], &[]).map_err(|e| {
+                    ApiError::internal(format!("could not rewrite the body: {}", e.0))
+                })?
+            }
+        };
         if client.has("content-length") {
             edits.set("content-length", Some(&edited.len().to_string()));
         }
@@ -508,6 +572,10 @@ fn rewrite_attempt(
         authority.as_deref(),
         true,
     );
+    if let Some(client_format) = attempt.mixed {
+        let to = attempt.translate.map(|(_, to)| to);
+        translation::attempt_header_edits(&mut edits, upstream, client_format, to);
+    }
     client.apply(host, &edits)?;
     if let Some((size, body)) = new_body {
         replace_body(host, size, &body)?;

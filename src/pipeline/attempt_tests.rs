@@ -340,3 +340,261 @@ fn hop_flag_names_map_to_failure_classes() {
         assert_ne!(response_flags_from_names(name) & f::TIMEOUT, 0, "{name}");
     }
 }
+
+const KEY_C: &str = "llm_router.h.c/m-c";
+
+/// `a` speaks OpenAI's API, `c` Anthropic's; `mix` fails over from one to the other.
+fn mixed_plan(targets: Value) -> Rc<Plan> {
+    let cfg = json!({
+        "upstreams": {
+            "a": {"cluster": "ca", "format": "openai", "auth": {"type": "bearer", "key_env": "KA"}},
+            "c": {"cluster": "cc", "format": "anthropic", "default_max_tokens": 512,
+                  "auth": {"type": "x-api-key", "key_env": "KC"}}
+        },
+        "models": {"mix": {"targets": targets}},
+        "failover": {"cluster": "llm_failover"}
+    });
+    let env = |name: &str| Some(format!("key-{name}"));
+    Rc::new(compile(cfg.to_string().as_bytes(), &env).expect("config compiles"))
+}
+
+fn a_then_c() -> Value {
+    json!([{"upstream": "a", "model": "m-a"}, {"upstream": "c", "model": "m-c"}])
+}
+
+fn c_then_a() -> Value {
+    json!([{"upstream": "c", "model": "m-c"}, {"upstream": "a", "model": "m-a"}])
+}
+
+/// The request filter's side of `body` sent to `path`: what goes to the failover cluster.
+fn through_request_filter(plan: &Rc<Plan>, path: &str, body: &str) -> (RequestFlow, MockHost) {
+    let mut host = MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "router.local"),
+            ("content-length", &body.len().to_string()),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        body.as_bytes(),
+    );
+    if path != "/v1/messages" {
+        host.request_headers
+            .retain(|(k, _)| k != "anthropic-version");
+    }
+    let mut flow = RequestFlow::new(Rc::clone(plan), 1);
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(
+        flow.on_request_body(&mut host, body.len(), true),
+        Flow::Continue
+    );
+    (flow, host)
+}
+
+/// Attempt `number` of what the request filter sent (`sent`: its headers and body).
+fn next_attempt(sent: &MockHost, number: u32) -> MockHost {
+    let mut host = MockHost::with_request(&[], &sent.request_body);
+    host.request_headers = sent.request_headers.clone();
+    host.request_headers
+        .retain(|(k, _)| k != "x-envoy-attempt-count");
+    host.request_headers
+        .push(("x-envoy-attempt-count".to_owned(), number.to_string()));
+    host
+}
+
+fn body_json(host: &MockHost) -> Value {
+    serde_json::from_slice(&host.request_body).expect("a JSON body")
+}
+
+#[test]
+fn failover_crosses_apis_each_attempt_translated_for_its_target() {
+    let plan = mixed_plan(a_then_c());
+    let body = r#"{"model":"mix","stream":true,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}]}"#;
+    let (mut request_flow, sent) = through_request_filter(&plan, "/v1/chat/completions", body);
+    // The client's API goes to the failover cluster, for the first candidate.
+    let (_, keys) = parse_failover(sent.header(HEADER_FAILOVER).expect("list")).expect("parses");
+    assert_eq!(keys, [KEY_A, KEY_C]);
+    assert_eq!(body_json(&sent)["model"], "m-a");
+    assert_eq!(body_json(&sent)["messages"][0]["role"], "system");
+
+    // Attempt 1, same API: routed at its headers as ever.
+    let mut first = next_attempt(&sent, 1);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    assert_eq!(flow.on_request_headers(&mut first, false), Flow::Continue);
+    assert_eq!(first.header("x-llm-router-cluster"), Some("ca"));
+
+    // Attempt 2, to the Anthropic-format target: the client's body translated.
+    let mut second = next_attempt(&first, 2);
+    second.request_body = sent.request_body.clone();
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut second);
+    assert_eq!(flow.target_key(), Some(KEY_C));
+    assert_eq!(second.header("x-llm-router-cluster"), Some("cc"));
+    assert_eq!(second.header(":path"), Some("/v1/messages"));
+    assert_eq!(second.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(second.header("x-api-key"), Some("key-KC"));
+    assert_eq!(second.header("authorization"), None);
+    let translated = body_json(&second);
+    assert_eq!(translated["model"], "m-c");
+    assert_eq!(translated["system"][0]["text"], "Be brief.");
+    assert_eq!(translated["max_tokens"], 512);
+    assert_eq!(translated["stream"], true);
+    assert_eq!(translated.get("stream_options"), None);
+    assert_eq!(
+        second.header("content-length"),
+        Some(second.request_body.len().to_string().as_str())
+    );
+
+    // Its answer, an Anthropic stream, reaches the OpenAI client as chunks, with no usage
+    // chunk it did not ask for.
+    let mut answer = MockHost {
+        response_headers: vec![
+            (":status".to_owned(), "200".to_owned()),
+            ("content-type".to_owned(), "text/event-stream".to_owned()),
+            (HEADER_SERVED.to_owned(), served(2, KEY_C)),
+        ],
+        ..MockHost::default()
+    };
+    assert_eq!(
+        request_flow.on_response_headers(&mut answer, false),
+        Flow::Continue
+    );
+    assert_eq!(answer.response_header("x-llm-router-upstream"), Some("c"));
+    let events = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m-c\",\"content\":[],\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    answer.response_body = events.as_bytes().to_vec();
+    request_flow.on_response_body(&mut answer, events.len(), true);
+    let out = String::from_utf8(answer.response_body.clone()).expect("text");
+    assert!(
+        out.contains("\"object\":\"chat.completion.chunk\""),
+        "{out}"
+    );
+    assert!(out.contains("\"content\":\"Hello\""), "{out}");
+    assert!(out.contains("\"finish_reason\":\"stop\""), "{out}");
+    assert!(!out.contains("\"usage\""), "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+}
+
+#[test]
+fn a_translated_first_attempt_waits_for_the_body_and_an_anthropic_client_keeps_its_headers() {
+    // An Anthropic client whose first candidate speaks OpenAI's API.
+    let plan =
+        mixed_plan(json!([{"upstream": "a", "model": "m-a"}, {"upstream": "c", "model": "m-c"}]));
+    let body = r#"{"model":"mix","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (mut request_flow, sent) = through_request_filter(&plan, "/v1/messages", body);
+    assert_eq!(body_json(&sent)["max_tokens"], 100);
+    assert_eq!(body_json(&sent).get("max_completion_tokens"), None);
+
+    let mut first = next_attempt(&sent, 1);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut first);
+    assert_eq!(flow.target_key(), Some(KEY_A));
+    assert_eq!(first.header(":path"), Some("/v1/chat/completions"));
+    assert_eq!(first.header("authorization"), Some("Bearer key-KA"));
+    // Kept for a later attempt in the client's own API.
+    assert_eq!(first.header("anthropic-version"), Some("2023-06-01"));
+    let translated = body_json(&first);
+    assert_eq!(translated["model"], "m-a");
+    assert_eq!(translated["messages"][0]["content"], "hi");
+
+    // Attempt 2 in the client's API: its body and headers as the client sent them.
+    let mut second = next_attempt(&first, 2);
+    second.request_body = sent.request_body.clone();
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut second);
+    assert_eq!(second.header(":path"), Some("/v1/messages"));
+    assert_eq!(second.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(second.header("x-api-key"), Some("key-KC"));
+    assert_eq!(second.header("authorization"), None);
+    assert_eq!(
+        second.request_body,
+        br#"{"model":"m-c","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#
+    );
+
+    // Attempt 1's OpenAI answer goes back to the Anthropic client as a message.
+    let reply = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m-a","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+    let mut answer = MockHost {
+        response_headers: vec![
+            (":status".to_owned(), "200".to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("content-length".to_owned(), reply.len().to_string()),
+            (HEADER_SERVED.to_owned(), served(1, KEY_A)),
+        ],
+        ..MockHost::default()
+    };
+    assert_eq!(
+        request_flow.on_response_headers(&mut answer, false),
+        Flow::Pause
+    );
+    answer.response_body = reply.as_bytes().to_vec();
+    assert_eq!(
+        request_flow.on_response_body(&mut answer, reply.len(), true),
+        Flow::Continue
+    );
+    let message: Value = serde_json::from_slice(&answer.response_body).expect("JSON");
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Hello");
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(message["usage"]["input_tokens"], 3);
+}
+
+#[test]
+fn an_openai_client_after_a_translated_attempt_loses_the_anthropic_header() {
+    let plan = mixed_plan(c_then_a());
+    let body = r#"{"model":"mix","messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, sent) = through_request_filter(&plan, "/v1/chat/completions", body);
+    let mut first = next_attempt(&sent, 1);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut first);
+    assert_eq!(first.header(":path"), Some("/v1/messages"));
+    assert_eq!(first.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(body_json(&first)["max_tokens"], 512);
+
+    let mut second = next_attempt(&first, 2);
+    second.request_body = sent.request_body.clone();
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    send_attempt(&mut flow, &mut second);
+    assert_eq!(second.header(":path"), Some("/v1/chat/completions"));
+    assert_eq!(second.header("anthropic-version"), None);
+    assert_eq!(second.header("x-api-key"), None);
+    assert_eq!(
+        second.request_body,
+        br#"{"model":"m-a","messages":[{"role":"user","content":"hi"}]}"#
+    );
+}
+
+#[test]
+fn a_candidate_whose_api_cannot_express_the_request_is_left_out() {
+    // `seed` has no equivalent in Anthropic's API: only `a` is tried.
+    let plan = mixed_plan(a_then_c());
+    let body = r#"{"model":"mix","seed":7,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, sent) = through_request_filter(&plan, "/v1/chat/completions", body);
+    let (_, keys) = parse_failover(sent.header(HEADER_FAILOVER).expect("list")).expect("parses");
+    assert_eq!(keys, [KEY_A]);
+    assert_eq!(sent.header("x-envoy-max-retries"), Some("0"));
+
+    // When no candidate is left, the client gets the 400 that names the field.
+    let plan =
+        mixed_plan(json!([{"upstream": "c", "model": "m-c"}, {"upstream": "c", "model": "m-c2"}]));
+    let mut host = MockHost::with_request(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("content-length", &body.len().to_string()),
+        ],
+        body.as_bytes(),
+    );
+    let mut flow = RequestFlow::new(plan, 1);
+    flow.on_request_headers(&mut host, false);
+    flow.on_request_body(&mut host, body.len(), true);
+    let reply = host.local_reply.as_ref().expect("a local reply");
+    assert_eq!(reply.status, 400);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(text.contains("`seed`"), "{text}");
+}

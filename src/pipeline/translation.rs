@@ -5,56 +5,118 @@
 
 use serde_json::Value;
 
-use crate::config::plan::Upstream;
+use crate::config::plan::{Plan, Upstream};
 use crate::endpoint::Endpoint;
 use crate::errors::ApiError;
 use crate::host::Host;
 use crate::rewrite::headers::HeaderEdits;
+use crate::route::Candidate;
 use crate::translate::stream::{AnthropicToOpenAi, OpenAiToAnthropic};
 use crate::translate::{self, request, response, Format};
 
-/// The API a routed endpoint speaks; `None` for the ones with no counterpart to translate.
-pub(super) fn client_format(endpoint: Endpoint) -> Option<Format> {
-    match endpoint {
-        Endpoint::ChatCompletions => Some(Format::OpenAi),
-        Endpoint::AnthropicMessages => Some(Format::Anthropic),
-        _ => None,
-    }
-}
-
 /// The client's API and the target's when the request must be translated for `upstream`:
-/// it names a format other than the client's. An endpoint without a counterpart cannot go to an upstream of
-/// another format; nor, for now, can a translated request go through the failover cluster
-/// (its attempts are rewritten for their targets in the client's format).
+/// it names a format other than the client's. An endpoint without a counterpart cannot go
+/// to an upstream of another format (routing skips such targets: `Format::serves`).
 pub(super) fn needed(
     endpoint: Endpoint,
     upstream: &Upstream,
-    failover: bool,
 ) -> Result<Option<(Format, Format)>, ApiError> {
     let Some(target) = upstream.format else {
         return Ok(None);
     };
-    let from = match client_format(endpoint) {
-        Some(from) if from == target => return Ok(None),
-        Some(from) => from,
-        None if target == Format::OpenAi => return Ok(None),
-        None => {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "The {} endpoint has no counterpart in the Anthropic Messages API of the model chosen for this request.",
-                    endpoint.name()
-                ),
-                None,
-                "unsupported_endpoint",
-            ))
-        }
-    };
-    if failover {
-        return Err(ApiError::no_candidate(
-            "The model chosen speaks another API and is reached through failover, which does not translate yet.",
-        ));
+    match Format::of_endpoint(endpoint) {
+        Some(from) if from == target => Ok(None),
+        Some(from) => Ok(Some((from, target))),
+        None if target == Format::OpenAi => Ok(None),
+        None => Err(ApiError::invalid_request(
+            format!(
+                "The {} endpoint has no counterpart in the Anthropic Messages API of the model chosen for this request.",
+                endpoint.name()
+            ),
+            None,
+            "unsupported_endpoint",
+        )),
     }
-    Ok(Some((from, target)))
+}
+
+/// Failover candidates that speak another API than the client's are tried translated: the
+/// attempt filter translates the client's body for each (`attempt.rs`) and the request
+/// filter the answer back, once it knows who served ([`MixedFailover::served_by`]). A
+/// candidate whose API cannot express the request (a field without an equivalent) is left
+/// out, as a candidate without a capability would be; none left: that 400. Returns the
+/// candidates kept and, when some of them are translated, the way back.
+pub(super) fn fit_failover<'d>(
+    plan: &Plan,
+    endpoint: Endpoint,
+    value: &Value,
+    candidates: Vec<&'d Candidate>,
+) -> Result<(Vec<&'d Candidate>, Option<MixedFailover>), ApiError> {
+    // Each other format is tried once, for the first candidate that needs it.
+    let mut tried: Vec<(Format, Result<(), ApiError>)> = Vec::new();
+    let mut kept = Vec::with_capacity(candidates.len());
+    let mut mixed = None;
+    let mut refused = None;
+    for c in candidates {
+        let Some(upstream) = plan.upstream(c.upstream) else {
+            continue;
+        };
+        let fits = match needed(endpoint, upstream) {
+            Ok(None) => Ok(()),
+            Ok(Some((from, to))) => {
+                mixed = Some(MixedFailover::new(from, value));
+                match tried.iter().find(|(f, _)| *f == to) {
+                    Some((_, r)) => r.clone(),
+                    None => {
+                        let max = upstream.default_max_tokens;
+                        let r = body(value, from, to, &c.model, max).map(|_| ());
+                        tried.push((to, r.clone()));
+                        r
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match fits {
+            Ok(()) => kept.push(c),
+            Err(e) => refused = refused.or(Some(e)),
+        }
+    }
+    match (kept.is_empty(), refused) {
+        (true, Some(e)) => Err(e),
+        _ => Ok((kept, mixed)),
+    }
+}
+
+/// A failover list that mixes APIs: what the answer of a translated attempt needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MixedFailover {
+    client: Format,
+    include_usage: bool,
+}
+
+impl MixedFailover {
+    fn new(client: Format, value: &Value) -> MixedFailover {
+        MixedFailover {
+            client,
+            include_usage: asks_for_usage(value),
+        }
+    }
+
+    /// The answer's way back when `key` served in another API than the client's.
+    pub(super) fn served_by(&self, plan: &Plan, key: &str) -> Option<Translation> {
+        let target = plan.targets.get(key)?;
+        let upstream = plan.upstream(target.upstream)?.format?;
+        (upstream != self.client)
+            .then(|| Translation::with(upstream, self.client, self.include_usage))
+    }
+}
+
+/// Whether an OpenAI client asked its stream for the usage chunk.
+fn asks_for_usage(value: &Value) -> bool {
+    value
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// The headers of a request translated for `upstream` (of format `to`): Anthropic's version
@@ -73,6 +135,24 @@ pub(super) fn header_edits(edits: &mut HeaderEdits, upstream: &Upstream, to: For
                 }
             }
         }
+    }
+}
+
+/// The headers of a failover attempt in a list that mixes APIs, from a `client` of that
+/// format; `to`: the target's format when the attempt is translated. The attempts share
+/// one header map, so toward an OpenAI-format target an OpenAI client's request loses the
+/// version header an earlier translated attempt set; an Anthropic client's own
+/// `anthropic-*` headers stay for a later attempt in its own API (an OpenAI-format
+/// provider ignores them).
+pub(super) fn attempt_header_edits(
+    edits: &mut HeaderEdits,
+    upstream: &Upstream,
+    client: Format,
+    to: Option<Format>,
+) {
+    match client {
+        Format::OpenAi => header_edits(edits, upstream, to.unwrap_or(Format::OpenAi)),
+        Format::Anthropic => {}
     }
 }
 
@@ -145,10 +225,10 @@ enum StreamTranslator {
 
 impl Translation {
     pub(super) fn new(upstream: Format, client: Format, value: &Value) -> Translation {
-        let include_usage = value
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
+        Translation::with(upstream, client, asks_for_usage(value))
+    }
+
+    fn with(upstream: Format, client: Format, include_usage: bool) -> Translation {
         Translation {
             upstream,
             client,

@@ -12,6 +12,7 @@ use crate::config::plan::{Action, HeaderTest, Matcher, Plan, Target};
 use crate::config::raw::{Strategy, UnknownModel, WhenAllUnhealthy};
 use crate::endpoint::Endpoint;
 use crate::health::{Availability, Budget, HealthBoard};
+use crate::translate::Format;
 
 pub use prefs::ClientPrefs;
 pub use select::{Chooser, TargetStatus};
@@ -208,6 +209,17 @@ fn decide(
                 format!(
                     "upstream `{}` has no API key ({var} is not set)",
                     upstream.name
+                ),
+            );
+            continue;
+        }
+        if !Format::serves(upstream.format, req.endpoint) {
+            push_reason(
+                &mut why_empty,
+                format!(
+                    "upstream `{}` speaks the Anthropic Messages API, which has no {} endpoint",
+                    upstream.name,
+                    req.endpoint.name()
                 ),
             );
             continue;

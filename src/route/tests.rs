@@ -1648,3 +1648,43 @@ fn passthrough_targets_share_one_key_per_upstream() {
     assert_eq!(d.candidates[0].key, "llm_router.h.b");
     assert_eq!(c.health_keys, ["llm_router.h.b"]);
 }
+
+#[test]
+fn an_anthropic_format_upstream_serves_only_endpoints_it_can_translate() {
+    let p = plan(json!({
+        "upstreams": {
+            "claude": {"format": "anthropic"},
+            "gpt": {"format": "openai"}
+        },
+        "default": {"targets": [{"upstream": "claude", "model": "c"}, {"upstream": "gpt", "model": "g"}]}
+    }));
+    for endpoint in [Endpoint::ChatCompletions, Endpoint::AnthropicMessages] {
+        let d = ok(&p, &Req { endpoint, ..req() });
+        assert_eq!(names(&p, &d), ["claude/c", "gpt/g"], "{endpoint:?}");
+    }
+    for endpoint in [
+        Endpoint::Completions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+    ] {
+        let d = ok(&p, &Req { endpoint, ..req() });
+        assert_eq!(names(&p, &d), ["gpt/g"], "{endpoint:?}");
+    }
+    let only = plan(json!({
+        "upstreams": {"claude": {"format": "anthropic"}},
+        "default": {"targets": [{"upstream": "claude", "model": "c"}]}
+    }));
+    let why = no_candidate(
+        &only,
+        &Req {
+            endpoint: Endpoint::Embeddings,
+            ..req()
+        },
+    );
+    assert!(
+        why.contains(
+            "upstream `claude` speaks the Anthropic Messages API, which has no embeddings endpoint"
+        ),
+        "{why}"
+    );
+}

@@ -10,6 +10,8 @@ pub mod stream;
 
 use serde_json::{json, Value};
 
+use crate::endpoint::Endpoint;
+
 /// The API a client or an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -17,6 +19,24 @@ pub enum Format {
     OpenAi,
     /// Anthropic Messages (`/v1/messages`).
     Anthropic,
+}
+
+impl Format {
+    /// The API a routed endpoint speaks; `None` for the ones with no counterpart to
+    /// translate (completions, responses, embeddings: OpenAI's only).
+    pub fn of_endpoint(endpoint: Endpoint) -> Option<Format> {
+        match endpoint {
+            Endpoint::ChatCompletions => Some(Format::OpenAi),
+            Endpoint::AnthropicMessages => Some(Format::Anthropic),
+            _ => None,
+        }
+    }
+
+    /// Whether an upstream of format `upstream` (`None`: whatever the client speaks) can
+    /// serve `endpoint`, as it is or translated.
+    pub fn serves(upstream: Option<Format>, endpoint: Endpoint) -> bool {
+        upstream != Some(Format::Anthropic) || Format::of_endpoint(endpoint).is_some()
+    }
 }
 
 /// A request field the target's API cannot express: `field` is its JSON path in the

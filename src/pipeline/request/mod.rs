@@ -50,7 +50,7 @@ use crate::pipeline::rewrite::{self, Destination};
 use crate::pipeline::routing::{self, RuleHeaders, Sources};
 use crate::pipeline::service_admit::{self, Charged, Waiting};
 use crate::pipeline::track::{is_event_stream, now_ms, Accounting, StreamEnd};
-use crate::pipeline::translation::{self, Translation};
+use crate::pipeline::translation::{self, MixedFailover, Translation};
 use crate::pipeline::StreamFlow;
 use crate::ratelimit::{Check, Verdict};
 use crate::rewrite::headers::{HeaderEdits, Side};
@@ -125,6 +125,8 @@ pub struct RequestFlow {
     service_charged: Option<Charged>,
     /// The answer goes back into the client's API (its target speaks another).
     translation: Option<Translation>,
+    /// With failover across APIs: how a translated attempt's answer goes back.
+    mixed_failover: Option<MixedFailover>,
     /// The client speaks Anthropic's API (`/v1/messages`): the router's errors take its shape.
     anthropic_client: bool,
 }
@@ -153,6 +155,7 @@ impl RequestFlow {
             waiting: None,
             service_charged: None,
             translation: None,
+            mixed_failover: None,
             anthropic_client: false,
         }
     }
@@ -261,7 +264,14 @@ impl RequestFlow {
         // Admit. With failover, the first candidate is sent through the failover cluster
         // (not admitted here: the attempt filter tracks each attempt); otherwise the
         // candidate the health board admits goes straight to its cluster.
-        let failover = routing::failover_candidates(&plan, &decision);
+        let failover = match routing::failover_candidates(&plan, &decision) {
+            Some((f, keys)) => {
+                let (keys, mixed) = translation::fit_failover(&plan, endpoint, &value, keys)?;
+                self.mixed_failover = mixed;
+                Some((f, keys))
+            }
+            None => None,
+        };
         let (chosen, index) = match &failover {
             Some((_, keys)) => (keys.first().copied(), 0),
             None => {
@@ -292,8 +302,12 @@ impl RequestFlow {
             .upstream(chosen.upstream)
             .ok_or_else(|| ApiError::internal("routing chose an unknown upstream"))?;
 
-        // Rewrite: in place, or translated into the target's API.
-        let translating = translation::needed(endpoint, upstream, failover.is_some())?;
+        // Rewrite: in place, or translated into the target's API (with failover, each
+        // attempt is translated for its own target by the attempt filter).
+        let translating = match failover {
+            None => translation::needed(endpoint, upstream)?,
+            Some(_) => None,
+        };
         let (new_body, path) = match translating {
             Some((from, to)) => {
                 let max = upstream.default_max_tokens;
@@ -479,15 +493,20 @@ impl StreamFlow for RequestFlow {
         if self.state != State::Routed {
             return Flow::Continue;
         }
-        let strip = self.strip_usage;
         let now = now_ms(host);
-        let upstream_headers = self
-            .acc
-            .on_response_headers(host, &self.plan, 0, strip, now);
+        let upstream_headers = host.response_headers().unwrap_or_default();
         let plan = Rc::clone(&self.plan);
         // Every edit of the response headers, written with one host call.
         let mut edits = HeaderEdits::default();
         let served = answer::served(self.report.as_ref(), &mut edits, &upstream_headers);
+        if let (Some(mixed), Some((key, _))) = (&self.mixed_failover, &served) {
+            // A failover attempt in another API than the client's: its answer goes back.
+            self.translation = mixed.served_by(&plan, key);
+        }
+        // The usage chunk the router asked for exists only in an OpenAI stream it passes on.
+        let strip = self.strip_usage && self.translation.is_none();
+        self.acc
+            .on_response_map(host, &plan, &upstream_headers, 0, strip, now);
         if let (Some((key, _)), Some(r)) = (&served, &mut self.report) {
             if let Some(t) = r.served_by(&plan, key) {
                 record::served_by(self.record.as_mut(), &r.upstream, &t.model);

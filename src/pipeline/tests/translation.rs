@@ -133,11 +133,15 @@ fn what_cannot_be_translated_is_a_400_naming_it() {
     assert!(v["error"]["message"]
         .as_str()
         .is_some_and(|m| m.starts_with("`n` ")));
-    // An endpoint without a counterpart cannot go to an Anthropic upstream.
+    // An endpoint without a counterpart cannot go to an Anthropic upstream: routing skips
+    // it, as a target without a capability, and says why.
     let mut host = post("/v1/embeddings", r#"{"model":"claude","input":"x"}"#, &[]);
     let mut flow = flow_for(translating_plan());
     run(&mut flow, &mut host);
-    assert_eq!(host.local_reply.as_ref().map(|r| r.status), Some(400));
+    let reply = host.local_reply.as_ref().expect("a reply");
+    assert_eq!(reply.status, 503);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(text.contains("which has no embeddings endpoint"), "{text}");
 }
 
 #[test]
