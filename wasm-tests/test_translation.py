@@ -198,3 +198,47 @@ def test_usage_of_a_translated_request_reaches_the_access_log(router, mock_a):
     assert (line["endpoint"], line["target"], line["status"]) == ("chat", "claude/mock-claude", 200)
     assert line["prompt_tokens"] == completion.usage.prompt_tokens > 0
     assert line["completion_tokens"] == completion.usage.completion_tokens > 0
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+          "additionalProperties": False}
+
+
+def test_structured_output_both_ways(router, mock_a, mock_b):
+    """OpenAI's `response_format` json_schema and Anthropic's `output_config.format`: the same
+    schema reaches the provider in its own API, and the JSON answer comes back as text."""
+    mock_a.set_response(200, {
+        "id": "msg_j", "type": "message", "role": "assistant", "model": "mock-claude",
+        "content": [{"type": "text", "text": "{\"city\": \"Oslo\"}"}],
+        "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 9, "output_tokens": 4}}, times=1)
+    completion = oa(router).chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "Where?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "strict": True, "schema": SCHEMA}})
+    sent = json.loads(mock_a.requests[-1].body)
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert "response_format" not in sent
+    assert json.loads(completion.choices[0].message.content) == {"city": "Oslo"}
+
+    mock_b.set_response(200, {
+        "id": "chatcmpl-j", "object": "chat.completion", "created": 1, "model": "mock-gpt",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "{\"city\": \"Oslo\"}"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}, times=1)
+    message = an(router).messages.create(
+        model="gpt", max_tokens=50, messages=[{"role": "user", "content": "Where?"}],
+        output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    sent = json.loads(mock_b.requests[-1].body)
+    assert sent["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": SCHEMA, "strict": True}}
+    assert "output_config" not in sent
+    assert json.loads(message.content[0].text) == {"city": "Oslo"}
+
+    # JSON without a schema has no Anthropic equivalent; nor has `effort` an OpenAI one.
+    with pytest.raises(openai.BadRequestError) as e:
+        oa(router).chat.completions.create(model="claude", messages=[{"role": "user", "content": "x"}],
+                                           response_format={"type": "json_object"})
+    assert "`response_format`" in e.value.message and "json_object" in e.value.message
+    with pytest.raises(anthropic.BadRequestError) as e:
+        an(router).messages.create(model="gpt", max_tokens=5, messages=[{"role": "user", "content": "x"}],
+                                   output_config={"effort": "high"})
+    assert "`output_config.effort`" in e.value.body["error"]["message"]

@@ -28,12 +28,13 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// From the body: `response_format.type` (chat, completions), `text.format.type`
-    /// (Responses API) or `output_format.type` (Anthropic).
+    /// (Responses API) or `output_config.format.type` (Anthropic; the beta's `output_format`).
     pub fn of(body: &Map<String, Value>) -> OutputFormat {
         let kind = [
             body.get("response_format"),
             body.get("text").and_then(|t| t.get("format")),
             body.get("output_format"),
+            body.get("output_config").and_then(|c| c.get("format")),
         ]
         .into_iter()
         .flatten()

@@ -414,6 +414,10 @@ fn output_format_is_read_from_each_api_shape() {
         of(json!({"output_format": {"type": "json_schema"}})),
         OutputFormat::JsonSchema
     );
+    assert_eq!(
+        of(json!({"output_config": {"format": {"type": "json_schema"}}})),
+        OutputFormat::JsonSchema
+    );
     // Odd shapes are plain text, never an error.
     for odd in [
         json!({"response_format": "json_object"}),

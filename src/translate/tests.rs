@@ -468,3 +468,63 @@ fn an_event_in_one_byte_chunks_is_scanned_once() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data.len(), event.len() - "data: \n\n".len());
 }
+
+#[test]
+fn json_output_maps_where_both_apis_can_express_it() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                        "required": ["city"], "additionalProperties": false});
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    // OpenAI's json_schema is Anthropic's structured output (the schema only).
+    let got = to_anthropic(
+        json!({"model": "m", "messages": messages, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "place", "strict": true, "schema": schema}}}),
+    );
+    assert_eq!(
+        got["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    // And back, strict (Anthropic's output always follows the schema).
+    let strict = json!({"type": "json_schema",
+                        "json_schema": {"name": "output", "schema": schema, "strict": true}});
+    let got = to_openai(json!({"model": "m", "max_tokens": 5, "messages": messages,
+        "output_config": {"format": {"type": "json_schema", "schema": schema}}}));
+    assert_eq!(got["response_format"], strict);
+    let got = to_openai(json!({"model": "m", "max_tokens": 5, "messages": messages,
+        "output_format": {"type": "json_schema", "schema": schema}}));
+    assert_eq!(got["response_format"], strict);
+    let got = to_openai(json!({"model": "m", "max_tokens": 5, "messages": messages,
+        "output_config": {"format": null}}));
+    assert!(got.get("response_format").is_none());
+    // What one side cannot say is refused, naming the field.
+    let base = |k: &str, v: Value| {
+        let mut b = json!({"model": "m", "max_tokens": 5, "messages": messages});
+        b[k] = v;
+        b
+    };
+    for (bad, field) in [
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            "response_format.json_schema.schema",
+        ),
+        (json!({"type": "yaml"}), "response_format.type"),
+    ] {
+        assert_eq!(
+            refused_toward_anthropic(base("response_format", bad)),
+            field
+        );
+    }
+    for (bad, field) in [
+        (json!({"effort": "high"}), "output_config.effort"),
+        (
+            json!({"format": {"type": "json_schema"}}),
+            "output_config.format.schema",
+        ),
+        (
+            json!({"format": {"type": "regex"}}),
+            "output_config.format.type",
+        ),
+        (json!("json"), "output_config"),
+    ] {
+        assert_eq!(refused_toward_openai(base("output_config", bad)), field);
+    }
+}
