@@ -24,14 +24,27 @@ medians over the rounds, compared as ratios against plain Envoy measured in the 
 
 Streaming load (`stream`): the 3 KiB body with `"stream":true` (model "auto", routed by the
 filter) against wasm-tests/sse_upstream.rs, a small std-only Rust server built here with
-`rustc -O` that answers every request with 200 SSE events of 20 bytes (`--stream-events`),
+`rustc -O` that answers every chat request with 200 SSE events of 20 bytes (`--stream-events`),
 a usage event and `data: [DONE]`, each event its own chunk and its own write(). A separate
 pair of Envoys (plain, filter; same configurations as above) has mock-a/mock-b pointed at
 it. Throughput: wrk as above (no -c1 wrk phase). TTFB: a Python client sends requests one at
 a time on one keep-alive connection per server, plain and filter alternating in blocks of
-10, and times the first event and the end of the stream (medians, p90); a paced variant
-(20 events `--paced-gap-us` apart, asked for with x-sse-* request headers) shows that
-events are passed on as they come.
+10, and times the first event, the chunk with the first text (`"t000"`) and the end of the
+stream (medians, p90); a paced variant (20 events `--paced-gap-us` apart, asked for with
+x-sse-* request headers) shows that events are passed on as they come.
+
+Translated streaming load (`xstream`, brings `stream` along): the same streamed request to
+a third Envoy of the stream pair, a router whose default provider (mock-a, where the stream
+body is routed) has `format: anthropic`, pointed at the same sse_upstream. The request goes
+out translated to `/v1/messages`, where sse_upstream answers an Anthropic Messages stream of
+the same texts (message_start, a text block, the N text_delta events, message_delta with
+end_turn and usage, message_stop; one chunk and write() each, the same pacing), and comes
+back translated event by event into chat.completion.chunk events. It is measured in every
+round of the stream load (wrk) and in its TTFB blocks as the role `xlate`; every translated
+answer is checked (the role chunk, the N texts in order, finish_reason stop, the usage chunk,
+`data: [DONE]`), not compared by size. Reported against plain and, as `x/filt`, against the
+same-format router of the same run; target (issue 16): the first text at most 1 ms after the
+same-format router's.
 
 Targets (from the issue): with the filter, throughput >= 0.95 x plain, and p50 latency at
 most 50 us above plain for the 3 KiB body; for the stream, throughput >= 0.95 x plain and
@@ -46,7 +59,7 @@ calls). The router is judged against it too: at least 0.9 x its throughput and a
 request at saturation, 1/rps, steadier than a p50 difference).
 `--no-floor` leaves it out.
 
-`--loads 3k,64k,heur,fo,pass,stream,keys,rls` picks the loads (default all); e.g. `--loads stream`
+`--loads 3k,64k,heur,fo,pass,stream,keys,rls,xlate,xstream` picks the loads (default all); e.g. `--loads stream`
 runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
 tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
 on a third Envoy, against the same plain Envoy. `rls`: the same client and limits counted at
