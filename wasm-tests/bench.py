@@ -24,14 +24,27 @@ medians over the rounds, compared as ratios against plain Envoy measured in the 
 
 Streaming load (`stream`): the 3 KiB body with `"stream":true` (model "auto", routed by the
 filter) against wasm-tests/sse_upstream.rs, a small std-only Rust server built here with
-`rustc -O` that answers every request with 200 SSE events of 20 bytes (`--stream-events`),
+`rustc -O` that answers every chat request with 200 SSE events of 20 bytes (`--stream-events`),
 a usage event and `data: [DONE]`, each event its own chunk and its own write(). A separate
 pair of Envoys (plain, filter; same configurations as above) has mock-a/mock-b pointed at
 it. Throughput: wrk as above (no -c1 wrk phase). TTFB: a Python client sends requests one at
 a time on one keep-alive connection per server, plain and filter alternating in blocks of
-10, and times the first event and the end of the stream (medians, p90); a paced variant
-(20 events `--paced-gap-us` apart, asked for with x-sse-* request headers) shows that
-events are passed on as they come.
+10, and times the first event, the chunk with the first text (`"t000"`) and the end of the
+stream (medians, p90); a paced variant (20 events `--paced-gap-us` apart, asked for with
+x-sse-* request headers) shows that events are passed on as they come.
+
+Translated streaming load (`xstream`, brings `stream` along): the same streamed request to
+a third Envoy of the stream pair, a router whose default provider (mock-a, where the stream
+body is routed) has `format: anthropic`, pointed at the same sse_upstream. The request goes
+out translated to `/v1/messages`, where sse_upstream answers an Anthropic Messages stream of
+the same texts (message_start, a text block, the N text_delta events, message_delta with
+end_turn and usage, message_stop; one chunk and write() each, the same pacing), and comes
+back translated event by event into chat.completion.chunk events. It is measured in every
+round of the stream load (wrk) and in its TTFB blocks as the role `xlate`; every translated
+answer is checked (the role chunk, the N texts in order, finish_reason stop, the usage chunk,
+`data: [DONE]`), not compared by size. Reported against plain and, as `x/filt`, against the
+same-format router of the same run; target (issue 16): the first text at most 1 ms after the
+same-format router's.
 
 Targets (from the issue): with the filter, throughput >= 0.95 x plain, and p50 latency at
 most 50 us above plain for the 3 KiB body; for the stream, throughput >= 0.95 x plain and
@@ -46,7 +59,7 @@ calls). The router is judged against it too: at least 0.9 x its throughput and a
 request at saturation, 1/rps, steadier than a p50 difference).
 `--no-floor` leaves it out.
 
-`--loads 3k,64k,heur,fo,pass,stream,keys,rls` picks the loads (default all); e.g. `--loads stream`
+`--loads 3k,64k,heur,fo,pass,stream,keys,rls,xlate,xstream` picks the loads (default all); e.g. `--loads stream`
 runs the streaming case alone. `keys`: the 3 KiB body from a configured client key with rpm,
 tpm and a monthly budget (identification, the shared-data ledger at admission and at the end)
 on a third Envoy, against the same plain Envoy. `rls`: the same client and limits counted at
@@ -593,6 +606,9 @@ def check_failover_routing(filt: Envoy, body: bytes) -> None:
 SSE_SOURCE = os.path.join(HERE, "sse_upstream.rs")
 #: What a request to sse_upstream answers: N events of 20 bytes, a usage event, [DONE].
 SSE_EVENT = b'data: {"c":"t%03d"}\n\n'
+#: The first event's text, in sse_upstream's OpenAI-style stream and translated from its
+#: Anthropic one alike: StreamConn times the chunk that brings it.
+FIRST_TEXT = b'"t000"'
 
 
 def sse_expected_body(events: int) -> bytes:
@@ -682,6 +698,9 @@ class StreamConn:
         return time.perf_counter()
 
     def request(self, body: bytes, extra_headers: bytes = b"") -> dict:
+        """One request; ``first_us``: its first body byte, ``text_us``: the end of the chunk
+        holding the first text (``"t000"``, the first event's in either format), ``end_us``:
+        the end of the chunked body."""
         if self.sock is None:
             self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -703,15 +722,15 @@ class StreamConn:
             headers[k.strip().lower()] = v.strip()
         pos = sep + 4
         data = bytearray()
-        t_first = None
+        t_first = t_text = None
         if headers.get("transfer-encoding", "").lower() != "chunked":
             n = int(headers.get("content-length", "0"))
             while len(buf) < pos + n:
                 t = self._recv(buf)
             data = buf[pos:pos + n]
             self.close()  # an error answer, not a stream: start afresh
-            return {"status": status, "headers": headers, "body": bytes(data),
-                    "head_us": (t_head - t0) * 1e6, "first_us": (t - t0) * 1e6, "end_us": (t - t0) * 1e6}
+            return {"status": status, "headers": headers, "body": bytes(data), "head_us": (t_head - t0) * 1e6,
+                    "first_us": (t - t0) * 1e6, "text_us": (t - t0) * 1e6, "end_us": (t - t0) * 1e6}
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
@@ -731,8 +750,11 @@ class StreamConn:
                 continue
             data += buf[eol + 2:eol + 2 + size]
             pos = eol + 2 + size + 2
+            if t_text is None and FIRST_TEXT in data:
+                t_text = t  # the recv that completed the chunk with the first text
         return {"status": status, "headers": headers, "body": bytes(data), "head_us": (t_head - t0) * 1e6,
-                "first_us": ((t_first or t) - t0) * 1e6, "end_us": (t - t0) * 1e6}
+                "first_us": ((t_first or t) - t0) * 1e6, "text_us": ((t_text or t) - t0) * 1e6,
+                "end_us": (t - t0) * 1e6}
 
 
 def check_stream_routing(plain: Envoy, filt: Envoy, body: bytes, variants: list) -> None:
@@ -766,28 +788,99 @@ def check_stream_routing(plain: Envoy, filt: Envoy, body: bytes, variants: list)
                       % ("plain", label, events))
 
 
-def measure_ttfb(plain: Envoy, filt: Envoy, body: bytes, hdrs: bytes, events: int, requests: int,
+def xstream_wrong(body: bytes, events: int) -> Optional[str]:
+    """What is wrong with a translated stream (None: nothing), i.e. sse_upstream's Anthropic
+    stream of ``events`` text deltas as OpenAI chat.completion.chunk events: the role chunk,
+    the texts t000, t001, ... in order, one finish_reason (stop, from end_turn), the usage
+    chunk (prompt 10, completion ``events``), then ``data: [DONE]``."""
+    parts = body.split(b"\n\n")
+    if len(parts) < 2 or parts[-1] != b"" or parts[-2] != b"data: [DONE]":
+        return "does not end with data: [DONE]"
+    chunks = []
+    for p in parts[:-2]:
+        if not p.startswith(b"data: "):
+            return "not a data event: %r" % p[:100]
+        try:
+            v = json.loads(p[6:])
+        except ValueError:
+            return "not JSON: %r" % p[:100]
+        if not isinstance(v, dict) or v.get("object") != "chat.completion.chunk" or v.get("id") != "msg_bench":
+            return "not a chat.completion.chunk of msg_bench: %r" % p[:100]
+        chunks.append(v)
+    if len(chunks) != events + 3:
+        return "%d chunks (want %d: role, %d texts, finish, usage)" % (len(chunks), events + 3, events)
+    choices = [c["choices"][0] if c.get("choices") else {} for c in chunks]
+    if choices[0].get("delta") != {"role": "assistant", "content": ""}:
+        return "the first chunk is not the role: %r" % chunks[0]
+    texts = [ch.get("delta", {}).get("content") for ch in choices[1:events + 1]]
+    if texts != ["t%03d" % (i % 1000) for i in range(events)]:
+        return "the texts are not t000..t%03d in order" % ((events - 1) % 1000)
+    if [ch.get("finish_reason") for ch in choices] != [None] * (events + 1) + ["stop", None]:
+        return "finish_reason not stop on the chunk after the texts alone"
+    usage = chunks[-1].get("usage")
+    if chunks[-1].get("choices") != [] or usage != {"prompt_tokens": 10, "completion_tokens": events,
+                                                     "total_tokens": events + 10}:
+        return "the last chunk is not the usage: %r" % chunks[-1]
+    return None
+
+
+def check_xstream_routing(xfilt: Envoy, body: bytes, variants: list) -> None:
+    """The translating router sends the stream request to the Anthropic-format provider
+    (mock-a, /v1/messages, where sse_upstream answers Anthropic events) and streams back
+    their OpenAI translation."""
+    for label, hdrs, events in variants:
+        c = StreamConn(xfilt.port, xfilt.name)
+        try:
+            res = c.request(body, hdrs)
+        finally:
+            c.close()
+        h = res["headers"]
+        if res["status"] != 200:
+            raise SystemExit("envoy %s, %s: status %d: %r" % (xfilt.name, label, res["status"], res["body"][:300]))
+        if not h.get("content-type", "").startswith("text/event-stream"):
+            raise SystemExit("envoy %s, %s: content-type %r" % (xfilt.name, label, h.get("content-type")))
+        if h.get("x-llm-router-upstream") != "mock-a":
+            raise SystemExit("envoy %s, %s: not routed to the Anthropic-format mock-a (x-llm-router-upstream=%r)"
+                             % (xfilt.name, label, h.get("x-llm-router-upstream")))
+        wrong = xstream_wrong(res["body"], events)
+        if wrong:
+            raise SystemExit("envoy %s, %s: not sse_upstream's Anthropic stream translated: %s (%d bytes: %r)"
+                             % (xfilt.name, label, wrong, len(res["body"]), res["body"][-300:]))
+        print("  routing check %-6s %-6s 200, upstream=%s model=%s, %d Anthropic events translated to %d chunks"
+              " + [DONE] (%d bytes)" % ("xlate", label, h.get("x-llm-router-upstream"),
+                                        h.get("x-llm-router-model"), events + 5, events + 3, len(res["body"])))
+
+
+def measure_ttfb(servers: list, body: bytes, hdrs: bytes, events: int, requests: int,
                  warmup: int, block: int = 10) -> dict:
-    """Sequential streamed requests, one keep-alive connection per server, alternating plain and
-    filter in blocks of ``block``; returns {"plain"|"filter": {"first_us": [...], "end_us": [...]}}."""
-    size = len(sse_expected_body(events))
-    out = {"plain": {"head_us": [], "first_us": [], "end_us": []},
-           "filter": {"head_us": [], "first_us": [], "end_us": []}}
-    conns = {"plain": StreamConn(plain.port, plain.name), "filter": StreamConn(filt.port, filt.name)}
+    """Sequential streamed requests, one keep-alive connection per server, alternating the
+    ``servers`` ((role, Envoy, translated?)) in blocks of ``block``; every answer checked
+    (the same-format ones byte for byte, the translated ones by xstream_wrong); returns
+    {role: {"first_us": [...], "text_us": [...], "end_us": [...]}}."""
+    want = sse_expected_body(events)
+    keys = ("head_us", "first_us", "text_us", "end_us")
+    out = {role: {k: [] for k in keys} for role, _, _ in servers}
+    conns = {role: StreamConn(envoy.port, envoy.name) for role, envoy, _ in servers}
     try:
-        for role in ("plain", "filter"):
+        for role, _, _ in servers:
             for _ in range(warmup):
                 conns[role].request(body, hdrs)
         done = 0
         while done < requests:
             n = min(block, requests - done)
-            for role in ("plain", "filter"):
+            for role, _, translated in servers:
                 for _ in range(n):
                     res = conns[role].request(body, hdrs)
-                    if res["status"] != 200 or len(res["body"]) != size or not res["body"].endswith(b"[DONE]\n\n"):
-                        raise SystemExit("envoy %s: streamed answer %d, %d bytes (want 200, %d)"
-                                         % (conns[role].name, res["status"], len(res["body"]), size))
-                    for k in ("head_us", "first_us", "end_us"):
+                    if res["status"] != 200:
+                        raise SystemExit("envoy %s: streamed answer %d" % (conns[role].name, res["status"]))
+                    if translated:
+                        wrong = xstream_wrong(res["body"], events)
+                        if wrong:
+                            raise SystemExit("envoy %s: translated stream: %s" % (conns[role].name, wrong))
+                    elif res["body"] != want:
+                        raise SystemExit("envoy %s: streamed answer of %d bytes, not sse_upstream's %d"
+                                         % (conns[role].name, len(res["body"]), len(want)))
+                    for k in keys:
                         out[role][k].append(res[k])
             done += n
     finally:
@@ -814,7 +907,7 @@ def fmt_us(us: float) -> str:
     return "%.0f us" % us if us < 10000 else "%.1f ms" % (us / 1000)
 
 
-LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys", "rls", "xlate")
+LOAD_NAMES = ("3k", "64k", "heur", "fo", "pass", "stream", "keys", "rls", "xlate", "xstream")
 
 
 def parse_loads(text: str) -> list:
@@ -864,6 +957,9 @@ def main() -> int:
     selected = [x for x in args.loads if not ((x == "fo" and args.no_failover) or (x == "pass" and args.no_pass))]
     if not selected:
         ap.error("no load left to run")
+    if "xstream" in selected and "stream" not in selected:
+        # Measured in the stream load's rounds, against its plain and same-format Envoys.
+        selected = [x for x in LOAD_NAMES if x in selected or x == "stream"]
 
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (make bench installs it with apt-get)")
@@ -893,7 +989,7 @@ def main() -> int:
     if args.paced_gap_us:
         variants.append(("paced", b"x-sse-events: %d\r\nx-sse-gap-us: %d\r\n" % (PACED_EVENTS, args.paced_gap_us),
                          PACED_EVENTS))
-    main_loads = [x for x in selected if x != "stream"]
+    main_loads = [x for x in selected if x not in ("stream", "xstream")]
     workdir = tempfile.mkdtemp(prefix="llm-router-bench-")
     wrk = Wrk(workdir)
     envoys: list[Envoy] = []
@@ -906,6 +1002,8 @@ def main() -> int:
         return envoy.start()
 
     sse: Optional[SseUpstream] = None
+    #: The streaming load's (role, Envoy, translated?), plain and filter first.
+    stream_servers: list = []
     #: Redis and the rate-limit service of the `rls` load, stopped by the `finally` below.
     services: list = []
     try:
@@ -934,6 +1032,10 @@ def main() -> int:
                   % args.stream_events)
             print("            of 20 bytes + usage + [DONE], one chunk and one write() each; its own plain and")
             print("            filter Envoys (-c1 wrk phase replaced by a sequential TTFB client)")
+        if "xstream" in selected:
+            print("  xstream   the same request to a third Envoy whose default provider has format: anthropic:")
+            print("            translated to /v1/messages, answered with sse_upstream's Anthropic events (the")
+            print("            same texts), translated back to chat.completion.chunk events; role xlate")
 
         # (label, body, path, plain Envoy, filter Envoy, phases)
         loads: list = []
@@ -1003,16 +1105,26 @@ def main() -> int:
             sse = SseUpstream(exe, args.stream_events).start()
             splain = launch("plain-sse", router_config(sse.port, False))
             sfilt = launch("filter-sse", router_config(sse.port, True))
+            stream_servers += [("plain", splain, False), ("filter", sfilt, False)]
             print("  ports     sse_upstream %d, plain %d, filter %d (127.0.0.1)" % (sse.port, splain.port, sfilt.port))
             check_stream_routing(splain, sfilt, stream_body, variants)
-            loads.append(("stream", stream_body, PATH, splain, sfilt, phases[:1]))
+            if "xstream" in selected:
+                sxfilt = launch("filter-xsse", router_config(sse.port, True, translate=True))
+                print("  ports     xlate %d (default provider format: anthropic)" % sxfilt.port)
+                check_xstream_routing(sxfilt, stream_body, variants)
+                stream_servers.append(("xlate", sxfilt, True))
+            # A third member, measured in every round of the same load: the translating router.
+            loads.append(("stream", stream_body, PATH, splain, sfilt, phases[:1], None,
+                          [(role, envoy) for role, envoy, _ in stream_servers[2:]]))
         print(flush=True)
 
         # phase -> body -> config -> list of wrk results
         def roles(ld: tuple) -> list:
-            """(role, Envoy) measured in each round of a load: plain, the floor if any, filter."""
+            """(role, Envoy) measured in each round of a load: plain, the floor if any, filter,
+            then any further (role, Envoy) of the load (the stream's translating router)."""
             floor_e = ld[6] if len(ld) > 6 else None
-            return [("plain", ld[3])] + ([("floor", floor_e)] if floor_e else []) + [("filter", ld[4])]
+            more = ld[7] if len(ld) > 7 else []
+            return [("plain", ld[3])] + ([("floor", floor_e)] if floor_e else []) + [("filter", ld[4])] + more
 
         runs = {ph: {ld[0]: {role: [] for role, _ in roles(ld)} for ld in loads if any(p[0] == ph for p in ld[5])}
                 for ph, _, _ in phases}
@@ -1040,12 +1152,12 @@ def main() -> int:
             for label, hdrs, events in variants:
                 n = args.ttfb_requests if label == "stream" else max(20, args.ttfb_requests // 10)
                 t = time.monotonic()
-                ttfb[label] = measure_ttfb(splain, sfilt, stream_body, hdrs, events, n, warmup=max(5, n // 10))
-                print("  %-6s TTFB client: %d + %d requests, %.1f s" % (label, n, n, time.monotonic() - t),
-                      flush=True)
+                ttfb[label] = measure_ttfb(stream_servers, stream_body, hdrs, events, n, warmup=max(5, n // 10))
+                print("  %-6s TTFB client: %s requests, %.1f s" % (
+                    label, " + ".join([str(n)] * len(stream_servers)), time.monotonic() - t), flush=True)
             sse.check_alive()
-            splain.check_alive()
-            sfilt.check_alive()
+            for _, envoy, _ in stream_servers:
+                envoy.check_alive()
         for envoy in envoys:
             envoy.check_alive()
 
@@ -1073,7 +1185,7 @@ def main() -> int:
                 p = med[phase][label]["plain"]
                 print("%-7s %-7s %9.0f %9s %9s" % (
                     label, "plain", p["rps"], fmt_us(p["p50_us"]), fmt_us(p["p99_us"])))
-                for role in ("floor", "filter"):
+                for role in ("floor", "filter", "xlate"):
                     f = med[phase][label].get(role)
                     if f is None:
                         continue
@@ -1085,25 +1197,41 @@ def main() -> int:
                     print("%-7s %-7s %9s %9s %9s %10.3f %10s %10s" % (
                         label, "vs floor", "", "", "", f["rps"] / fl["rps"],
                         "%+.0f us" % (f["p50_us"] - fl["p50_us"]), "%+.0f us" % (f["p99_us"] - fl["p99_us"])))
+                x = med[phase][label].get("xlate")
+                if x is not None:
+                    print("%-7s %-7s %9s %9s %9s %10.3f %10s %10s" % (
+                        label, "x/filt", "", "", "", x["rps"] / f["rps"],
+                        "%+.0f us" % (x["p50_us"] - f["p50_us"]), "%+.0f us" % (x["p99_us"] - f["p99_us"])))
         if ttfb:
             print()
-            print("streaming: one request at a time on a keep-alive connection per server, plain and filter")
-            print("alternating in blocks of 10; time from sending the request to the first event / the end")
-            head = "%-7s %-7s %9s %9s %9s %9s %11s %11s" % (
-                "stream", "config", "ttfb p50", "ttfb p90", "end p50", "end p90", "ttfb delta", "end delta")
+            print("streaming: one request at a time on a keep-alive connection per server, %s"
+                  % ", ".join(role for role, _, _ in stream_servers))
+            print("alternating in blocks of 10; time from sending the request to the first event (its first")
+            print("byte), to the end of the chunk with the first text (t000), to the end; deltas against plain")
+            head = "%-7s %-7s %9s %9s %9s %9s %9s %11s %11s %11s" % (
+                "stream", "config", "ttfb p50", "ttfb p90", "text p50", "end p50", "end p90",
+                "ttfb delta", "text delta", "end delta")
             print(head)
             print("-" * len(head))
+
+            def p50(x: dict, k: str) -> float:
+                return statistics.median(x[k])
+
             for label, _, events in variants:
-                p, f = ttfb[label]["plain"], ttfb[label]["filter"]
-                for role, x in (("plain", p), ("filter", f)):
-                    line = "%-7s %-7s %9s %9s %9s %9s" % (
-                        label, role, fmt_us(statistics.median(x["first_us"])), fmt_us(pct(x["first_us"], 90)),
-                        fmt_us(statistics.median(x["end_us"])), fmt_us(pct(x["end_us"], 90)))
-                    if role == "filter":
-                        line += " %11s %11s" % (
-                            "%+.0f us" % (statistics.median(f["first_us"]) - statistics.median(p["first_us"])),
-                            "%+.0f us" % (statistics.median(f["end_us"]) - statistics.median(p["end_us"])))
+                p = ttfb[label]["plain"]
+                for role, _, _ in stream_servers:
+                    x = ttfb[label][role]
+                    line = "%-7s %-7s %9s %9s %9s %9s %9s" % (
+                        label, role, fmt_us(p50(x, "first_us")), fmt_us(pct(x["first_us"], 90)),
+                        fmt_us(p50(x, "text_us")), fmt_us(p50(x, "end_us")), fmt_us(pct(x["end_us"], 90)))
+                    if role != "plain":
+                        line += " %11s %11s %11s" % tuple(
+                            "%+.0f us" % (p50(x, k) - p50(p, k)) for k in ("first_us", "text_us", "end_us"))
                     print(line)
+                if "xlate" in ttfb[label]:
+                    x, f = ttfb[label]["xlate"], ttfb[label]["filter"]
+                    print("%-7s %-7s %9s %9s %9s %9s %9s %11s %11s %11s" % ((label, "x/filt") + ("",) * 5 + tuple(
+                        "%+.0f us" % (p50(x, k) - p50(f, k)) for k in ("first_us", "text_us", "end_us"))))
             print("  stream: %d events of 20 bytes, unpaced; paced: %d events %d us apart (sse_upstream sleeps)"
                   % (args.stream_events, PACED_EVENTS, args.paced_gap_us) if args.paced_gap_us else
                   "  stream: %d events of 20 bytes, unpaced" % args.stream_events)
@@ -1234,6 +1362,27 @@ def main() -> int:
                   % (os.cpu_count() or 0))
             print("   whole machine's; and Envoy's CPU per request falls as more events arrive per read, so it")
             print("   is no clean measure of the filter either)")
+        if "xstream" in selected:
+            st = med["throughput"]["stream"]
+            sp, sf, sx = st["plain"], st["filter"], st["xlate"]
+            x_first = {lb: statistics.median(ttfb[lb]["xlate"]["text_us"]) -
+                       statistics.median(ttfb[lb]["filter"]["text_us"]) for lb, _, _ in variants}
+            x_end = {lb: statistics.median(ttfb[lb]["xlate"]["end_us"]) -
+                     statistics.median(ttfb[lb]["filter"]["end_us"]) for lb, _, _ in variants}
+            ok_xttfb = x_first["stream"] <= TARGET_TTFB_DELTA_US
+            missed |= not ok_xttfb
+            print("targets (the stream translated from an Anthropic-format provider, against the same-format")
+            print("filter of this run):")
+            print("  %-34s %10s  %s" % ("first text p50 added <= %.0f us:" % TARGET_TTFB_DELTA_US,
+                                        "%+.0f us" % x_first["stream"], "MET" if ok_xttfb else "NOT MET"))
+            line = "  xstream: throughput %.3f x the same-format filter's (%.3f x plain); end of the stream %+.0f us" % (
+                sx["rps"] / sf["rps"], sx["rps"] / sp["rps"], x_end["stream"])
+            if "paced" in x_first:
+                line += ";\n  paced: first text %+.0f us, end %+.0f us" % (x_first["paced"], x_end["paced"])
+            print(line)
+            print("  (-c%d, Envoy CPU: xlate %.0f%% of a core, %.0f us per request; same-format filter %.0f us;"
+                  " sse_upstream %.0f%%)" % (args.connections, 100 * sx["cpu_util"], sx["cpu_us"], sf["cpu_us"],
+                                            100 * sx["up_cpu_util"]))
         print("note: %d CPUs shared by wrk, the upstream, the router and whatever else runs here; the"
               % (os.cpu_count() or 0))
         print("      figures are indicative. Compare ratios, not absolute numbers; on a quiet machine use a")

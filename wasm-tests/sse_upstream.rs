@@ -16,8 +16,23 @@
 //! * `data: [DONE]\n\n`;
 //! * the zero-length chunk.
 //!
+//! A request whose path is `/v1/messages` (what the router sends to an upstream with
+//! `format: anthropic`) is answered with an Anthropic Messages stream of the same content
+//! instead, each event `event: <type>\ndata: <json>\n\n`:
+//!
+//! * `message_start` (id `msg_bench`, model `mock-small`, `usage.input_tokens` 10);
+//! * `content_block_start` (index 0, an empty text block);
+//! * N `content_block_delta` `text_delta` events, the texts `t000`, `t001`, ... of the
+//!   OpenAI-style events above;
+//! * `content_block_stop`, `message_delta` (`stop_reason` `end_turn`, `usage.output_tokens`
+//!   N) and `message_stop`;
+//! * the zero-length chunk.
+//!
 //! Every event is its own chunk and its own write(); the response head is a write of its
-//! own too. `--gap-us` sleeps that long before each event after the first (0 = none).
+//! own too. `--gap-us` sleeps that long before each event after the first (0 = none); in
+//! the Anthropic stream before each text delta after the first and once before the three
+//! closing events (message_start, content_block_start and the first delta go out at once,
+//! so both streams take N gaps and carry their first text at once).
 //! A request may override both with the headers `x-sse-events` and `x-sse-gap-us`.
 //! A request with `connection: close` gets its answer, then the connection is closed.
 //! `--watch-stdin`: exit when stdin reaches end of file (the parent went away).
@@ -39,6 +54,12 @@ struct Frames {
     /// `t000` .. `t999` events, each already framed as a chunk.
     events: Vec<Vec<u8>>,
     done: Vec<u8>,
+    /// The Anthropic stream: `t000` .. `t999` text deltas and the fixed events, framed.
+    deltas: Vec<Vec<u8>>,
+    message_start: Vec<u8>,
+    block_start: Vec<u8>,
+    block_stop: Vec<u8>,
+    message_stop: Vec<u8>,
 }
 
 fn chunk(data: &[u8]) -> Vec<u8> {
@@ -59,10 +80,26 @@ fn usage_frame(events: u64) -> Vec<u8> {
     )
 }
 
+fn anthropic_event(name: &str, data: &str) -> Vec<u8> {
+    chunk(format!("event: {}\ndata: {}\n\n", name, data).as_bytes())
+}
+
+fn message_delta_frame(events: u64) -> Vec<u8> {
+    anthropic_event(
+        "message_delta",
+        &format!(
+            "{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}",
+            events
+        ),
+    )
+}
+
 struct Request {
     events: u64,
     gap_us: u64,
     close: bool,
+    /// The path was `/v1/messages`: answer an Anthropic Messages stream.
+    anthropic: bool,
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -79,6 +116,7 @@ fn read_request(
         events,
         gap_us,
         close: false,
+        anthropic: false,
     };
     let mut line = String::new();
     let mut head_len = 0usize;
@@ -107,6 +145,8 @@ fn read_request(
             if l.ends_with("HTTP/1.0") {
                 req.close = true;
             }
+            let path = l.split(' ').nth(1).unwrap_or("");
+            req.anthropic = path.split('?').next() == Some("/v1/messages");
             continue;
         }
         if l.is_empty() {
@@ -166,6 +206,13 @@ fn serve(stream: TcpStream, frames: Arc<Frames>, events: u64, gap_us: u64) -> io
     let mut r = BufReader::with_capacity(64 * 1024, stream);
     while let Some(req) = read_request(&mut r, events, gap_us)? {
         w.write_all(HEAD)?;
+        if req.anthropic {
+            answer_anthropic(&mut w, &frames, &req)?;
+            if req.close {
+                break;
+            }
+            continue;
+        }
         for i in 0..req.events {
             if i > 0 && req.gap_us > 0 {
                 thread::sleep(Duration::from_micros(req.gap_us));
@@ -183,6 +230,24 @@ fn serve(stream: TcpStream, frames: Arc<Frames>, events: u64, gap_us: u64) -> io
         }
     }
     Ok(())
+}
+
+fn answer_anthropic(w: &mut TcpStream, frames: &Frames, req: &Request) -> io::Result<()> {
+    w.write_all(&frames.message_start)?;
+    w.write_all(&frames.block_start)?;
+    for i in 0..req.events {
+        if i > 0 && req.gap_us > 0 {
+            thread::sleep(Duration::from_micros(req.gap_us));
+        }
+        w.write_all(&frames.deltas[(i % 1000) as usize])?;
+    }
+    if req.events > 0 && req.gap_us > 0 {
+        thread::sleep(Duration::from_micros(req.gap_us));
+    }
+    w.write_all(&frames.block_stop)?;
+    w.write_all(&message_delta_frame(req.events))?;
+    w.write_all(&frames.message_stop)?;
+    w.write_all(b"0\r\n\r\n")
 }
 
 fn usage() -> ! {
@@ -217,6 +282,32 @@ fn main() {
             .map(|i| chunk(format!("data: {{\"c\":\"t{:03}\"}}\n\n", i).as_bytes()))
             .collect(),
         done: chunk(b"data: [DONE]\n\n"),
+        deltas: (0..1000)
+            .map(|i| {
+                anthropic_event(
+                    "content_block_delta",
+                    &format!(
+                        "{{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"t{:03}\"}}}}",
+                        i
+                    ),
+                )
+            })
+            .collect(),
+        message_start: anthropic_event(
+            "message_start",
+            "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\
+\"role\":\"assistant\",\"model\":\"mock-small\",\"content\":[],\"stop_reason\":null,\
+\"stop_sequence\":null,\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}",
+        ),
+        block_start: anthropic_event(
+            "content_block_start",
+            "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        ),
+        block_stop: anthropic_event(
+            "content_block_stop",
+            "{\"type\":\"content_block_stop\",\"index\":0}",
+        ),
+        message_stop: anthropic_event("message_stop", "{\"type\":\"message_stop\"}"),
     });
     debug_assert!(frames.events.iter().all(|f| f.len() == 2 + 2 + 20 + 2)); // "14\r\n" + 20 + CRLF
 
