@@ -7,6 +7,7 @@
 pub mod request;
 pub mod response;
 pub mod stream;
+mod structured;
 
 use serde_json::{json, Value};
 

@@ -27,7 +27,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::Untranslatable;
+use super::{structured, Untranslatable};
 
 type Object = Map<String, Value>;
 type Result<T> = std::result::Result<T, Untranslatable>;
@@ -87,7 +87,10 @@ pub fn openai_to_anthropic(req: &Object, max_tokens: u64) -> Result<Object> {
             }
             "tool_choice" | "parallel_tool_calls" => {}
             "response_format" if !is_openai_default(key, v) => {
-                out.insert("output_config".to_owned(), openai_json_output(v)?);
+                out.insert(
+                    "output_config".to_owned(),
+                    structured::openai_to_anthropic(v)?,
+                );
             }
             _ if is_openai_default(key, v) => {}
             _ => {
@@ -333,69 +336,6 @@ fn tool_use(call: &Value, field: &str) -> Result<Value> {
 }
 
 /// An Anthropic Messages request as an OpenAI Chat Completions request.
-/// OpenAI's `response_format` `json_schema` as Anthropic's structured output
-/// (`output_config.format`); its `name`, `description` and `strict` have no equivalent and
-/// are dropped (Anthropic's output always follows the schema). `json_object` asks for JSON
-/// without a schema, which Anthropic cannot: refused.
-fn openai_json_output(v: &Value) -> Result<Value> {
-    let schema = match v.get("type").and_then(Value::as_str) {
-        Some("json_schema") => v.pointer("/json_schema/schema").filter(|s| s.is_object()),
-        Some("json_object") => {
-            return Err(Untranslatable::new(
-                "response_format",
-                "`json_object` has no equivalent in the Anthropic Messages API of the target (it takes a `json_schema`)",
-            ))
-        }
-        _ => return Err(Untranslatable::new("response_format.type", "unknown value")),
-    };
-    let schema = schema.ok_or_else(|| {
-        Untranslatable::new("response_format.json_schema.schema", "must be an object")
-    })?;
-    Ok(json!({"format": {"type": "json_schema", "schema": schema}}))
-}
-
-/// Anthropic's structured output (`output_config.format`, or the beta's top-level
-/// `output_format`) as OpenAI's strict `response_format` `json_schema`; `None` when it asks
-/// for none. Other `output_config` members (`effort`) have no equivalent: refused.
-fn anthropic_json_output(key: &str, v: &Value) -> Result<Option<Value>> {
-    let format = if key == "output_format" {
-        Some(v)
-    } else {
-        let config = v
-            .as_object()
-            .ok_or_else(|| Untranslatable::new(key, "must be an object"))?;
-        if let Some((k, _)) = config.iter().find(|(k, v)| *k != "format" && !v.is_null()) {
-            return Err(Untranslatable::new(
-                format!("{key}.{k}"),
-                "has no equivalent in the OpenAI Chat Completions API of the target",
-            ));
-        }
-        config.get("format").filter(|f| !f.is_null())
-    };
-    let Some(format) = format else {
-        return Ok(None);
-    };
-    let field = if key == "output_format" {
-        key.to_owned()
-    } else {
-        format!("{key}.format")
-    };
-    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
-        return Err(Untranslatable::new(
-            format!("{field}.type"),
-            "unknown value",
-        ));
-    }
-    let schema = format
-        .get("schema")
-        .filter(|s| s.is_object())
-        .ok_or_else(|| Untranslatable::new(format!("{field}.schema"), "must be an object"))?;
-    Ok(Some(json!({
-        "type": "json_schema",
-        "json_schema": {"name": "output", "schema": schema, "strict": true}
-    })))
-}
-
 pub fn anthropic_to_openai(req: &Object) -> Result<Object> {
     let mut out = Object::new();
     for (key, v) in req {
@@ -421,7 +361,7 @@ pub fn anthropic_to_openai(req: &Object) -> Result<Object> {
                 out.insert(key.clone(), anthropic_tools(v)?);
             }
             "output_config" | "output_format" if !v.is_null() => {
-                if let Some(format) = anthropic_json_output(key, v)? {
+                if let Some(format) = structured::anthropic_to_openai(key, v)? {
                     out.insert("response_format".to_owned(), format);
                 }
             }
