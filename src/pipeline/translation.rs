@@ -272,22 +272,27 @@ impl Translation {
     }
 }
 
-/// Replaces the whole held answer (`body_size` bytes) with its translation, and its length.
+/// The answer's bytes Envoy holds (`body_size`), read once for the usage and the
+/// translation; `None` (logged) when they cannot be read.
+pub(super) fn read_answer(host: &dyn Host, body_size: usize) -> Option<Vec<u8>> {
+    match host.response_body(body_size) {
+        Ok(b) => Some(b.unwrap_or_default()),
+        Err(e) => {
+            log::warn!("llm-router: could not read the answer to translate: {e}");
+            None
+        }
+    }
+}
+
+/// Replaces the whole held answer (`body`, as read) with its translation, and its length.
 pub(super) fn whole_answer(
     host: &mut dyn Host,
     t: &Translation,
     status: u32,
-    body_size: usize,
+    body: &[u8],
     now_s: u64,
 ) {
-    let body = match host.response_body(body_size) {
-        Ok(b) => b.unwrap_or_default(),
-        Err(e) => {
-            log::warn!("llm-router: could not read the answer to translate: {e}");
-            return;
-        }
-    };
-    let out = t.whole(status, &body, now_s);
+    let out = t.whole(status, body, now_s);
     if let Err(e) = host.replace_response_body(body.len(), &out) {
         log::warn!("llm-router: could not write the translated answer: {e}");
         return;
@@ -295,29 +300,22 @@ pub(super) fn whole_answer(
     let _ = host.set_response_header("content-length", Some(&out.len().to_string()));
 }
 
-/// Replaces a stream chunk (`body_size` bytes) with its translation.
+/// Replaces a stream chunk (`chunk`, as read) with its translation.
 pub(super) fn stream_chunk(
     host: &mut dyn Host,
     t: &mut Translation,
-    body_size: usize,
+    chunk: &[u8],
     end: bool,
     now_s: u64,
 ) {
     if !t.streaming {
         // A whole answer was translated when its JSON closed: what follows it is dropped.
-        if body_size > 0 {
-            let _ = host.replace_response_body(body_size, b"");
+        if !chunk.is_empty() {
+            let _ = host.replace_response_body(chunk.len(), b"");
         }
         return;
     }
-    let chunk = match host.response_body(body_size) {
-        Ok(b) => b.unwrap_or_default(),
-        Err(e) => {
-            log::warn!("llm-router: could not read the stream to translate: {e}");
-            return;
-        }
-    };
-    let out = t.chunk(&chunk, end, now_s);
+    let out = t.chunk(chunk, end, now_s);
     if let Err(e) = host.replace_response_body(chunk.len(), &out) {
         log::warn!("llm-router: could not write the translated stream: {e}");
     }

@@ -90,14 +90,32 @@ impl RequestFlow {
                 return Flow::Pause;
             }
             self.holding = false;
-            let _ = self.acc.on_response_body(host, body_size, true);
+            let whole = match &self.translation {
+                // One read, for the usage and the translation.
+                Some(_) => translation::read_answer(host, body_size),
+                None => None,
+            };
+            let _ = match &whole {
+                Some(body) => self.acc.on_response_chunk(body, true),
+                None => self.acc.on_response_body(host, body_size, true),
+            };
             if let Some(cost) = self.cost() {
                 let _ = host.set_response_header(HEADER_COST, Some(&answer::format_cost(cost)));
             }
             let now_s = self.start_ms.unwrap_or(0) / 1000;
-            if let Some(t) = &self.translation {
+            if let (Some(t), Some(body)) = (&self.translation, &whole) {
                 let status = self.acc.status().unwrap_or(0);
-                translation::whole_answer(host, t, status, body_size, now_s);
+                translation::whole_answer(host, t, status, body, now_s);
+            }
+            return Flow::Continue;
+        }
+        let now_s = self.start_ms.unwrap_or(0) / 1000;
+        if let Some(t) = &mut self.translation {
+            // One read of the chunk, for the usage and the translation (nothing is stripped
+            // from a stream that is translated).
+            if let Some(chunk) = translation::read_answer(host, body_size) {
+                let _ = self.acc.on_response_chunk(&chunk, end_of_stream);
+                translation::stream_chunk(host, t, &chunk, end_of_stream, now_s);
             }
             return Flow::Continue;
         }
@@ -105,10 +123,6 @@ impl RequestFlow {
             if let Err(e) = host.replace_response_body(body_size, &bytes) {
                 log::warn!("llm-router: could not edit the response stream: {e}");
             }
-        }
-        let now_s = self.start_ms.unwrap_or(0) / 1000;
-        if let Some(t) = &mut self.translation {
-            translation::stream_chunk(host, t, body_size, end_of_stream, now_s);
         }
         Flow::Continue
     }

@@ -457,3 +457,77 @@ fn a_failover_request_and_its_first_attempt_make_a_known_number_of_host_calls() 
         "{calls:?} {attempt_calls:?}"
     );
 }
+
+/// The bundled configuration with its default upstream speaking Anthropic's API (as `make
+/// bench --loads xstream` runs it): requests are translated, and so are their answers.
+fn bundled_translating() -> Plan {
+    let mut config: Value = serde_json::from_str(BUNDLED).expect("bundled is JSON");
+    let upstreams = config["upstreams"].as_object_mut().expect("upstreams");
+    for (_, up) in upstreams.iter_mut() {
+        up["format"] = json!("anthropic");
+    }
+    compile(config.to_string().as_bytes(), &|name| {
+        Some(format!("key-{name}"))
+    })
+    .expect("compiles")
+}
+
+/// An Anthropic stream: message_start, a text block of three deltas, message_delta and
+/// message_stop, one chunk each.
+fn anthropic_stream_answer() -> Answer {
+    let event = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+    let delta = |t: &str| {
+        event(
+            "content_block_delta",
+            &format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{t}"}}}}"#
+            ),
+        )
+    };
+    Answer {
+        headers: vec![
+            (":status".into(), "200".into()),
+            ("content-type".into(), "text/event-stream".into()),
+        ],
+        chunks: [
+            event("message_start", r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"usage":{"input_tokens":700,"output_tokens":1}}}"#),
+            event("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            delta("o"),
+            delta("k"),
+            delta("!"),
+            event("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+            event("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#),
+            event("message_stop", r#"{"type":"message_stop"}"#),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect(),
+    }
+}
+
+/// Translated, each chunk is read once (for its usage and its translation) and replaced
+/// with its translation: one call more per chunk than a same-format stream.
+const TRANSLATED_STREAM_PER_CHUNK: usize = 2;
+
+#[test]
+fn a_translated_stream_reads_each_chunk_once_and_replaces_it() {
+    let answer = anthropic_stream_answer();
+    let mut host = chat_request(&[]);
+    let streamed = chat_3k().replacen(r#""model":"auto""#, r#""model":"auto","stream":true"#, 1);
+    host.request_body = streamed.into_bytes();
+    let calls = request_calls(bundled_translating(), host, &answer);
+    let total = show("translated stream, 8 chunks", &calls);
+    let chunks: Vec<usize> = calls
+        .iter()
+        .filter(|(callback, _)| *callback == "response body")
+        .map(|(_, c)| c.len())
+        .collect();
+    assert_eq!(
+        chunks,
+        vec![TRANSLATED_STREAM_PER_CHUNK; answer.chunks.len()],
+        "{calls:?}"
+    );
+    // The rest as a routed request's (whose one body read is counted with the chunks here).
+    let rest = total - TRANSLATED_STREAM_PER_CHUNK * answer.chunks.len();
+    assert_eq!(rest, ROUTED_CALLS - 1, "{calls:?}");
+}
