@@ -13,6 +13,10 @@
 //! | `ping`, `content_block_start` `text`, `content_block_stop` | nothing |
 //! | `error` | `{"error": ...}` |
 
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, stop_reason};
@@ -46,11 +50,11 @@ impl Events {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some((end, next)) = self.event_end() {
-            let raw: Vec<u8> = self.buf.drain(..next).take(end).collect();
-            (self.scanned, self.line_start) = (0, 0);
-            if let Some(e) = parse_event(&raw) {
+            if let Some(e) = self.buf.get(..end).and_then(parse_event) {
                 out.push(e);
             }
+            self.buf.drain(..next);
+            (self.scanned, self.line_start) = (0, 0);
         }
         if self.buf.len() > MAX_EVENT_BYTES {
             return Err(EventTooLarge);
@@ -100,10 +104,14 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
             _ => {}
         }
     }
-    (name.is_some() || !data.is_empty()).then(|| Event {
-        name,
-        data: data.join("\n"),
-    })
+    if name.is_none() && data.is_empty() {
+        return None;
+    }
+    let data = match data.as_slice() {
+        [one] => (*one).to_owned(),
+        many => many.join("\n"),
+    };
+    Some(Event { name, data })
 }
 
 fn sse_data(v: &Value) -> Vec<u8> {
@@ -127,6 +135,54 @@ pub struct AnthropicToOpenAi {
     /// The OpenAI tool-call index of each Anthropic content block that is a tool use.
     tool_blocks: Vec<(u64, usize)>,
     broken: bool,
+    /// A text chunk up to its text (`data: {"id":...,"delta":{"content":`), once rendered.
+    text_head: Option<Vec<u8>>,
+}
+
+/// The hot event of an Anthropic stream, read without building a JSON tree: a text delta.
+#[derive(Deserialize)]
+struct AnthropicText<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Option<TextDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// The hot chunk of an OpenAI stream: text in the first choice, nothing else to map.
+#[derive(Deserialize)]
+struct OpenAiText<'a> {
+    error: Option<IgnoredAny>,
+    usage: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceText<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceText<'a> {
+    #[serde(borrow)]
+    delta: Option<DeltaText<'a>>,
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct DeltaText<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    tool_calls: Option<IgnoredAny>,
+}
+
+/// `text` as a JSON string, appended to `out`.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 impl AnthropicToOpenAi {
@@ -152,12 +208,37 @@ impl AnthropicToOpenAi {
         };
         let mut out = Vec::new();
         for e in events {
+            if let Ok(t) = serde_json::from_str::<AnthropicText>(&e.data) {
+                if let ("content_block_delta", Some(d)) = (t.kind.as_ref(), &t.delta) {
+                    if let ("text_delta", Some(text)) = (d.kind.as_ref(), &d.text) {
+                        self.text_chunk(text, &mut out);
+                        continue;
+                    }
+                }
+            }
             let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
                 continue;
             };
             out.extend(self.event(&v));
         }
         out
+    }
+
+    /// The chunk of a text delta, from its head rendered once per message.
+    fn text_chunk(&mut self, text: &str, out: &mut Vec<u8>) {
+        let head = self.text_head.get_or_insert_with(|| {
+            let mut h = b"data: {\"id\":".to_vec();
+            let _ = serde_json::to_writer(&mut h, &self.id);
+            h.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            h.extend_from_slice(self.created.to_string().as_bytes());
+            h.extend_from_slice(b",\"model\":");
+            let _ = serde_json::to_writer(&mut h, &self.model);
+            h.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+            h
+        });
+        out.extend_from_slice(head);
+        push_json_str(out, text);
+        out.extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
     }
 
     fn chunk(&self, delta: Value, finish: Value) -> Value {
@@ -173,6 +254,7 @@ impl AnthropicToOpenAi {
                 let m = v.get("message").unwrap_or(&Value::Null);
                 self.id = m.get("id").cloned().unwrap_or(Value::Null);
                 self.model = m.get("model").cloned().unwrap_or(Value::Null);
+                self.text_head = None;
                 let u = m.get("usage").unwrap_or(&Value::Null);
                 self.input_tokens = [
                     "input_tokens",
@@ -199,9 +281,16 @@ impl AnthropicToOpenAi {
             "content_block_delta" => {
                 let d = v.get("delta").unwrap_or(&Value::Null);
                 match d.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => {
-                        sse_data(&self.chunk(json!({"content": d.get("text")}), Value::Null))
-                    }
+                    Some("text_delta") => match d.get("text").and_then(Value::as_str) {
+                        Some(text) => {
+                            let mut out = Vec::new();
+                            self.text_chunk(text, &mut out);
+                            out
+                        }
+                        None => {
+                            sse_data(&self.chunk(json!({"content": d.get("text")}), Value::Null))
+                        }
+                    },
                     Some("input_json_delta") => {
                         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let Some((_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index)
@@ -283,6 +372,10 @@ impl OpenAiToAnthropic {
                 out.extend(self.finish());
                 return out;
             }
+            if let Some(text) = self.open_text_block().and_then(|_| plain_text(&e.data)) {
+                self.text_delta(&text, &mut out);
+                continue;
+            }
             if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
                 out.extend(self.chunk(&v));
             }
@@ -353,12 +446,7 @@ impl OpenAiToAnthropic {
             if !matches!(self.open, Some((_, true))) {
                 out.extend(self.open_block(json!({"type": "text", "text": ""}), true));
             }
-            let index = self.open.map_or(0, |(i, _)| i);
-            out.extend(sse_event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta",
-                "index": index, "delta": {"type": "text_delta", "text": text}}),
-            ));
+            self.text_delta(text, &mut out);
         }
         for call in delta
             .get("tool_calls")
@@ -396,6 +484,26 @@ impl OpenAiToAnthropic {
         out
     }
 
+    /// The index of the open content block when the message started and it is text.
+    fn open_text_block(&self) -> Option<usize> {
+        match (self.started, self.open) {
+            (true, Some((index, true))) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// A text delta of the open text block.
+    fn text_delta(&self, text: &str, out: &mut Vec<u8>) {
+        let index = self.open.map_or(0, |(i, _)| i);
+        out.extend_from_slice(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+        );
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b",\"delta\":{\"type\":\"text_delta\",\"text\":");
+        push_json_str(out, text);
+        out.extend_from_slice(b"}}\n\n");
+    }
+
     fn finish(&mut self) -> Vec<u8> {
         self.done = true;
         let mut out = self.start(&Value::Null);
@@ -409,4 +517,19 @@ impl OpenAiToAnthropic {
         out.extend(sse_event("message_stop", &json!({"type": "message_stop"})));
         out
     }
+}
+
+/// The text of an OpenAI chunk that carries only text in its first choice (no error, usage,
+/// tool calls or finish reason): the hot chunk, read without building a JSON tree.
+fn plain_text(data: &str) -> Option<Cow<'_, str>> {
+    let c: OpenAiText = serde_json::from_str(data).ok()?;
+    if c.error.is_some() || c.usage.is_some() {
+        return None;
+    }
+    let choice = c.choices.into_iter().next()?;
+    let delta = choice.delta?;
+    if choice.finish_reason.is_some() || delta.tool_calls.is_some() {
+        return None;
+    }
+    delta.content.filter(|t| !t.is_empty())
 }

@@ -528,3 +528,53 @@ fn json_output_maps_where_both_apis_can_express_it() {
         assert_eq!(refused_toward_openai(base("output_config", bad)), field);
     }
 }
+
+#[test]
+fn text_deltas_take_the_fast_path_and_say_what_the_slow_one_would() {
+    use super::stream::{AnthropicToOpenAi, OpenAiToAnthropic};
+    let text = "Say \"hi\" \\ caf\u{e9} \u{1f600}\n";
+    let start = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_\"1","model":"m","usage":{"input_tokens":3}}}
+
+"#;
+    let delta = format!(
+        "event: content_block_delta\ndata: {}\n\n",
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+    );
+    let mut t = AnthropicToOpenAi::new(7, false);
+    t.push(start.as_bytes());
+    let out = String::from_utf8(t.push(delta.as_bytes())).expect("UTF-8");
+    let data = out
+        .strip_prefix("data: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .expect("one event");
+    let v: Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"id": "msg_\"1", "object": "chat.completion.chunk", "created": 7, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+    );
+
+    let chunk = |delta: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "choices": [{"index": 0, "delta": delta}]})
+        )
+    };
+    let mut t = OpenAiToAnthropic::new();
+    t.push(
+        chunk(json!({"role": "assistant", "content": "a"})).as_bytes(),
+        false,
+    );
+    let out = String::from_utf8(t.push(chunk(json!({"content": text})).as_bytes(), false))
+        .expect("UTF-8");
+    let data = out
+        .strip_prefix("event: content_block_delta\ndata: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .expect("one event");
+    let v: Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+    );
+}
