@@ -19,7 +19,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::response::{finish_reason, stop_reason};
+use super::response::{finish_reason, openai_usage, stop_reason};
 
 /// The longest event held while it is incomplete; a longer one ends the translation.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -131,7 +131,8 @@ pub struct AnthropicToOpenAi {
     created: u64,
     /// Send the usage chunk (the client asked for `stream_options.include_usage`).
     include_usage: bool,
-    input_tokens: u64,
+    /// The usage so far (message_start's, then message_delta's counts over it).
+    usage: Value,
     /// The OpenAI tool-call index of each Anthropic content block that is a tool use.
     tool_blocks: Vec<(u64, usize)>,
     broken: bool,
@@ -255,15 +256,7 @@ impl AnthropicToOpenAi {
                 self.id = m.get("id").cloned().unwrap_or(Value::Null);
                 self.model = m.get("model").cloned().unwrap_or(Value::Null);
                 self.text_head = None;
-                let u = m.get("usage").unwrap_or(&Value::Null);
-                self.input_tokens = [
-                    "input_tokens",
-                    "cache_read_input_tokens",
-                    "cache_creation_input_tokens",
-                ]
-                .iter()
-                .filter_map(|k| u.get(*k).and_then(Value::as_u64))
-                .sum();
+                self.usage = m.get("usage").cloned().unwrap_or(Value::Null);
                 sse_data(&self.chunk(json!({"role": "assistant", "content": ""}), Value::Null))
             }
             "content_block_start" => {
@@ -308,16 +301,22 @@ impl AnthropicToOpenAi {
                 let stop = v.pointer("/delta/stop_reason").and_then(Value::as_str);
                 let mut out = sse_data(&self.chunk(json!({}), finish_reason(stop)));
                 if self.include_usage {
-                    let output = v
-                        .pointer("/usage/output_tokens")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0);
-                    let prompt = self.input_tokens;
+                    // message_delta's counts are cumulative and may include the prompt's
+                    // (input and cache counts): they override message_start's.
+                    if let (Some(start), Some(delta)) = (
+                        self.usage.as_object_mut(),
+                        v.get("usage").and_then(Value::as_object),
+                    ) {
+                        for (k, n) in delta.iter().filter(|(_, n)| n.is_u64()) {
+                            start.insert(k.clone(), n.clone());
+                        }
+                    } else if let Some(delta) = v.get("usage").filter(|u| u.is_object()) {
+                        self.usage = delta.clone();
+                    }
                     out.extend(sse_data(&json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [],
-                        "usage": {"prompt_tokens": prompt, "completion_tokens": output,
-                                  "total_tokens": prompt + output}})));
+                        "usage": openai_usage(&self.usage)})));
                 }
                 out
             }

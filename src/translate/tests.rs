@@ -387,7 +387,8 @@ fn an_anthropic_stream_becomes_openai_chunks_at_every_byte_split() {
         .expect("a usage chunk");
     assert_eq!(
         usage,
-        &json!({"prompt_tokens": 15, "completion_tokens": 9, "total_tokens": 24})
+        &json!({"prompt_tokens": 15, "completion_tokens": 9, "total_tokens": 24,
+                "prompt_tokens_details": {"cached_tokens": 3}})
     );
     assert_eq!(chunks.last().map(|(_, c)| c.clone()), Some(json!("[DONE]")));
     assert!(chunks
@@ -576,5 +577,40 @@ data: {"type":"message_start","message":{"id":"msg_\"1","model":"m","usage":{"in
     assert_eq!(
         v,
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+    );
+}
+
+#[test]
+fn a_streams_usage_is_built_like_a_whole_answers_with_message_deltas_counts_over_message_starts() {
+    use super::stream::AnthropicToOpenAi;
+    let stream = |delta_usage: Value| {
+        format!(
+            "event: message_start\ndata: {}\n\nevent: message_delta\ndata: {}\n\n",
+            json!({"type": "message_start", "message": {"id": "m", "model": "x",
+                   "usage": {"input_tokens": 10, "cache_read_input_tokens": 90,
+                             "cache_creation_input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": delta_usage})
+        )
+    };
+    let usage_of = |s: String| {
+        let out =
+            String::from_utf8(AnthropicToOpenAi::new(1, true).push(s.as_bytes())).expect("UTF-8");
+        out.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find_map(|c| c.get("usage").cloned())
+            .expect("a usage chunk")
+    };
+    let whole = super::response::openai_usage(&json!({"input_tokens": 10,
+        "cache_read_input_tokens": 90, "cache_creation_input_tokens": 5, "output_tokens": 7}));
+    assert_eq!(usage_of(stream(json!({"output_tokens": 7}))), whole);
+    // Newer API versions repeat the prompt's counts, cumulative, in message_delta.
+    assert_eq!(
+        usage_of(stream(
+            json!({"input_tokens": 12, "cache_read_input_tokens": 90,
+                               "cache_creation_input_tokens": 5, "output_tokens": 7})
+        )),
+        json!({"prompt_tokens": 107, "completion_tokens": 7, "total_tokens": 114,
+               "prompt_tokens_details": {"cached_tokens": 90}})
     );
 }
