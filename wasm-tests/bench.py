@@ -757,20 +757,26 @@ class StreamConn:
                 "end_us": (t - t0) * 1e6}
 
 
+def one_stream(envoy: Envoy, body: bytes, hdrs: bytes, label: str) -> dict:
+    """One streamed request on a connection of its own; exits unless it is a 200 event stream."""
+    c = StreamConn(envoy.port, envoy.name)
+    try:
+        res = c.request(body, hdrs)
+    finally:
+        c.close()
+    if res["status"] != 200:
+        raise SystemExit("envoy %s, %s: status %d: %r" % (envoy.name, label, res["status"], res["body"][:300]))
+    if not res["headers"].get("content-type", "").startswith("text/event-stream"):
+        raise SystemExit("envoy %s, %s: content-type %r" % (envoy.name, label, res["headers"].get("content-type")))
+    return res
+
+
 def check_stream_routing(plain: Envoy, filt: Envoy, body: bytes, variants: list) -> None:
     for label, hdrs, events in variants:
         want = sse_expected_body(events)
         for envoy, routed in ((plain, False), (filt, True)):
-            c = StreamConn(envoy.port, envoy.name)
-            try:
-                res = c.request(body, hdrs)
-            finally:
-                c.close()
+            res = one_stream(envoy, body, hdrs, label)
             h = res["headers"]
-            if res["status"] != 200:
-                raise SystemExit("envoy %s, %s: status %d: %r" % (envoy.name, label, res["status"], res["body"][:300]))
-            if not h.get("content-type", "").startswith("text/event-stream"):
-                raise SystemExit("envoy %s, %s: content-type %r" % (envoy.name, label, h.get("content-type")))
             if res["body"] != want:
                 raise SystemExit("envoy %s, %s: not the %d events sse_upstream sent (%d bytes, want %d): %r"
                                  % (envoy.name, label, events, len(res["body"]), len(want), res["body"][-200:]))
@@ -792,7 +798,7 @@ def xstream_wrong(body: bytes, events: int) -> Optional[str]:
     """What is wrong with a translated stream (None: nothing), i.e. sse_upstream's Anthropic
     stream of ``events`` text deltas as OpenAI chat.completion.chunk events: the role chunk,
     the texts t000, t001, ... in order, one finish_reason (stop, from end_turn), the usage
-    chunk (prompt 10, completion ``events``), then ``data: [DONE]``."""
+    chunk (prompt 10, completion ``events``, none cached), then ``data: [DONE]``."""
     parts = body.split(b"\n\n")
     if len(parts) < 2 or parts[-1] != b"" or parts[-2] != b"data: [DONE]":
         return "does not end with data: [DONE]"
@@ -819,7 +825,8 @@ def xstream_wrong(body: bytes, events: int) -> Optional[str]:
         return "finish_reason not stop on the chunk after the texts alone"
     usage = chunks[-1].get("usage")
     if chunks[-1].get("choices") != [] or usage != {"prompt_tokens": 10, "completion_tokens": events,
-                                                     "total_tokens": events + 10}:
+                                                     "total_tokens": events + 10,
+                                                     "prompt_tokens_details": {"cached_tokens": 0}}:
         return "the last chunk is not the usage: %r" % chunks[-1]
     return None
 
@@ -829,16 +836,8 @@ def check_xstream_routing(xfilt: Envoy, body: bytes, variants: list) -> None:
     (mock-a, /v1/messages, where sse_upstream answers Anthropic events) and streams back
     their OpenAI translation."""
     for label, hdrs, events in variants:
-        c = StreamConn(xfilt.port, xfilt.name)
-        try:
-            res = c.request(body, hdrs)
-        finally:
-            c.close()
+        res = one_stream(xfilt, body, hdrs, label)
         h = res["headers"]
-        if res["status"] != 200:
-            raise SystemExit("envoy %s, %s: status %d: %r" % (xfilt.name, label, res["status"], res["body"][:300]))
-        if not h.get("content-type", "").startswith("text/event-stream"):
-            raise SystemExit("envoy %s, %s: content-type %r" % (xfilt.name, label, h.get("content-type")))
         if h.get("x-llm-router-upstream") != "mock-a":
             raise SystemExit("envoy %s, %s: not routed to the Anthropic-format mock-a (x-llm-router-upstream=%r)"
                              % (xfilt.name, label, h.get("x-llm-router-upstream")))
