@@ -166,6 +166,9 @@ pub struct AttemptFlow {
     context_retry: bool,
     /// This attempt's request headers, read once (each attempt gets its own copy).
     client: ClientHeaders,
+    /// The client's endpoint (from the path the request filter kept), for the shape of
+    /// this filter's own replies and the attempt's translation.
+    endpoint: Option<Endpoint>,
 }
 
 impl AttemptFlow {
@@ -181,6 +184,7 @@ impl AttemptFlow {
             held: None,
             context_retry: true,
             client: ClientHeaders::default(),
+            endpoint: None,
         }
     }
 
@@ -331,7 +335,11 @@ impl AttemptFlow {
     fn reply(&mut self, host: &mut dyn Host, error: &ApiError) -> Flow {
         self.replied = true;
         self.acc.cancel(host, &self.plan);
-        let body = error.body();
+        // An Anthropic client gets Anthropic's error shape, as from the request filter.
+        let body = match self.endpoint {
+            Some(Endpoint::AnthropicMessages) => error.anthropic_body(),
+            _ => error.body(),
+        };
         if let Err(e) =
             host.send_local_reply(error.status, &[("content-type", "application/json")], &body)
         {
@@ -348,6 +356,13 @@ impl StreamFlow for AttemptFlow {
             // Not sent by the request filter: nothing to do.
             return Flow::Continue;
         };
+        self.endpoint = self
+            .client
+            .get(host, HEADER_PATH)
+            .and_then(|p| match path::classify(&p) {
+                PathKind::Endpoint { endpoint, .. } => Some(endpoint),
+                _ => None,
+            });
         let number = self
             .client
             .get(host, "x-envoy-attempt-count")
@@ -389,14 +404,7 @@ impl StreamFlow for AttemptFlow {
             );
         };
         let mut attempt = attempt;
-        let endpoint = self
-            .client
-            .get(host, HEADER_PATH)
-            .and_then(|p| match path::classify(&p) {
-                PathKind::Endpoint { endpoint, .. } => Some(endpoint),
-                _ => None,
-            });
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = self.endpoint {
             (attempt.mixed, attempt.translate) = formats(&self.plan, endpoint, &attempt);
         }
         // Attempt 1 was rewritten by the request filter, unless it is translated here.

@@ -310,11 +310,27 @@ fn a_request_without_the_failover_header_is_left_alone() {
 fn an_unknown_target_is_refused_not_forwarded() {
     let plan = plan(json!({"cluster": "llm_failover"}));
     let mut host = attempt_host(1, "{}", &["llm_router.h.z/unknown"]);
-    let mut flow = AttemptFlow::new(plan);
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
     assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
     let reply = host.local_reply.as_ref().expect("a local reply");
     assert_eq!(reply.status, 500);
     assert_eq!(host.header("x-llm-router-cluster"), Some("llm_failover"));
+    let error: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(error["error"]["type"], "server_error");
+
+    // An Anthropic client's request gets the reply in Anthropic's shape.
+    let mut host = attempt_host(1, "{}", &["llm_router.h.z/unknown"]);
+    for (name, value) in host.request_headers.iter_mut() {
+        if name == ":path" || name == HEADER_PATH {
+            *value = "/v1/messages".to_owned();
+        }
+    }
+    let mut flow = AttemptFlow::new(Rc::clone(&plan));
+    assert_eq!(flow.on_request_headers(&mut host, false), Flow::Pause);
+    let reply = host.local_reply.as_ref().expect("a local reply");
+    let error: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "api_error");
 }
 
 #[test]
