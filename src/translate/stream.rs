@@ -49,13 +49,18 @@ impl Events {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
+        // Events are taken from `start` on, and the buffer drained once at the end: a
+        // drain per event would move the rest of a burst once for each of its events.
+        let mut start = 0;
         while let Some((end, next)) = self.event_end() {
-            if let Some(e) = self.buf.get(..end).and_then(parse_event) {
+            if let Some(e) = self.buf.get(start..end).and_then(parse_event) {
                 out.push(e);
             }
-            self.buf.drain(..next);
-            (self.scanned, self.line_start) = (0, 0);
+            (start, self.scanned, self.line_start) = (next, next, next);
         }
+        self.buf.drain(..start);
+        self.scanned -= start;
+        self.line_start -= start;
         if self.buf.len() > MAX_EVENT_BYTES {
             return Err(EventTooLarge);
         }
@@ -64,54 +69,74 @@ impl Events {
 }
 
 impl Events {
-    /// Where the first event in the buffer ends (its last byte before the blank line) and
+    /// Where the event at `line_start` ends (its last byte before the blank line) and
     /// where the next begins. A `\r` at the very end may be half of `\r\n`: wait for the
     /// next byte.
     fn event_end(&mut self) -> Option<(usize, usize)> {
         let buf = &self.buf;
         let mut i = self.scanned;
-        while i < buf.len() {
-            let eol = match buf[i] {
-                b'\n' => Some(i + 1),
-                b'\r' if i + 1 < buf.len() => Some(if buf[i + 1] == b'\n' { i + 2 } else { i + 1 }),
-                b'\r' => break,
-                _ => None,
+        loop {
+            // Line ends are found a word at a time (memchr), not byte by byte.
+            let Some(at) = buf
+                .get(i..)
+                .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
+            else {
+                self.scanned = buf.len();
+                return None;
             };
-            match eol {
-                Some(after) if i == self.line_start => return Some((self.line_start, after)),
-                Some(after) => {
-                    self.line_start = after;
-                    i = after;
+            let eol = i + at;
+            let after = match (buf.get(eol), buf.get(eol + 1)) {
+                (Some(b'\r'), Some(b'\n')) => eol + 2,
+                // A `\r` at the very end may be half of `\r\n`: wait for the next byte.
+                (Some(b'\r'), None) => {
+                    self.scanned = eol;
+                    return None;
                 }
-                None => i += 1,
+                _ => eol + 1,
+            };
+            if eol == self.line_start {
+                return Some((self.line_start, after));
             }
+            self.line_start = after;
+            i = after;
         }
-        self.scanned = i;
-        None
     }
 }
 
 fn parse_event(raw: &[u8]) -> Option<Event> {
-    let text = String::from_utf8_lossy(raw);
     let mut name = None;
-    let mut data: Vec<&str> = Vec::new();
-    for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
+    let mut data: Option<String> = None;
+    for line in raw
+        .split(|b| matches!(b, b'\n' | b'\r'))
+        .filter(|l| !l.is_empty())
+    {
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(at) => (&line[..at], &line[at + 1..]),
+            None => (line, &[][..]),
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
         match field {
-            "event" => name = Some(value.to_owned()),
-            "data" => data.push(value),
+            b"event" => name = Some(String::from_utf8_lossy(value).into_owned()),
+            b"data" => {
+                let value = String::from_utf8_lossy(value);
+                match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(&value);
+                    }
+                    None => data = Some(value.into_owned()),
+                }
+            }
             _ => {}
         }
     }
-    if name.is_none() && data.is_empty() {
+    if name.is_none() && data.is_none() {
         return None;
     }
-    let data = match data.as_slice() {
-        [one] => (*one).to_owned(),
-        many => many.join("\n"),
-    };
-    Some(Event { name, data })
+    Some(Event {
+        name,
+        data: data.unwrap_or_default(),
+    })
 }
 
 fn sse_data(v: &Value) -> Vec<u8> {

@@ -374,31 +374,14 @@ fn object_after_key(bytes: &[u8], from: usize) -> Option<&[u8]> {
     None
 }
 
-/// The first `needle` in `hay`.
+/// The first `needle` in `hay` (none for an empty one).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(off) = hay.get(from..)?.iter().position(|&b| b == first) {
-        let at = from + off;
-        if hay.get(at + 1..).is_some_and(|h| h.starts_with(rest)) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    (!needle.is_empty()).then(|| memchr::memmem::find(hay, needle))?
 }
 
-/// The last `needle` in `hay`.
+/// The last `needle` in `hay` (none for an empty one).
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut end = hay.len();
-    while let Some(at) = hay.get(..end)?.iter().rposition(|&b| b == first) {
-        if hay.get(at + 1..).is_some_and(|h| h.starts_with(rest)) {
-            return Some(at);
-        }
-        end = at;
-    }
-    None
+    (!needle.is_empty()).then(|| memchr::memmem::rfind(hay, needle))?
 }
 
 /// Makes room in `buf` for `extra` more bytes, doubling as usual but not past `cap`, so a

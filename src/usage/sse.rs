@@ -101,7 +101,7 @@ impl StreamUsage {
         }
         while let Some(off) = chunk
             .get(at..)
-            .and_then(|rest| rest.iter().position(|&b| b == b'\n' || b == b'\r'))
+            .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
         {
             let line_end = at + off;
             let blank = off == 0 && self.line_start;
@@ -306,7 +306,7 @@ impl<'a> Iterator for Lines<'a> {
             return None;
         }
         let bytes = self.0;
-        let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+        let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else {
             self.0 = &[];
             return Some(bytes);
         };
