@@ -21,6 +21,8 @@ use crate::endpoint::Endpoint;
 
 /// Hashed feature slots.
 pub const BUCKETS: usize = 1 << 14;
+// A slot is kept in 16 bits while its row waits to be summed (`RowSums`).
+const _: () = assert!(BUCKETS <= 1 << 16);
 /// Dense features (see [`dense`]).
 pub const DENSE: usize = 64;
 /// Rows of weights: one per hashed slot, then one per dense feature.
@@ -157,19 +159,9 @@ impl<'a> Model<'a> {
 
     /// Task and complexity for the features of one request.
     pub(crate) fn predict(&self, input: &Input<'_>) -> (Task, Complexity) {
-        let mut acc = [[0i32; OUTPUTS]; GROUPS];
-        let counts = hashed(input, &mut |slot, group| {
-            // A fixed-size row: the adds unroll.
-            let row = self
-                .weights
-                .get(slot * OUTPUTS..)
-                .and_then(|r| r.first_chunk::<OUTPUTS>());
-            if let (Some(row), Some(acc)) = (row, acc.get_mut(group)) {
-                for k in 0..OUTPUTS {
-                    acc[k] += i32::from(weight(row[k]));
-                }
-            }
-        });
+        let mut rows = RowSums::new(self.weights);
+        let counts = hashed(input, &mut |slot, group| rows.push(slot, group));
+        let acc = rows.sums();
         let mut scores = self.bias;
         for (acc, n) in acc.iter().zip(counts) {
             let norm = norm(n);
@@ -198,6 +190,68 @@ impl<'a> Model<'a> {
             .copied()
             .unwrap_or(Complexity::Low);
         (task, level)
+    }
+}
+
+/// How many slots [`RowSums`] takes before it sums their rows.
+const BATCH: usize = 128;
+
+/// The hashed rows of one request summed per group. The slots come in batches and each batch
+/// is summed in a loop of loads alone: the rows are scattered lines of a 164 KiB table,
+/// mostly out of cache when a request comes, and such a loop keeps several misses in flight
+/// where one interleaved with the hashing waited for each (integer sums do not depend on the
+/// order). A batch is a fixed array: no allocation.
+struct RowSums<'a> {
+    weights: &'a [u8],
+    acc: [[i32; OUTPUTS]; GROUPS],
+    batch: [(u16, u8); BATCH],
+    len: usize,
+}
+
+impl<'a> RowSums<'a> {
+    fn new(weights: &'a [u8]) -> RowSums<'a> {
+        RowSums {
+            weights,
+            acc: [[0; OUTPUTS]; GROUPS],
+            batch: [(0, 0); BATCH],
+            len: 0,
+        }
+    }
+
+    /// Takes the slot of a hashed feature (below [`BUCKETS`]) of `group`.
+    fn push(&mut self, slot: usize, group: usize) {
+        if let (Some(at), Ok(slot), Ok(group)) = (
+            self.batch.get_mut(self.len),
+            u16::try_from(slot),
+            u8::try_from(group),
+        ) {
+            *at = (slot, group);
+            self.len += 1;
+        }
+        if self.len == BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for &(slot, group) in self.batch.get(..self.len).unwrap_or(&[]) {
+            // A fixed-size row: the adds unroll.
+            let row = self
+                .weights
+                .get(usize::from(slot) * OUTPUTS..)
+                .and_then(|r| r.first_chunk::<OUTPUTS>());
+            if let (Some(row), Some(acc)) = (row, self.acc.get_mut(usize::from(group))) {
+                for k in 0..OUTPUTS {
+                    acc[k] += i32::from(weight(row[k]));
+                }
+            }
+        }
+        self.len = 0;
+    }
+
+    fn sums(mut self) -> [[i32; OUTPUTS]; GROUPS] {
+        self.flush();
+        self.acc
     }
 }
 
@@ -376,8 +430,13 @@ fn word_hashes(w: &[u8]) -> (u64, Option<u64>) {
     while end > 0 && w.get(end).is_some_and(|b| b & 0xc0 == 0x80) {
         end -= 1;
     }
-    let stem = w.get(..end).unwrap_or(w);
-    (token_hash(w), Some(token_hash(stem)))
+    // FNV-1a reads bytes in order: the stem's hash is the word's, part way through.
+    let (stem, rest) = w.split_at_checked(end).unwrap_or((w, &[]));
+    let mut h = FnvHasher::default();
+    h.write(stem);
+    let stem_hash = h.finish();
+    h.write(rest);
+    (h.finish(), Some(stem_hash))
 }
 
 /// Groups of hashed features, each scaled by `1/sqrt(its count)`: the words of the whole
@@ -558,6 +617,25 @@ mod tests {
         assert_eq!(weight(m.weights[(BUCKETS + 1) * OUTPUTS + 7]), -127);
         assert!(Model::decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(Model::decode(b"LLMRCLS1").is_none());
+    }
+
+    #[test]
+    fn rows_summed_in_batches_are_the_rows_summed_one_by_one() {
+        let model = Model::embedded().unwrap();
+        let slots: Vec<(usize, usize)> = (0..3 * BATCH + 7)
+            .map(|i| (i * 7919 % BUCKETS, i % GROUPS))
+            .collect();
+        let mut rows = RowSums::new(model.weights);
+        let mut want = [[0i32; OUTPUTS]; GROUPS];
+        for &(slot, group) in &slots {
+            rows.push(slot, group);
+            let row = &model.weights[slot * OUTPUTS..(slot + 1) * OUTPUTS];
+            for (sum, w) in want[group].iter_mut().zip(row) {
+                *sum += i32::from(weight(*w));
+            }
+        }
+        assert_eq!(rows.sums(), want);
+        assert_ne!(want, [[0; OUTPUTS]; GROUPS]);
     }
 
     #[test]
