@@ -1303,6 +1303,12 @@ def main() -> int:
                   % (r_h, d_h))
             print("  %.3f x plain, p50 %+.0f us, i.e. %.3f x the heuristic router's throughput, p50 %+.0f us."
                   % (r_l, d_l, r_l / r_h, d_l - d_h))
+            lt, ht = learned["throughput"]["filter"], heur["throughput"]["filter"]
+            # Each router's own plain rounds vary by a tenth or more on a shared machine; the
+            # Envoy CPU per request at saturation is the steadier figure of the two.
+            print("  Side by side (-c%d): %.0f against %.0f rps (%.3f x), Envoy CPU per request %.0f against"
+                  " %.0f us" % (args.connections, lt["rps"], ht["rps"], lt["rps"] / ht["rps"], lt["cpu_us"],
+                                ht["cpu_us"]))
         if "fo" in selected:
             print("  fo 3K: the 3 KiB body to the two-target alias %s, sent through the failover hop"
                   % FAILOVER_ALIAS)
