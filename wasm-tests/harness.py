@@ -516,6 +516,49 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+PROMETHEUS_SAMPLE = re.compile(r'^(llm_router_[a-z_]+)\{([^}]*)\} (\S+)$')
+
+
+def scrape(router: "EnvoyRouter") -> dict:
+    """``{(name, frozenset(labels)): value}`` of every llm_router_ sample of the Prometheus page."""
+    status, text = router.stats_text("/stats/prometheus")
+    assert status == 200
+    out = {}
+    for line in text.splitlines():
+        m = PROMETHEUS_SAMPLE.match(line)
+        if m:
+            labels = frozenset((k, v) for k, v in re.findall(r'([a-z_]+)="([^"]*)"', m.group(2)))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def sample(samples: dict, name: str, absent: Optional[float] = None, **labels) -> float:
+    """The one sample of ``name`` with exactly ``labels`` (``cls`` stands for ``class``); a
+    missing one fails the test, or is ``absent`` if that is given."""
+    labels = {("class" if k == "cls" else k): v for k, v in labels.items()}
+    want = frozenset(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= ls and
+             not any(k not in labels and k != "le" for k, _ in ls)]
+    if not found and absent is not None:
+        return absent
+    assert len(found) == 1, (name, labels, [k for k in samples if k[0] == name])
+    return found[0]
+
+
+def wait_for_samples(router: "EnvoyRouter", check, timeout: float = 5.0) -> dict:
+    """Scrapes until ``check(samples)`` holds (histograms show after a stats flush)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(router)
+        try:
+            check(samples)
+            return samples
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def jdump(obj: Any) -> bytes:
     """Compact JSON bytes (non-ASCII kept as UTF-8)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

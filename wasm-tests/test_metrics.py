@@ -7,13 +7,13 @@ the figures against what the mock providers received and answered.
 
 from __future__ import annotations
 
-import re
 import time
 
 import httpx
 import pytest
 
-from harness import STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, chat, envoy_version
+from harness import (STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, chat, envoy_version, sample, scrape,
+                     wait_for_samples)
 from mock_provider import RESET_MID_STREAM
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
@@ -58,47 +58,6 @@ def post(router: EnvoyRouter, body: dict) -> httpx.Response:
     return httpx.post(router.url + CHAT, json=body, timeout=10)
 
 
-LINE = re.compile(r'^(llm_router_[a-z_]+)\{([^}]*)\} (\S+)$')
-
-
-def scrape(router: EnvoyRouter) -> dict:
-    """``{(name, frozenset(labels)): value}`` of every llm_router_ sample."""
-    status, text = router.stats_text("/stats/prometheus")
-    assert status == 200
-    out = {}
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if m:
-            labels = frozenset(tuple(kv.split("=", 1)) for kv in re.findall(r'[a-z_]+="[^"]*"', m.group(2)))
-            labels = frozenset((k, v.strip('"')) for k, v in labels)
-            out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    """The one sample of ``name`` with exactly ``labels`` (``cls`` stands for ``class``)."""
-    labels = {("class" if k == "cls" else k): v for k, v in labels.items()}
-    want = frozenset(labels.items())
-    found = [v for (n, ls), v in samples.items() if n == name and want <= ls and
-             not any(k not in labels and k != "le" for k, _ in ls)]
-    assert len(found) == 1, (name, labels, [k for k in samples if k[0] == name])
-    return found[0]
-
-
-def wait_for(router: EnvoyRouter, check, timeout: float = 5.0):
-    """Scrapes until ``check(samples)`` holds (histograms show after a stats flush)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(router)
-        try:
-            check(samples)
-            return samples
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def usage_of(resp: httpx.Response) -> tuple[int, int]:
     u = resp.json()["usage"]
     return u["prompt_tokens"], u["completion_tokens"]
@@ -140,16 +99,16 @@ def test_requests_tokens_cost_and_latency_per_target_and_rule(router, mock_a):
     def check(s):
         for scope, label in (("target", "a/plain-a"), ("rule", "rule:hello")):
             kw = {scope: label}
-            assert value(s, "llm_router_%s_requests" % scope, **kw) == 6
-            assert value(s, "llm_router_%s_in_flight" % scope, **kw) == 0
-            assert value(s, "llm_router_%s_prompt_tokens" % scope, **kw) == prompt
-            assert value(s, "llm_router_%s_completion_tokens" % scope, **kw) == completion
-            assert abs(value(s, "llm_router_%s_cost_micro_usd" % scope, **kw) - cost) <= 6
-            assert value(s, "llm_router_%s_latency_ms_count" % scope, **kw) == 6
-            assert value(s, "llm_router_%s_ttfb_ms_count" % scope, **kw) == 6
+            assert sample(s, "llm_router_%s_requests" % scope, **kw) == 6
+            assert sample(s, "llm_router_%s_in_flight" % scope, **kw) == 0
+            assert sample(s, "llm_router_%s_prompt_tokens" % scope, **kw) == prompt
+            assert sample(s, "llm_router_%s_completion_tokens" % scope, **kw) == completion
+            assert abs(sample(s, "llm_router_%s_cost_micro_usd" % scope, **kw) - cost) <= 6
+            assert sample(s, "llm_router_%s_latency_ms_count" % scope, **kw) == 6
+            assert sample(s, "llm_router_%s_ttfb_ms_count" % scope, **kw) == 6
             for cls in ("5xx", "429", "connect", "timeout"):
-                assert value(s, "llm_router_%s_failures" % scope, cls=cls, **kw) == 0
-    wait_for(router, check)
+                assert sample(s, "llm_router_%s_failures" % scope, cls=cls, **kw) == 0
+    wait_for_samples(router, check)
 
 
 def test_failover_counts_the_failure_on_the_target_and_the_request_once_on_the_rule(
@@ -159,17 +118,17 @@ def test_failover_counts_the_failure_on_the_target_and_the_request_once_on_the_r
     assert resp.status_code == 200 and resp.headers["x-llm-router-attempts"] == "2"
 
     def check(s):
-        assert value(s, "llm_router_target_requests", target="a/fo-a") == 1
-        assert value(s, "llm_router_target_failures", target="a/fo-a", cls="5xx") == 1
-        assert value(s, "llm_router_target_failovers", target="a/fo-a") == 1
-        assert value(s, "llm_router_target_requests", target="b/fo-b") == 1
-        assert value(s, "llm_router_target_failures", target="b/fo-b", cls="5xx") == 0
-        assert value(s, "llm_router_rule_requests", rule="model:fo") == 1
-        assert value(s, "llm_router_rule_failures", rule="model:fo", cls="5xx") == 0
-        assert value(s, "llm_router_rule_in_flight", rule="model:fo") == 0
+        assert sample(s, "llm_router_target_requests", target="a/fo-a") == 1
+        assert sample(s, "llm_router_target_failures", target="a/fo-a", cls="5xx") == 1
+        assert sample(s, "llm_router_target_failovers", target="a/fo-a") == 1
+        assert sample(s, "llm_router_target_requests", target="b/fo-b") == 1
+        assert sample(s, "llm_router_target_failures", target="b/fo-b", cls="5xx") == 0
+        assert sample(s, "llm_router_rule_requests", rule="model:fo") == 1
+        assert sample(s, "llm_router_rule_failures", rule="model:fo", cls="5xx") == 0
+        assert sample(s, "llm_router_rule_in_flight", rule="model:fo") == 0
         # allowed_fails 0: the one failure opened a's circuit.
-        assert value(s, "llm_router_target_cooldowns", target="a/fo-a") == 1
-    wait_for(router, check)
+        assert sample(s, "llm_router_target_cooldowns", target="a/fo-a") == 1
+    wait_for_samples(router, check)
 
 
 def test_rate_limit_cooldown_and_budget_skips(router, mock_a, mock_b):
@@ -180,13 +139,13 @@ def test_rate_limit_cooldown_and_budget_skips(router, mock_a, mock_b):
         assert post(router, chat("Hi", model="limited")).status_code == 200
 
     def check(s):
-        assert value(s, "llm_router_target_failures", target="a/cool-a", cls="429") == 1
-        assert value(s, "llm_router_target_cooldowns", target="a/cool-a") == 1
-        assert value(s, "llm_router_target_requests", target="a/limited-a") == 1
-        assert value(s, "llm_router_target_budget_skips", target="a/limited-a") == 2
-        assert value(s, "llm_router_rule_budget_skips", rule="model:limited") == 2
-        assert value(s, "llm_router_target_requests", target="b/limited-b") == 2
-    wait_for(router, check)
+        assert sample(s, "llm_router_target_failures", target="a/cool-a", cls="429") == 1
+        assert sample(s, "llm_router_target_cooldowns", target="a/cool-a") == 1
+        assert sample(s, "llm_router_target_requests", target="a/limited-a") == 1
+        assert sample(s, "llm_router_target_budget_skips", target="a/limited-a") == 2
+        assert sample(s, "llm_router_rule_budget_skips", rule="model:limited") == 2
+        assert sample(s, "llm_router_target_requests", target="b/limited-b") == 2
+    wait_for_samples(router, check)
 
 
 @pytest.mark.core
@@ -195,7 +154,7 @@ def test_client_model_names_never_create_stats(router, mock_b):
     for i in range(20):
         resp = post(router, chat("Hi", model="client-model-%d" % i))
         assert resp.status_code == 200
-    samples = wait_for(router, lambda s: value(s, "llm_router_target_requests", target="b/*") == 20)
+    samples = wait_for_samples(router, lambda s: sample(s, "llm_router_target_requests", target="b/*") == 20)
     labels = {v for (_, ls), _ in samples.items() for k, v in ls if k in ("target", "rule")}
     assert not any("client-model" in label for label in labels), labels
     # A fixed set per configuration: its targets + b/* and its aliases and rule + passthrough.
@@ -219,8 +178,8 @@ def test_a_stream_the_upstream_resets_counts_as_a_connect_failure(router, mock_a
                 pass
 
     def check(s):
-        assert value(s, "llm_router_target_requests", target="a/cut-a") == 1
-        assert value(s, "llm_router_target_failures", target="a/cut-a", cls="connect") == 1
-        assert value(s, "llm_router_target_in_flight", target="a/cut-a") == 0
-        assert value(s, "llm_router_rule_failures", rule="model:cut", cls="connect") == 1
-    wait_for(router, check)
+        assert sample(s, "llm_router_target_requests", target="a/cut-a") == 1
+        assert sample(s, "llm_router_target_failures", target="a/cut-a", cls="connect") == 1
+        assert sample(s, "llm_router_target_in_flight", target="a/cut-a") == 0
+        assert sample(s, "llm_router_rule_failures", rule="model:cut", cls="connect") == 1
+    wait_for_samples(router, check)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 import time
 import uuid
@@ -37,7 +36,7 @@ import httpx
 import pytest
 
 from harness import (STATS_AT_ROOT, STATS_AT_ROOT_WHY, EnvoyRouter, assert_openai_error, jdump,
-                     replace_once)
+                     replace_once, sample, scrape, wait_for_samples)
 
 MOCK_KEY = "test-mock-key"  # conftest's MOCK_API_KEY
 CHAT = "/v1/chat/completions"
@@ -319,45 +318,6 @@ def expected_accounting(reasoning) -> dict:
     return dict(TOKENS, reasoning_tokens=reasoning, cost=round(COST, 12))
 
 
-LINE = re.compile(r'^(llm_router_[a-z_]+)\{([^}]*)\} (\S+)$')
-
-
-def scrape(router: EnvoyRouter) -> dict:
-    """``{(name, frozenset(labels)): value}`` of every llm_router_ sample."""
-    status, text = router.stats_text("/stats/prometheus")
-    assert status == 200
-    out = {}
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if m:
-            labels = frozenset((k, v) for k, v in re.findall(r'([a-z_]+)="([^"]*)"', m.group(2)))
-            out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    """The one sample of ``name`` with exactly ``labels`` (``cls`` for ``class``); 0 if unused."""
-    labels = {("class" if k == "cls" else k): v for k, v in labels.items()}
-    want = frozenset(labels.items())
-    found = [v for (n, ls), v in samples.items() if n == name and want <= ls and
-             not any(k not in labels and k != "le" for k, _ in ls)]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else 0.0
-
-
-def wait_for(router: EnvoyRouter, check, timeout: float = 6.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(router)
-        try:
-            check(samples)
-            return samples
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def assert_anthropic_error(resp: httpx.Response, status: int, kind: str) -> dict:
     """The router's own error in Anthropic's shape; returns its `error` object."""
     assert resp.status_code == status, (resp.status_code, resp.text)
@@ -585,11 +545,11 @@ def test_stats_count_translated_requests_and_tokens_like_same_format_ones(router
             kw = {scope: label}
             for stat in ("requests", "prompt_tokens", "completion_tokens", "cost_micro_usd", "in_flight",
                          "latency_ms_count"):
-                f[(scope, stat)] = value(s, "llm_router_%s_%s" % (scope, stat), **kw)
+                f[(scope, stat)] = sample(s, "llm_router_%s_%s" % (scope, stat), 0.0, **kw)
             for cls in ("5xx", "429", "connect", "timeout"):
-                f[(scope, "failures", cls)] = value(s, "llm_router_%s_failures" % scope, cls=cls, **kw)
+                f[(scope, "failures", cls)] = sample(s, "llm_router_%s_failures" % scope, 0.0, cls=cls, **kw)
         for stat in ("requests", "prompt_tokens", "completion_tokens", "cost_micro"):
-            f[("client", stat)] = value(s, "llm_router_client_%s" % stat, client=client)
+            f[("client", stat)] = sample(s, "llm_router_client_%s" % stat, 0.0, client=client)
         return f
 
     # The error reports no usage: the tokens and cost are the two answers' (and only successes
@@ -609,7 +569,7 @@ def test_stats_count_translated_requests_and_tokens_like_same_format_ones(router
             assert got_x == got_s, (translated, got_x, same, got_s)
             for k, v in want.items():
                 assert abs(got_x[k] - v) <= (2 if "cost" in k[1] else 0), (translated, k, got_x[k], v)
-    wait_for(router, check)
+    wait_for_samples(router, check, timeout=6.0)
 
 
 # ---------------------------------------------------------------------------------------
