@@ -87,7 +87,6 @@ impl Events {
             let eol = i + at;
             let after = match (buf.get(eol), buf.get(eol + 1)) {
                 (Some(b'\r'), Some(b'\n')) => eol + 2,
-                // A `\r` at the very end may be half of `\r\n`: wait for the next byte.
                 (Some(b'\r'), None) => {
                     self.scanned = eol;
                     return None;

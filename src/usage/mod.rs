@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use memchr::memmem;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -298,7 +299,7 @@ const USAGE_KEY: &[u8] = b"\"usage\"";
 /// See [`usage_of`]; an object without counts (or cut off) gives way to an earlier one.
 fn lenient_counts(bytes: &[u8]) -> Option<Counts> {
     let mut end = bytes.len();
-    while let Some(at) = rfind(bytes.get(..end)?, USAGE_KEY) {
+    while let Some(at) = memmem::rfind(bytes.get(..end)?, USAGE_KEY) {
         let found = object_after_key(bytes, at + USAGE_KEY.len())
             .and_then(|object| serde_json::from_slice::<Counts>(object).ok())
             .filter(|c| c.usage().is_some());
@@ -314,7 +315,10 @@ fn lenient_counts(bytes: &[u8]) -> Option<Counts> {
 /// parse of the many streamed chunks with `"usage": null` or none.
 fn has_usage_object(json: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(at) = json.get(from..).and_then(|rest| find(rest, USAGE_KEY)) {
+    while let Some(at) = json
+        .get(from..)
+        .and_then(|rest| memmem::find(rest, USAGE_KEY))
+    {
         let after = from + at + USAGE_KEY.len();
         if value_after_key(json, after).is_some_and(|v| json.get(v) == Some(&b'{')) {
             return true;
@@ -372,16 +376,6 @@ fn object_after_key(bytes: &[u8], from: usize) -> Option<&[u8]> {
         }
     }
     None
-}
-
-/// The first `needle` in `hay` (none for an empty one).
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    (!needle.is_empty()).then(|| memchr::memmem::find(hay, needle))?
-}
-
-/// The last `needle` in `hay` (none for an empty one).
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    (!needle.is_empty()).then(|| memchr::memmem::rfind(hay, needle))?
 }
 
 /// Makes room in `buf` for `extra` more bytes, doubling as usual but not past `cap`, so a

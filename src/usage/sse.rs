@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{
-    event_usage, find, has_usage_object, keep_tail, lenient_counts, reserve_capped, Counts, Usage,
+    event_usage, has_usage_object, keep_tail, lenient_counts, reserve_capped, Counts, Usage,
     END_BYTES, MAX_EVENT_BYTES, USAGE_KEY,
 };
 
@@ -258,7 +258,7 @@ fn tail_of<'a>(held: &'a mut Vec<u8>, piece: &'a [u8]) -> &'a [u8] {
 /// The usage in one whole event (its lines up to its blank line), parsing its data only when
 /// a cheap look finds a `usage` object in it.
 fn usage_in_event(event: &[u8]) -> Option<super::EventUsage> {
-    find(event, USAGE_KEY)?;
+    memchr::memmem::find(event, USAGE_KEY)?;
     let data = event_data(event)?;
     if !has_usage_object(&data) {
         return None;
